@@ -1,0 +1,120 @@
+"""Channel dependency analysis: run the traced model once, propagating channel labels beside the values.
+
+`analyze(gm, example_inputs)` returns the `Record` of facts plus the label space; `cascomp.ir.groups` turns
+them into `ChannelGroup`s. The analysis never changes the graph and never writes `node.meta`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from cascomp.errors import AnalysisError
+from cascomp.ir import rules_ops
+from cascomp.ir.context import Context
+from cascomp.ir.labels import ParamRef, frozen_like
+
+
+class _Propagator(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, ctx: Context) -> None:
+        super().__init__(gm, garbage_collect_values=True)
+        self.ctx = ctx
+        self.labels: dict[fx.Node, Any] = {}
+
+    def run_node(self, node: fx.Node) -> Any:
+        value = super().run_node(node)
+        self.ctx.node = node
+        try:
+            labels = self._rule(node, value)
+        except Exception as error:  # a bug in a rule must name the node it broke on
+            raise AnalysisError(f"channel analysis failed at {self.ctx.where}: {type(error).__name__}: {error}; "
+                                "please report this with the model (CASCOMP_DEBUG=1 shows the traceback)") from error
+        self.labels[node] = labels
+        self.ctx.record.labels[node.name] = labels
+        self.ctx.record.shapes[node.name] = _shapes(value)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            self.ctx.record.floating.add(node.name)
+        return value
+
+    def _rule(self, node: fx.Node, value: Any) -> Any:
+        if node.op == "placeholder":
+            return self.ctx.frozen_output(value)
+        if node.op == "get_attr":
+            return ParamRef(str(node.target), tuple(range(value.dim()))) if isinstance(value, torch.Tensor) else None
+        if node.op == "output":
+            self.ctx.freeze(fx.node.map_arg(node.args[0], self.labels.get), "model output")
+            return None
+        args, kwargs = self.fetch_args_kwargs_from_env(node)
+        largs = fx.node.map_arg(node.args, self.labels.get)
+        lkwargs = fx.node.map_arg(node.kwargs, self.labels.get)
+        largs = tuple(_literal_labels(a, la) for a, la in zip(args, largs))
+        if node.op == "call_module":
+            return rules_ops.run_module(self.ctx, node, args, kwargs, largs, lkwargs, value)
+        return rules_ops.run_function(self.ctx, node, args, kwargs, largs, lkwargs, value)
+
+
+def _literal_labels(value: Any, labels: Any) -> Any:
+    """Tensors that are constants in the graph (not produced by a node) carry no prunable channel."""
+    if labels is None and isinstance(value, torch.Tensor):
+        return frozen_like(value)
+    if isinstance(value, (list, tuple)) and isinstance(labels, (list, tuple)):
+        return type(labels)(_literal_labels(v, la) for v, la in zip(value, labels))
+    return labels
+
+
+def _shapes(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (tuple, list)):
+        return tuple(_shapes(v) for v in value)
+    return None
+
+
+def analyze(gm: fx.GraphModule, example_inputs: tuple, example_kwargs: dict | None = None) -> Context:
+    """Propagate labels through `gm` on the example inputs and settle the rectangularity constraints."""
+    tensors = [x for x in example_inputs if isinstance(x, torch.Tensor)]
+    batch = tensors[0].shape[0] if tensors and tensors[0].dim() else 1
+    ctx = Context(gm, batch)
+    with torch.no_grad():
+        _Propagator(gm, ctx).run(*example_inputs, **(example_kwargs or {}))
+    settle(ctx)
+    return ctx
+
+
+def settle(ctx: Context) -> None:
+    """Add the ties that keep every pruned tensor rectangular.
+
+    Cases:
+    1. a tensor whose channels vary along several dims (heads x head_dim, channel shuffle groups) must keep
+       a product of per-dim selections: all dims but one are tied, keeping free the dim with most positions;
+    2. an integer index into a channel dim is only safe when every slice holds the same classes.
+    """
+    space = ctx.space
+    for _ in range(8):
+        changed = False
+        for _node, labels in ctx.record.grids:  # case 1
+            roots = torch.from_numpy(space.roots()[labels.numpy()])
+            vary = [d for d in range(roots.dim()) if roots.shape[d] > 1 and not _constant_along(roots, d)]
+            if len(vary) < 2:
+                continue
+            free = max(vary, key=lambda d: labels.shape[d])
+            for i in range(labels.shape[free]):
+                space.tie_all(labels.select(free, i))
+            changed = True
+        for fact in ctx.record.selects:  # case 2
+            roots = space.roots()
+            inside = set(roots[fact.labels.reshape(-1).numpy()].tolist())
+            everywhere = set(roots[fact.others.reshape(-1).numpy()].tolist())
+            if inside != everywhere and inside != {int(roots[0])}:
+                ctx.node = None
+                space.freeze(fact.labels, fact.node, "integer index into a channel dim")
+                changed = True
+        if not changed:
+            return
+    raise AnalysisError("channel constraints did not settle after 8 rounds; please report this model")
+
+
+def _constant_along(tensor: torch.Tensor, dim: int) -> bool:
+    return bool((tensor == tensor.narrow(dim, 0, 1)).all())

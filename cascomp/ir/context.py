@@ -1,0 +1,132 @@
+"""What the propagation rules write to while the analysis walks the graph.
+
+Rules never touch `node.meta`; they call these methods, and the analysis turns the record into typed
+results (groups, cost terms, rewrite facts) at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+
+from cascomp.ir.labels import FROZEN, LabelSpace, ParamRef, frozen_like
+
+
+@dataclass(frozen=True)
+class MacsTerm:
+    """MACs of one op for one sample: `scale` times the product of the kept counts of `factors`.
+
+    A factor is a 1-D label vector (its kept count is the number of its positions whose class is kept)
+    or a plain int.
+    """
+
+    node: str
+    scale: float
+    factors: tuple[torch.Tensor | int, ...]
+
+
+@dataclass(frozen=True)
+class SelectFact:
+    """An integer index into a dim whose labels vary: the index moves when channels before it go."""
+
+    node: str
+    labels: torch.Tensor  # labels of the selected slice
+    others: torch.Tensor  # labels of the whole indexed dim, for the check after grouping
+
+
+@dataclass
+class Record:
+    """Everything the analysis learned, keyed by node name."""
+
+    labels: dict[str, object] = field(default_factory=dict)
+    shapes: dict[str, object] = field(default_factory=dict)
+    param_axes: dict[str, list[torch.Tensor | None]] = field(default_factory=dict)
+    macs: list[MacsTerm] = field(default_factory=list)
+    grids: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    selects: list[SelectFact] = field(default_factory=list)
+    floating: set[str] = field(default_factory=set)
+
+
+class Context:
+    """Handed to every rule: the label space, the modules, and the record being written."""
+
+    def __init__(self, gm: fx.GraphModule, batch_size: int) -> None:
+        self.gm = gm
+        self.space = LabelSpace()
+        self.record = Record()
+        self.batch_size = batch_size
+        self.node: fx.Node | None = None
+        self._params = dict(gm.named_parameters())
+        self._params.update(dict(gm.named_buffers()))
+
+    # -- where we are -------------------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        node = self.node
+        if node is None:
+            return "<graph>"
+        trace = node.meta.get("stack_trace") if node.meta else None
+        line = ""
+        if trace:
+            lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
+            if lines:
+                line = f" ({lines[-2] if len(lines) > 1 else lines[-1]})"
+        return f"node {node.name!r}{line}"
+
+    def module(self, target: str) -> torch.nn.Module:
+        return self.gm.get_submodule(target)
+
+    def param(self, name: str) -> torch.Tensor:
+        return self._params[name]
+
+    # -- facts ---------------------------------------------------------------------------------------------
+    def freeze(self, labels: object, reason: str) -> None:
+        if isinstance(labels, torch.Tensor):
+            self.space.freeze(labels, self.node.name if self.node else "", reason)
+        elif isinstance(labels, ParamRef):
+            self.freeze_param(labels.name, reason)
+        elif isinstance(labels, (tuple, list)):
+            for item in labels:
+                self.freeze(item, reason)
+
+    def freeze_param(self, name: str, reason: str) -> None:
+        for dim, size in enumerate(self.param(name).shape):
+            if size > 1:
+                self.link_param(name, dim, torch.zeros(size, dtype=torch.int64), reason=reason)
+
+    def link_param(self, name: str, dim: int, vector: torch.Tensor, reason: str | None = None) -> None:
+        """Parameter `name`'s positions along `dim` follow the channel labels in `vector`."""
+        param = self.param(name)
+        size = param.shape[dim]
+        if vector.numel() == 1 and size != 1:
+            vector = vector.reshape(1).expand(size)
+        vector = vector.reshape(-1).contiguous()
+        if vector.numel() != size:
+            raise AssertionError(f"{name} dim {dim}: {vector.numel()} labels for {size} positions")
+        axes = self.record.param_axes.setdefault(name, [None] * param.dim())
+        if axes[dim] is None:
+            axes[dim] = vector
+        else:
+            self.space.unify(axes[dim], vector)
+        if reason is not None and bool((vector != FROZEN).any()):
+            self.space.freeze(vector, self.node.name if self.node else "", reason)
+
+    def macs(self, scale: float, *factors: torch.Tensor | int) -> None:
+        name = self.node.name if self.node else ""
+        self.record.macs.append(MacsTerm(name, float(scale) / self.batch_size, tuple(factors)))
+
+    def grid(self, labels: torch.Tensor) -> None:
+        """Remember a label tensor that varies along several dims: it must stay rectangular when pruned."""
+        if sum(1 for s in labels.shape if s > 1) >= 2 and self.node is not None:
+            self.record.grids.append((self.node.name, labels))
+
+    def frozen_output(self, value: object) -> object:
+        if isinstance(value, torch.Tensor):
+            return frozen_like(value)
+        if isinstance(value, (tuple, list)):
+            return type(value)(self.frozen_output(v) for v in value) if isinstance(value, tuple) else [
+                self.frozen_output(v) for v in value
+            ]
+        return None

@@ -1,0 +1,107 @@
+"""Cost model: MACs, FLOPs and parameters as functions of which channels each group keeps.
+
+Convention: MACs count the multiply-accumulates of convolutions, linear layers and tensor products
+(attention scores and attention-times-values); FLOPs = 2 x MACs, as in the survey's Table 1. Elementwise
+ops, norms and pooling are not counted. Counts are per sample (batch 1). Parameters count every
+`nn.Parameter` (buffers such as BatchNorm statistics are not parameters).
+
+Each op's MACs is a product of kept counts along the dims it iterates over, so the same expression gives the
+exact cost of a 0/1 plan and a differentiable expected cost for keep probabilities (FiGS eq. 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.fx as fx
+
+from cascomp.ir.context import Context
+from cascomp.ir.groups import Grouping
+
+
+@dataclass(frozen=True)
+class Cost:
+    flops: float
+    macs: float
+    params: float
+
+    def ratio(self, baseline: "Cost") -> "Cost":
+        def div(a: float, b: float) -> float:
+            return a / b if b else 1.0
+
+        return Cost(div(self.flops, baseline.flops), div(self.macs, baseline.macs), div(self.params, baseline.params))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Factor = tuple  # ("slots", LongTensor) or ("const", int)
+
+
+class CostModel:
+    """Evaluates cost for a keep vector over all channels of all groups (1 = kept)."""
+
+    def __init__(self, ctx: Context, grouping: Grouping, gm: fx.GraphModule) -> None:
+        slot = torch.from_numpy(grouping.slot_of_label)
+        self.channels = sum(g.size for g in grouping.groups)
+        self.offsets = grouping.offsets
+        self.groups = grouping.groups
+        self._macs = [(t.node, t.scale, tuple(_factor(f, slot) for f in t.factors)) for t in ctx.record.macs]
+        self._params = []
+        for name, param in gm.named_parameters():
+            axes = ctx.record.param_axes.get(name, [None] * param.dim())
+            self._params.append(tuple(_factor(axes[d], slot) if axes[d] is not None else _factor(size, slot)
+                                      for d, size in enumerate(param.shape)))
+
+    def full(self) -> torch.Tensor:
+        return torch.ones(self.channels)
+
+    def evaluate(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MACs, params) for `keep` (float, one entry per global channel; differentiable)."""
+        table = torch.cat([torch.ones(1, dtype=keep.dtype), keep])
+        macs = sum((scale * _product(factors, table) for _, scale, factors in self._macs), torch.zeros(()))
+        params = sum((_product(factors, table) for factors in self._params), torch.zeros(()))
+        return macs, params
+
+    def cost(self, keep: torch.Tensor | None = None) -> Cost:
+        keep = self.full() if keep is None else keep.to(torch.float64)
+        with torch.no_grad():
+            macs, params = self.evaluate(keep.double())
+        return Cost(flops=2 * float(macs), macs=float(macs), params=float(params))
+
+    def node_macs(self, keep: torch.Tensor | None = None) -> dict[str, float]:
+        keep = self.full().double() if keep is None else keep.double()
+        table = torch.cat([torch.ones(1, dtype=keep.dtype), keep])
+        out: dict[str, float] = {}
+        for node, scale, factors in self._macs:
+            out[node] = out.get(node, 0.0) + float(scale * _product(factors, table))
+        return out
+
+    def group_shares(self) -> list[Cost]:
+        """For each group, the share of FLOPs and params its channels account for (gradient at full width
+        times width: how cost scales with the group's width)."""
+        keep = self.full().double().requires_grad_(True)
+        macs, params = self.evaluate(keep)
+        grad_macs = torch.autograd.grad(macs, keep, retain_graph=True)[0]
+        grad_params = torch.autograd.grad(params, keep)[0]
+        shares = []
+        for group, start in zip(self.groups, self.offsets):
+            part = slice(start, start + group.size)
+            m = float(grad_macs[part].sum()) / max(float(macs), 1.0)
+            p = float(grad_params[part].sum()) / max(float(params), 1.0)
+            shares.append(Cost(flops=m, macs=m, params=p))
+        return shares
+
+
+def _factor(value, slot: torch.Tensor) -> Factor:
+    if isinstance(value, torch.Tensor):
+        return ("slots", slot[value.reshape(-1)])
+    return ("const", int(value))
+
+
+def _product(factors, table: torch.Tensor) -> torch.Tensor:
+    result = torch.ones((), dtype=table.dtype)
+    for kind, value in factors:
+        result = result * (table[value].sum() if kind == "slots" else value)
+    return result

@@ -1,0 +1,115 @@
+"""`Graph`: a traced model with its channel groups and cost model, what `cascomp.trace` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from cascomp.errors import ConfigError
+from cascomp.ir.analysis import analyze
+from cascomp.ir.context import Record
+from cascomp.ir.cost import Cost, CostModel
+from cascomp.ir.groups import ChannelGroup, FrozenChannels, build_groups, keep_mask_of_labels
+from cascomp.ir.plan import Plan, round_width
+from cascomp.ir.trace import trace_module
+
+
+@dataclass(frozen=True, kw_only=True)
+class Constraints:
+    """Rules every plan obeys: modules to leave alone, a channel multiple, a minimum width per group."""
+
+    ignore: tuple[str, ...] = ()
+    round_to: int = 1
+    min_keep: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.round_to, int) or self.round_to < 1:
+            raise ConfigError(f"round_to must be a positive integer, got {self.round_to!r}; e.g. round_to=8")
+        if not isinstance(self.min_keep, int) or self.min_keep < 1:
+            raise ConfigError(f"min_keep must be a positive integer, got {self.min_keep!r}")
+
+    def width(self, size: int, keep: float) -> int:
+        return round_width(size, keep, self.round_to, self.smallest(size))
+
+    def smallest(self, size: int) -> int:
+        """Smallest legal width of a group of `size` channels."""
+        base = max(self.min_keep, 1)
+        if self.round_to > 1:
+            base = -(-base // self.round_to) * self.round_to
+        return min(base, size)
+
+    def check_width(self, width: int, size: int) -> str | None:
+        if width < self.smallest(size):
+            return f"below the minimum of {self.smallest(size)} (min_keep={self.min_keep}, round_to={self.round_to})"
+        if width != size and width % self.round_to:
+            return f"not a multiple of round_to={self.round_to}"
+        return None
+
+
+class Graph:
+    """A traced model (`gm`, eval mode) with its `groups`, `frozen` channels and cost model."""
+
+    def __init__(self, model: nn.Module, example_inputs, example_kwargs: dict | None = None, *,
+                 constraints: Constraints | None = None) -> None:
+        self.example_inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        self.example_kwargs = dict(example_kwargs or {})
+        self.constraints = constraints or Constraints()
+        self.gm: fx.GraphModule = trace_module(model, self.example_inputs, self.example_kwargs)
+        self._ctx = analyze(self.gm, self._tensor_inputs(), self._tensor_kwargs())
+        grouping = build_groups(self._ctx, self.constraints.ignore)
+        self._grouping = grouping
+        self.groups: tuple[ChannelGroup, ...] = grouping.groups
+        self.frozen: tuple[FrozenChannels, ...] = grouping.frozen
+        self.offsets = grouping.offsets
+        self.cost_model = CostModel(self._ctx, grouping, self.gm)
+
+    # -- inputs as the traced graph takes them (non-tensor arguments were baked in) ------------------------
+    def _tensor_inputs(self) -> tuple:
+        return tuple(x for x in self.example_inputs if isinstance(x, torch.Tensor))
+
+    def _tensor_kwargs(self) -> dict:
+        return {k: v for k, v in self.example_kwargs.items() if isinstance(v, torch.Tensor)}
+
+    def run(self, module: nn.Module):
+        """Call a module built from this graph on the example inputs."""
+        with torch.no_grad():
+            return module(*self._tensor_inputs(), **self._tensor_kwargs())
+
+    # -- facts ---------------------------------------------------------------------------------------------
+    @property
+    def record(self) -> Record:
+        return self._ctx.record
+
+    def group(self, name: str) -> ChannelGroup:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise ConfigError(f"no channel group named {name!r}; see graph.groups")
+
+    def label_keep(self, plan: Plan) -> torch.Tensor:
+        """Bool per channel label: does it survive `plan` (frozen labels always do)."""
+        return keep_mask_of_labels(self._grouping, plan.kept_channels(self))
+
+    def cost(self, plan: Plan | None = None) -> Cost:
+        keep = None if plan is None else plan.kept_channels(self).double()
+        return self.cost_model.cost(keep)
+
+    def node_costs(self, plan: Plan | None = None) -> dict[str, float]:
+        """MACs per node (per sample) under `plan`."""
+        keep = None if plan is None else plan.kept_channels(self)
+        return self.cost_model.node_macs(keep)
+
+    def min_cost(self) -> Cost:
+        """The smallest cost any plan can reach under the constraints (every group at its minimum width)."""
+        keep = torch.zeros(sum(g.size for g in self.groups), dtype=torch.float64)
+        for group, offset in zip(self.groups, self.offsets):
+            keep[offset:offset + self.constraints.smallest(group.size)] = 1
+        return self.cost_model.cost(keep)
+
+    def __repr__(self) -> str:
+        cost = self.cost()
+        return (f"Graph({type(self.gm).__name__}: {len(self.gm.graph.nodes)} nodes, {len(self.groups)} groups, "
+                f"{cost.flops / 1e6:.2f} MFLOPs, {cost.params / 1e6:.3f} M params)")

@@ -1,0 +1,136 @@
+"""Channel labels: the representation the dependency analysis propagates through the graph.
+
+Every tensor value in the traced graph carries an integer *label tensor* that broadcasts against it: a dim
+where the label tensor has size 1 carries no channel structure, a dim where it has the value's size names,
+for every position, the channel variable that lives there. Two positions whose labels end up in one
+connected component (a *class*) must be kept or removed together. Label 0 is the frozen class: anything
+joined to it can never be removed.
+
+Data-movement ops (view, permute, cat, split, pixel shuffle, ...) are handled by applying the very same op
+to the label tensor, so channel bookkeeping through reshapes is exact by construction rather than by a
+hand-written rule per op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+FROZEN = 0
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A parameter or buffer read by `get_attr`, seen through broadcast-only views.
+
+    `dims[i]` is the parameter dim that tensor dim `i` shows, or None for a dim that a view inserted.
+    A ParamRef adopts the labels of the activations it meets; the analysis records which of them each
+    parameter dim must follow.
+    """
+
+    name: str
+    dims: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class FreezeEvent:
+    labels: torch.Tensor
+    node: str
+    reason: str
+
+
+class LabelSpace:
+    """Allocates channel labels and records which of them must stay together."""
+
+    def __init__(self) -> None:
+        self.count = 1  # label 0 is the frozen class
+        self._edges: list[tuple[np.ndarray, np.ndarray]] = []
+        self.freezes: list[FreezeEvent] = []
+        self._roots: np.ndarray | None = None
+
+    def fresh(self, n: int) -> torch.Tensor:
+        labels = torch.arange(self.count, self.count + n, dtype=torch.int64)
+        self.count += n
+        return labels
+
+    def unify(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Tie labels elementwise after broadcasting `a` against `b`."""
+        a, b = torch.broadcast_tensors(a, b)
+        pairs = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        if len(pairs):
+            pairs = torch.unique(pairs, dim=0).numpy()
+            self._edges.append((pairs[:, 0], pairs[:, 1]))
+            self._roots = None
+
+    def tie_all(self, labels: torch.Tensor) -> None:
+        """Tie every label in `labels` into one class."""
+        flat = torch.unique(labels.reshape(-1))
+        if len(flat) > 1:
+            self.unify(flat[:1].expand(len(flat) - 1), flat[1:])
+
+    def freeze(self, labels: torch.Tensor, node: str, reason: str) -> None:
+        flat = torch.unique(labels.reshape(-1))
+        if len(flat) == 1 and int(flat[0]) == FROZEN:
+            return
+        self.freezes.append(FreezeEvent(flat, node, reason))
+        self.unify(flat, torch.zeros_like(flat))
+
+    def roots(self) -> np.ndarray:
+        """Component id of every label (cached until the next union); component of 0 is frozen."""
+        if self._roots is None:
+            if self._edges:
+                rows = np.concatenate([e[0] for e in self._edges])
+                cols = np.concatenate([e[1] for e in self._edges])
+            else:
+                rows = cols = np.zeros(0, dtype=np.int64)
+            graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(self.count, self.count))
+            _, components = connected_components(graph, directed=False)
+            self._roots = components
+        return self._roots
+
+    def frozen_component(self) -> int:
+        return int(self.roots()[FROZEN])
+
+
+def frozen_like(value: torch.Tensor) -> torch.Tensor:
+    """Labels for a tensor with no prunable channel: the frozen label, broadcast over every dim."""
+    return torch.zeros((1,) * value.dim(), dtype=torch.int64)
+
+
+def compress(labels: torch.Tensor) -> torch.Tensor:
+    """Shrink every dim along which all labels are equal to size 1 (the canonical form)."""
+    for dim in range(labels.dim()):
+        if labels.shape[dim] > 1:
+            first = labels.narrow(dim, 0, 1)
+            if bool((labels == first).all()):
+                labels = first
+    return labels.contiguous()
+
+
+def expand_to(labels: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Materialise labels at the value's full shape so a data-movement op can be applied to them."""
+    return labels.expand(tuple(shape))
+
+
+def varying_dims(labels: torch.Tensor) -> list[int]:
+    return [d for d, size in enumerate(labels.shape) if size > 1]
+
+
+def along(labels: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """The 1-D label vector along `dim` (length `size`), assuming labels vary along no other dim."""
+    index = [0] * labels.dim()
+    index[dim] = slice(None)
+    vector = labels[tuple(index)].reshape(-1)
+    return vector.expand(size) if vector.numel() == 1 else vector
+
+
+def place(vector: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
+    """A label tensor of rank `ndim` that varies along `dim` only, holding `vector` there."""
+    shape = [1] * ndim
+    shape[dim] = vector.numel()
+    return vector.reshape(shape)

@@ -1,0 +1,127 @@
+"""Plans: which channels of each group survive. JSON-serialisable and validated against a graph.
+
+Constraints every method respects live in the graph (`Constraints`: ignored modules, channel multiple,
+minimum width) and are checked here, so no method has to re-implement them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from cascomp.errors import PlanError
+
+if TYPE_CHECKING:
+    from cascomp.ir.graph import Graph
+
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """`keep[group name]` = sorted channel indices kept; groups not listed keep every channel."""
+
+    keep: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    # -- construction --------------------------------------------------------------------------------------
+    @classmethod
+    def full(cls, graph: "Graph") -> "Plan":
+        return cls({g.name: tuple(range(g.size)) for g in graph.groups})
+
+    @classmethod
+    def uniform(cls, graph: "Graph", keep: float) -> "Plan":
+        """The first channels of every group, the same fraction `keep` everywhere (rounded to the graph's
+        channel multiple)."""
+        _check_fraction(keep)
+        return cls({g.name: tuple(range(graph.constraints.width(g.size, keep))) for g in graph.groups})
+
+    @classmethod
+    def random(cls, graph: "Graph", keep: float, seed: int = 0) -> "Plan":
+        """Random channels of every group, about the fraction `keep` of each (for tests and baselines)."""
+        _check_fraction(keep)
+        generator = torch.Generator().manual_seed(seed)
+        chosen = {}
+        for group in graph.groups:
+            count = graph.constraints.width(group.size, keep)
+            chosen[group.name] = tuple(sorted(torch.randperm(group.size, generator=generator)[:count].tolist()))
+        return cls(chosen)
+
+    @classmethod
+    def from_widths(cls, graph: "Graph", scores: dict[str, torch.Tensor], widths: dict[str, int]) -> "Plan":
+        """Keep the `widths[name]` highest-scoring channels of each group."""
+        chosen = {}
+        for group in graph.groups:
+            width = widths.get(group.name, group.size)
+            order = torch.argsort(scores[group.name], descending=True, stable=True)[:width]
+            chosen[group.name] = tuple(sorted(order.tolist()))
+        return cls(chosen)
+
+    # -- checks --------------------------------------------------------------------------------------------
+    def validate(self, graph: "Graph") -> None:
+        by_name = {g.name: g for g in graph.groups}
+        for name, kept in self.keep.items():
+            group = by_name.get(name)
+            if group is None:
+                close = ", ".join(sorted(by_name)[:8])
+                raise PlanError(f"plan names group {name!r}, which this graph does not have (groups: {close}, ...); "
+                                "was the plan made for another model or other trace options?")
+            if len(set(kept)) != len(kept) or any(not 0 <= i < group.size for i in kept):
+                raise PlanError(f"plan for group {name!r} must list distinct channel indices in [0, {group.size}), "
+                                f"got {list(kept)[:10]}")
+            problem = graph.constraints.check_width(len(kept), group.size)
+            if problem:
+                raise PlanError(f"plan for group {name!r} keeps {len(kept)} of {group.size} channels: {problem}")
+
+    def kept_channels(self, graph: "Graph") -> torch.Tensor:
+        """Bool per global channel of the graph (groups in graph order)."""
+        self.validate(graph)
+        mask = torch.ones(sum(g.size for g in graph.groups), dtype=torch.bool)
+        for group, offset in zip(graph.groups, graph.offsets):
+            if group.name in self.keep:
+                part = torch.zeros(group.size, dtype=torch.bool)
+                part[list(self.keep[group.name])] = True
+                mask[offset:offset + group.size] = part
+        return mask
+
+    def widths(self, graph: "Graph") -> dict[str, int]:
+        return {g.name: len(self.keep.get(g.name, range(g.size))) for g in graph.groups}
+
+    # -- serialisation -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"format": PLAN_FORMAT, "keep": {k: list(v) for k, v in self.keep.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plan":
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT or not isinstance(data.get("keep"), dict):
+            raise PlanError(f"not a cascomp plan (expected {{'format': {PLAN_FORMAT}, 'keep': {{group: [indices]}}}})")
+        try:
+            return cls({str(k): tuple(int(i) for i in v) for k, v in data["keep"].items()})
+        except (TypeError, ValueError) as error:
+            raise PlanError(f"plan indices must be integers: {error}") from error
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as error:
+            raise PlanError(f"plan is not valid JSON: {error}") from error
+
+
+def _check_fraction(keep: float) -> None:
+    if not (isinstance(keep, (int, float)) and 0 < keep <= 1):
+        raise PlanError(f"keep must be a fraction in (0, 1], got {keep!r}")
+
+
+def round_width(size: int, keep: float, multiple: int, minimum: int) -> int:
+    """Width closest to `keep * size` that is a multiple of `multiple` (or the full size), at least `minimum`."""
+    width = max(minimum, int(math.floor(keep * size + 0.5)))
+    if multiple > 1 and width < size:
+        width = max(multiple, int(round(width / multiple)) * multiple)
+    return min(width, size)

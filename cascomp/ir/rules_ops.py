@@ -1,0 +1,245 @@
+"""Which rule each graph node gets: one table for functions and tensor methods, one for module types.
+
+An op absent from both tables freezes the channels it touches (reported with its name) instead of failing.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from cascomp.ir import rules_layers as layers
+from cascomp.ir import rules_tensor as tensor
+from cascomp.ir.context import Context
+from cascomp.ir.labels import ParamRef, frozen_like, place
+from cascomp.ir.rules_tensor import align
+
+POINTWISE = {
+    "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "hardtanh", "leaky_relu",
+    "elu", "selu", "celu", "mish", "softplus", "softsign", "dropout", "dropout1d", "dropout2d", "dropout3d",
+    "alpha_dropout", "feature_alpha_dropout", "contiguous", "clone", "detach", "float", "half", "double",
+    "bfloat16", "to", "type", "type_as", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "square", "reciprocal",
+    "sign", "erf", "sin", "cos", "clamp", "clip", "clamp_min", "clamp_max", "logsigmoid", "tanhshrink",
+    "identity", "floor", "ceil", "round", "pos", "invert", "not_", "logical_not", "isnan",
+}
+ELEMENTWISE = {
+    "add", "sub", "mul", "truediv", "div", "floordiv", "mod", "pow", "maximum", "minimum", "where",
+    "rsub", "iadd", "isub", "imul", "itruediv", "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_",
+    "masked_fill", "lerp", "addcmul", "fmod", "remainder",
+}
+MOVEMENT = {
+    "view", "reshape", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "expand",
+    "expand_as", "t", "pixel_shuffle", "pixel_unshuffle", "roll", "flip", "movedim", "moveaxis", "swapaxes",
+    "swapdims", "narrow", "chunk", "split", "unbind", "repeat", "tile", "select", "view_as",
+    "reshape_as",
+}
+REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod", "any", "all"}
+SPATIAL = {
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+    "adaptive_max_pool2d", "adaptive_max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d",
+    "max_pool2d", "max_pool3d", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear",
+}
+SIZE_QUERIES = {"size", "dim", "numel", "getattr", "shape", "__len__", "len"}
+
+
+def op_name(node: fx.Node) -> str:
+    if node.op == "call_method":
+        name = str(node.target)
+    else:
+        name = getattr(node.target, "__name__", str(node.target))
+    name = name.lstrip("_")
+    if name.endswith("_") and name[:-1] in POINTWISE | ELEMENTWISE:
+        name = name[:-1]
+    return {"with_dim": "max"}.get(name, name)
+
+
+def run_function(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out):
+    """Rule for call_function and call_method nodes."""
+    name = op_name(node)
+    first, lfirst = (args[0], largs[0]) if args else (None, None)
+    if not _has_tensor(out):
+        return None
+    if name in POINTWISE or (name == "softmax" or name == "log_softmax"):
+        if name in ("softmax", "log_softmax") and isinstance(lfirst, torch.Tensor):
+            return tensor.softmax(ctx, lfirst, _arg(args, kwargs, 1, "dim", -1))
+        if isinstance(first, torch.Tensor):
+            return lfirst if lfirst is not None else frozen_like(out)
+    if name in ELEMENTWISE:
+        operands = list(zip(args, largs)) + [(kwargs[k], lkwargs[k]) for k in kwargs]
+        return tensor.elementwise(ctx, operands, out)
+    if name == "getitem":
+        if isinstance(first, torch.Tensor):
+            if isinstance(lfirst, ParamRef):
+                return tensor.movement(ctx, first, lfirst, lambda t: t[args[1]], out)
+            return tensor.index(ctx, first, lfirst, args[1], out)
+        return lfirst[args[1]] if isinstance(lfirst, (tuple, list)) else None
+    if name == "pixel_shuffle" and isinstance(first, torch.Tensor):
+        factor = _arg(args, kwargs, 1, "upscale_factor", 1)
+        return _pixel_shuffle(ctx, first, lfirst, factor, _reapply(node, args, kwargs), out)
+    if name in ("roll", "tensor_split") and isinstance(lfirst, torch.Tensor):
+        dims = _arg(args, kwargs, 2, "dims", None) if name == "roll" else _arg(args, kwargs, 2, "dim", 0)
+        dims = range(first.dim()) if dims is None else ((dims,) if isinstance(dims, int) else dims)
+        if any(align(lfirst, first.dim()).shape[d] > 1 for d in dims):
+            ctx.freeze(lfirst, f"{name} along a channel dim")
+    if name in MOVEMENT and isinstance(first, torch.Tensor):
+        return tensor.movement(ctx, first, lfirst, _reapply(node, args, kwargs), out)
+    if name in ("cat", "concat", "concatenate", "stack"):
+        return _cat(ctx, name, args, kwargs, largs, out)
+    if name in REDUCTIONS and isinstance(first, torch.Tensor) and isinstance(lfirst, torch.Tensor):
+        dims = _arg(args, kwargs, 1, "dim", None)
+        return tensor.reduce(ctx, lfirst, dims, bool(_arg(args, kwargs, 2, "keepdim", False)), out)
+    if name in SPATIAL or name == "pad":
+        return _spatial(ctx, name, args, kwargs, lfirst, out)
+    return _layer_function(ctx, node, name, args, kwargs, largs, out)
+
+
+def _layer_function(ctx, node, name, args, kwargs, largs, out):
+    lk = dict(zip(["input", "weight", "bias"], largs))
+    if name in ("conv1d", "conv2d", "conv3d") and isinstance(largs[1], ParamRef) and largs[1].dims == tuple(
+        range(args[1].dim())
+    ):
+        bias = largs[2] if len(largs) > 2 else None
+        w = layers.Weights(largs[1].name, bias.name if isinstance(bias, ParamRef) else None)
+        return layers.conv(ctx, w, args[0], largs[0], out, int(_arg(args, kwargs, 6, "groups", 1)))
+    if name == "linear" and isinstance(largs[1], ParamRef) and largs[1].dims == (0, 1):
+        bias = largs[2] if len(largs) > 2 else lk.get("bias")
+        w = layers.Weights(largs[1].name, bias.name if isinstance(bias, ParamRef) else None)
+        return layers.linear(ctx, w, args[0], largs[0], out)
+    if name == "matmul" or name == "bmm":
+        return layers.matmul(ctx, args[0], largs[0], args[1], largs[1], out)
+    if name == "scaled_dot_product_attention":
+        return layers.attention(ctx, args[0], largs[0], args[1], largs[1], args[2], largs[2], out)
+    if name == "layer_norm":
+        shape = _arg(args, kwargs, 1, "normalized_shape", None)
+        params = tuple(_param_name(x) for x in largs[2:4])
+        return layers.layer_norm(ctx, params, args[0], largs[0], len(shape))
+    if name == "group_norm":
+        params = tuple(_param_name(x) for x in largs[2:4])
+        return layers.group_norm(ctx, params, args[0], largs[0], int(args[1]))
+    return _unknown(ctx, f"function {name!r}", largs, out)
+
+
+def _param_name(labels) -> str | None:
+    return labels.name if isinstance(labels, ParamRef) and labels.dims == (0,) else None
+
+
+def _cat(ctx, name, args, kwargs, largs, out):
+    tensors, ltensors = args[0], largs[0]
+    dim = _arg(args, kwargs, 1, "dim", 0)
+    if name == "stack":
+        dim = dim % out.dim()
+        tensors = [t.unsqueeze(dim) for t in tensors]
+        ltensors = [lt.unsqueeze(dim) if isinstance(lt, torch.Tensor) else lt for lt in ltensors]
+        if any(isinstance(lt, ParamRef) for lt in ltensors):
+            return _unknown(ctx, "stack of parameters", largs, out)
+    return tensor.cat(ctx, list(tensors), list(ltensors), dim, out)
+
+
+def _spatial(ctx, name, args, kwargs, lfirst, out):
+    if isinstance(out, tuple):  # max pooling with indices
+        return tuple(tensor.channelwise(ctx, lfirst, o) for o in out)
+    if name == "pad":
+        pads = _arg(args, kwargs, 1, "pad", ())
+        keep = tuple(range(args[0].dim() - len(pads) // 2))
+        return tensor.channelwise(ctx, lfirst, out, keep)
+    return tensor.channelwise(ctx, lfirst, out)
+
+
+def _pixel_shuffle(ctx, x, lx, factor: int, apply, out):
+    """Pixel shuffle folds factor^2 channels into one output channel: such a block moves as a unit."""
+    if isinstance(lx, torch.Tensor) and lx.dim() > 1 and lx.shape[1] > 1:
+        blocks = tensor.channel_vector(ctx, lx, x, 1, "pixel shuffle").reshape(-1, factor * factor)
+        ctx.space.unify(blocks, blocks[:, :1])
+        lx = place(blocks[:, :1].expand_as(blocks).reshape(-1), x.dim(), 1)
+    return tensor.movement(ctx, x, lx, apply, out)
+
+
+def _reapply(node: fx.Node, args, kwargs):
+    """The node's own op, to be applied to a label tensor instead of its first argument."""
+    if node.op == "call_method":
+        return lambda t: getattr(t, node.target)(*args[1:], **kwargs)
+    return lambda t: node.target(t, *args[1:], **kwargs)
+
+
+def _unknown(ctx: Context, what: str, largs, out):
+    ctx.freeze(list(largs) if isinstance(largs, (tuple, list)) else largs, f"{what} is not understood by the channel analysis")
+    return ctx.frozen_output(out)
+
+
+def _arg(args, kwargs, position: int, name: str, default):
+    if name in kwargs:
+        return kwargs[name]
+    return args[position] if len(args) > position else default
+
+
+def _has_tensor(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_has_tensor(v) for v in value)
+    return False
+
+
+# -- modules ------------------------------------------------------------------------------------------------
+POINTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh,
+    nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+    nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid,
+)
+SPATIAL_MODULES = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+)
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def run_module(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out):
+    """Rule for call_module nodes."""
+    module = ctx.module(node.target)
+    path = str(node.target)
+    x, lx = (args[0], largs[0]) if args else (None, None)
+    names = lambda *attrs: tuple(f"{path}.{a}" if getattr(module, a, None) is not None else None for a in attrs)  # noqa: E731
+    if isinstance(module, POINTWISE_MODULES):
+        return lx
+    if isinstance(module, (nn.Softmax, nn.LogSoftmax)):
+        return tensor.softmax(ctx, lx, module.dim if module.dim is not None else -1)
+    if isinstance(module, SPATIAL_MODULES):
+        return _spatial(ctx, "pool", args, kwargs, lx, out)
+    if isinstance(module, nn.PixelShuffle):
+        return _pixel_shuffle(ctx, x, lx, module.upscale_factor, module, out)
+    if isinstance(module, (nn.Flatten, nn.Unflatten, nn.PixelUnshuffle, nn.ChannelShuffle)):
+        return tensor.movement(ctx, x, lx, module, out)
+    if isinstance(module, CONVS):
+        w = layers.Weights(f"{path}.weight", names("bias")[0])
+        return layers.conv(ctx, w, x, lx, out, module.groups)
+    if isinstance(module, CONV_TRANSPOSES) and module.groups == 1:
+        w = layers.Weights(f"{path}.weight", names("bias")[0], out_dim=1, in_dim=0)
+        return layers.conv(ctx, w, x, lx, out, 1, transposed=True)
+    if isinstance(module, nn.Linear):
+        return layers.linear(ctx, layers.Weights(f"{path}.weight", names("bias")[0]), x, lx, out)
+    if isinstance(module, BATCH_NORMS + INSTANCE_NORMS):
+        params = names("weight", "bias", "running_mean", "running_var")
+        return layers.per_channel(ctx, params, x, lx, 1, type(module).__name__)
+    if isinstance(module, nn.LayerNorm):
+        return layers.layer_norm(ctx, names("weight", "bias"), x, lx, len(module.normalized_shape))
+    if isinstance(module, nn.GroupNorm):
+        return layers.group_norm(ctx, names("weight", "bias"), x, lx, module.num_groups)
+    if isinstance(module, nn.PReLU):
+        return layers.per_channel(ctx, names("weight"), x, lx, 1, "PReLU")
+    if isinstance(module, nn.Embedding):
+        return layers.embedding(ctx, f"{path}.weight", out)
+    if isinstance(module, nn.MultiheadAttention):
+        return _unknown(ctx, f"nn.MultiheadAttention {path!r} (embed_dim is tied to num_heads x head_dim; "
+                        "write the block with q/k/v Linear layers and F.scaled_dot_product_attention to prune it)",
+                        list(largs) + list(lkwargs.values()), out)
+    return _unknown(ctx, f"module {path!r} ({type(module).__name__})", list(largs) + list(lkwargs.values()), out)
+
+
+__all__ = ["op_name", "run_function", "run_module", "operator"]

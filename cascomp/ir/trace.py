@@ -1,0 +1,89 @@
+"""Tracing a user's model into a torch.fx GraphModule.
+
+Submodules that fx cannot trace through (data-dependent control flow, unsupported Python) are kept as leaf
+modules automatically: the analysis then freezes the channels they touch. When even the top-level forward
+cannot be traced, the error names the failing source line and says what to do.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import traceback
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from cascomp.errors import TraceError
+
+MAX_LEAF_RETRIES = 32
+
+
+class _Tracer(fx.Tracer):
+    """fx tracer that remembers which module it is inside, and keeps chosen modules whole."""
+
+    def __init__(self, leaves: set[str]) -> None:
+        super().__init__()
+        self.leaves = leaves
+        self.stack: list[str] = []
+        self.failed_in: str | None = None
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname in self.leaves or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        qualname = self.path_of_module(m)
+        self.stack.append(qualname)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = qualname
+            raise
+        finally:
+            self.stack.pop()
+
+
+def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None) -> fx.GraphModule:
+    """Trace a copy of `model` in eval mode; the caller's model is never modified."""
+    model = copy.deepcopy(model).eval()
+    concrete = _concrete_args(model, example_inputs, example_kwargs or {})
+    leaves: set[str] = set()
+    for _ in range(MAX_LEAF_RETRIES):
+        tracer = _Tracer(leaves)
+        try:
+            graph = tracer.trace(model, concrete_args=concrete or None)
+        except Exception as error:  # fx raises many kinds; we report them in one shape
+            if tracer.failed_in and tracer.failed_in not in leaves:
+                leaves.add(tracer.failed_in)
+                continue
+            raise TraceError(_explain(model, error)) from error
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    raise TraceError(f"could not trace {type(model).__name__}: more than {MAX_LEAF_RETRIES} submodules fail to trace")
+
+
+def _concrete_args(model: nn.Module, args: tuple, kwargs: dict) -> dict:
+    """Non-tensor arguments (flags, scales, None) are baked into the graph as constants."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    concrete = {}
+    for param, value in zip(params, args):
+        if not isinstance(value, torch.Tensor):
+            concrete[param.name] = value
+    for name, value in kwargs.items():
+        if not isinstance(value, torch.Tensor):
+            concrete[name] = value
+    return concrete
+
+
+def _explain(model: nn.Module, error: Exception) -> str:
+    frames = traceback.extract_tb(error.__traceback__)
+    user = [f for f in frames if "torch/fx" not in f.filename.replace("\\", "/") and "cascomp" not in f.filename]
+    where = f" at {user[-1].filename}:{user[-1].lineno} `{(user[-1].line or '').strip()}`" if user else ""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"cannot trace {type(model).__name__}{where}: {reason}. torch.fx needs forward code without "
+            "data-dependent control flow; move such code into a submodule (it is then kept whole) or make the "
+            "branch depend on constructor arguments only")

@@ -1,0 +1,11 @@
+"""Graph passes, installed as cascomp.passes: one pass per file, each with a declared rule."""
+
+from cascomp.passes.base import Pass, PassResult
+from cascomp.passes.eliminate_dead_code import EliminateDeadCodePass
+from cascomp.passes.mask_channels import MaskChannelsPass
+from cascomp.passes.prune_channels import PruneChannelsPass
+from cascomp.passes.resize_shape_args import ResizeShapeArgsPass
+
+__all__ = [
+    "EliminateDeadCodePass", "MaskChannelsPass", "Pass", "PassResult", "PruneChannelsPass", "ResizeShapeArgsPass",
+]

@@ -1,0 +1,89 @@
+"""MaskChannelsPass: the reference semantics of a plan, at full size.
+
+Rule:
+1. every floating tensor that carries a dropped channel is multiplied by a 0/1 mask right where it is made,
+   so dropped channels are zero on every tensor of their group;
+2. normalisations whose statistics span channels (LayerNorm over the channel dim, GroupNorm with one group)
+   compute them over kept channels only, which is what the pruned layer sees.
+`apply_plan(graph, plan)(x)` must equal `mask_model(graph, plan)(x)`: the tests hold the rewrite to that.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from cascomp.ir.context import Record
+from cascomp.ir.keep import kept, kept_along
+from cascomp.kernels.masked_norm import MaskedGroupNorm, MaskedLayerNorm, masked_layer_norm
+from cascomp.passes.base import Pass, PassResult
+
+
+class MaskChannelsPass(Pass):
+    def __init__(self, record: Record, label_keep: torch.Tensor) -> None:
+        self.record = record
+        self.label_keep = label_keep
+
+    def call(self, gm: fx.GraphModule) -> PassResult:
+        modified = False
+        for node in list(gm.graph.nodes):  # case 2, before masks re-route the inputs
+            if node.op in ("call_module", "call_function"):
+                modified |= self._mask_statistics(gm, node)
+        for index, node in enumerate(list(gm.graph.nodes)):
+            if node.op not in ("call_module", "call_function", "call_method"):
+                continue
+            labels = self.record.labels.get(node.name)
+            if not isinstance(labels, torch.Tensor) or node.name not in self.record.floating:
+                continue
+            mask = kept(labels, self.label_keep)
+            if bool(mask.all()):
+                continue
+            name = f"cascomp_mask_{index}"  # case 1
+            gm.register_buffer(name, mask.float())
+            with gm.graph.inserting_after(node):
+                buffer = gm.graph.get_attr(name)
+            with gm.graph.inserting_after(buffer):
+                masked = gm.graph.call_function(operator.mul, (node, buffer))
+            node.replace_all_uses_with(masked, delete_user_cb=lambda user: user is not masked)
+            modified = True
+        return PassResult(gm, modified)
+
+    def _channel_mask(self, node: fx.Node, dim: int) -> torch.Tensor | None:
+        labels = self.record.labels.get(node.args[0].name) if node.args else None
+        if not isinstance(labels, torch.Tensor) or labels.shape[dim] == 1:
+            return None
+        mask = kept_along(labels, dim, self.label_keep)
+        return None if bool(mask.all()) else mask
+
+    def _mask_statistics(self, gm: fx.GraphModule, node: fx.Node) -> bool:
+        replacement = None
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
+                mask = self._channel_mask(node, -1)
+                replacement = None if mask is None else MaskedLayerNorm(module, mask)
+            elif isinstance(module, nn.GroupNorm) and module.num_groups == 1:
+                mask = self._channel_mask(node, 1)
+                replacement = None if mask is None else MaskedGroupNorm(module, mask)
+        elif node.op == "call_function" and getattr(node.target, "__name__", "") == "layer_norm":
+            mask = self._channel_mask(node, -1)
+            if mask is not None:
+                name = f"cascomp_norm_mask_{node.name}"
+                gm.register_buffer(name, mask.float())
+                with gm.graph.inserting_before(node):
+                    buffer = gm.graph.get_attr(name)
+                node.target = masked_layer_norm
+                node.kwargs = {**node.kwargs, "mask": buffer}
+                return True
+        if replacement is not None:
+            _replace_module(gm, node.target, replacement)
+            return True
+        return False
+
+
+def _replace_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
+    parent, _, attr = path.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, attr, module)

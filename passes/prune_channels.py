@@ -1,0 +1,84 @@
+"""PruneChannelsPass: physically remove the channels a plan drops from every parameter, buffer and module.
+
+Rule:
+1. every parameter/buffer dim the analysis linked to channel labels is sliced to the surviving positions;
+2. every module's size attributes (in/out channels, features, num_features, normalized_shape, groups of a
+   depthwise conv, embedding_dim) are set from the surviving widths, so the module's own checks and repr
+   stay true and `torch.save` gives a consistent plain module.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from cascomp.ir.context import Record
+from cascomp.ir.keep import new_size
+from cascomp.passes.base import Pass, PassResult
+
+
+class PruneChannelsPass(Pass):
+    def __init__(self, record: Record, label_keep: torch.Tensor) -> None:
+        self.record = record
+        self.label_keep = label_keep
+
+    def call(self, gm: fx.GraphModule) -> PassResult:
+        modified = False
+        for name, axes in self.record.param_axes.items():  # case 1
+            modified |= self._slice(gm, name, axes)
+        for node in gm.graph.nodes:  # case 2
+            if node.op == "call_module":
+                self._resize_module(gm.get_submodule(node.target), node)
+        return PassResult(gm, modified)
+
+    def _slice(self, gm: fx.GraphModule, name: str, axes: list) -> bool:
+        path, _, attr = name.rpartition(".")
+        owner = gm.get_submodule(path) if path else gm
+        tensor = getattr(owner, attr)
+        sliced = tensor.detach()
+        for dim, vector in enumerate(axes):
+            if vector is None:
+                continue
+            keep = self.label_keep[vector]
+            if not bool(keep.all()):
+                sliced = sliced.index_select(dim, keep.nonzero().reshape(-1))
+        if sliced.shape == tensor.shape:
+            return False
+        if attr in owner._parameters:
+            owner._parameters[attr] = nn.Parameter(sliced.clone(), requires_grad=tensor.requires_grad)
+        else:
+            owner._buffers[attr] = sliced.clone()
+        return True
+
+    def _size(self, node: fx.Node, dim: int, of_input: bool = True) -> int:
+        source = node.args[0].name if of_input else node.name
+        labels = self.record.labels[source]
+        shape = self.record.shapes[source]
+        return new_size(labels, dim % len(shape), shape[dim], self.label_keep)
+
+    def _resize_module(self, module: nn.Module, node: fx.Node) -> None:
+        if not node.args or not isinstance(node.args[0], fx.Node):
+            return
+        if not isinstance(self.record.labels.get(node.args[0].name), torch.Tensor):
+            return
+        if isinstance(module, nn.modules.conv._ConvNd):
+            in_channels, out_channels = self._size(node, 1), self._size(node, 1, of_input=False)
+            if module.groups == module.in_channels and module.groups > 1:
+                module.groups = in_channels
+            module.in_channels, module.out_channels = in_channels, out_channels
+        elif isinstance(module, nn.Linear):
+            module.in_features, module.out_features = self._size(node, -1), self._size(node, -1, of_input=False)
+        elif isinstance(module, (nn.modules.batchnorm._NormBase,)):
+            module.num_features = self._size(node, 1)
+        elif isinstance(module, nn.LayerNorm):
+            module.normalized_shape = tuple(module.normalized_shape[:-1]) + (self._size(node, -1),)
+        elif isinstance(module, nn.GroupNorm):
+            channels = self._size(node, 1)
+            if module.num_groups == module.num_channels:
+                module.num_groups = channels
+            module.num_channels = channels
+        elif isinstance(module, nn.Embedding):
+            module.embedding_dim = self._size(node, -1, of_input=False)
+        elif isinstance(module, nn.PReLU):
+            module.num_parameters = module.weight.numel()

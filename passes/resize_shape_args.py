@@ -1,0 +1,145 @@
+"""ResizeShapeArgsPass: rewrite the sizes that forward code passes to ops, after channels are pruned.
+
+fx bakes Python ints (`self.num_heads`, `C // groups`) into the graph, so the rewrite updates them here and
+the user never has to. Cases:
+1. view / reshape / expand / unflatten: every output dim that carries channels gets its new size (-1 stays);
+2. split / chunk: section sizes become the surviving counts per section (chunk turns into split);
+3. narrow / select / integer and slice indexing: bounds move to where the surviving channels now sit;
+4. functional layer_norm / group_norm: normalized_shape and a per-channel group count follow the width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from cascomp.ir.context import Record
+from cascomp.ir.keep import kept_along, kept_before, new_size
+from cascomp.ir.rules_ops import op_name
+from cascomp.passes.base import Pass, PassResult
+
+
+class ResizeShapeArgsPass(Pass):
+    def __init__(self, record: Record, label_keep: torch.Tensor) -> None:
+        self.record = record
+        self.label_keep = label_keep
+
+    def call(self, gm: fx.GraphModule) -> PassResult:
+        modified = False
+        for node in list(gm.graph.nodes):
+            if node.op not in ("call_function", "call_method") or not isinstance(node.args[:1] and node.args[0], fx.Node):
+                continue
+            source = node.args[0].name
+            labels = self.record.labels.get(source)
+            if not isinstance(labels, torch.Tensor):
+                continue
+            before = (node.args, dict(node.kwargs), node.target)
+            self._rewrite(gm, node, op_name(node), labels, self.record.shapes[source])
+            modified |= before != (node.args, dict(node.kwargs), node.target)
+        return PassResult(gm, modified)
+
+    def _rewrite(self, gm, node: fx.Node, name: str, labels: torch.Tensor, shape: tuple) -> None:
+        if name in ("view", "reshape", "expand"):  # case 1
+            self._resize_out_dims(node)
+        elif name == "unflatten":
+            self._unflatten(node)
+        elif name in ("split", "chunk"):  # case 2
+            self._split(gm, node, name, labels, shape)
+        elif name in ("narrow", "select", "getitem"):  # case 3
+            self._index(node, name, labels, shape)
+        elif name == "layer_norm":  # case 4
+            normalized = list(node.args[1])
+            normalized[-1] = new_size(labels, len(shape) - 1, shape[-1], self.label_keep)
+            node.args = (node.args[0], tuple(normalized)) + tuple(node.args[2:])
+        elif name == "group_norm" and node.args[1] == shape[1]:
+            node.args = (node.args[0], new_size(labels, 1, shape[1], self.label_keep)) + tuple(node.args[2:])
+
+    def _out_sizes(self, node: fx.Node) -> list[int | None]:
+        """New size of each output dim that carries channels, None for the others."""
+        labels, shape = self.record.labels[node.name], self.record.shapes[node.name]
+        return [new_size(labels, d, shape[d], self.label_keep) if labels.shape[d] > 1 else None
+                for d in range(len(shape))]
+
+    def _resize_out_dims(self, node: fx.Node) -> None:
+        sizes = self._out_sizes(node)
+        if "size" in node.kwargs or "shape" in node.kwargs:
+            key = "size" if "size" in node.kwargs else "shape"
+            node.kwargs = {**node.kwargs, key: _replace(node.kwargs[key], sizes)}
+        elif len(node.args) == 2 and isinstance(node.args[1], (tuple, list)):
+            node.args = (node.args[0], _replace(node.args[1], sizes))
+        else:
+            node.args = (node.args[0],) + _replace(node.args[1:], sizes)
+
+    def _unflatten(self, node: fx.Node) -> None:
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs["dim"]
+        dim = dim % len(self.record.shapes[node.args[0].name])
+        sizes = self._out_sizes(node)
+        old = node.args[2] if len(node.args) > 2 else node.kwargs["sizes"]
+        new = _replace(old, sizes[dim:dim + len(old)])
+        node.args = (node.args[0], node.args[1], new) if len(node.args) > 2 else node.args
+        if "sizes" in node.kwargs:
+            node.kwargs = {**node.kwargs, "sizes": new}
+
+    def _split(self, gm, node: fx.Node, name: str, labels, shape) -> None:
+        dim = _get(node, 2, "dim", 0) % len(shape)
+        if labels.shape[dim] == 1:
+            return
+        if name == "chunk":
+            chunks = _get(node, 1, "chunks", None)
+            step = -(-shape[dim] // chunks)
+            sections = [min(step, shape[dim] - i) for i in range(0, shape[dim], step)]
+        else:
+            arg = _get(node, 1, "split_size_or_sections", _get(node, 1, "split_size", None))
+            sections = [arg] * -(-shape[dim] // arg) if isinstance(arg, int) else list(arg)
+            sections[-1] = shape[dim] - sum(sections[:-1])
+        keep = kept_along(labels, dim, self.label_keep)
+        bounds = torch.tensor([0] + sections).cumsum(0).tolist()
+        new = [int(keep[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+        node.target, node.op = torch.split, "call_function"
+        node.args, node.kwargs = (node.args[0], new, dim), {}
+
+    def _index(self, node: fx.Node, name: str, labels, shape) -> None:
+        if name == "narrow":
+            dim = node.args[1] % len(shape)
+            start, length = node.args[2], node.args[3]
+            new_start = kept_before(labels, dim, start, self.label_keep)
+            new_len = kept_before(labels, dim, start + length, self.label_keep) - new_start
+            node.args = (node.args[0], node.args[1], new_start, new_len)
+        elif name == "select":
+            dim, index = node.args[1] % len(shape), node.args[2] % shape[node.args[1]]
+            node.args = (node.args[0], node.args[1], kept_before(labels, dim, index, self.label_keep))
+        elif isinstance(node.args[1], (tuple, slice, int)) or node.args[1] is Ellipsis:
+            node.args = (node.args[0], self._reindex(node.args[1], labels, shape))
+
+    def _reindex(self, idx, labels, shape):
+        items = idx if isinstance(idx, tuple) else (idx,)
+        consumed = sum(1 for it in items if it is not None and it is not Ellipsis)
+        out, dim = [], 0
+        for item in items:
+            if item is Ellipsis:
+                dim += len(shape) - consumed
+            elif item is not None:
+                if dim < labels.dim() and labels.shape[dim] > 1:
+                    item = self._move(item, labels, dim, shape[dim])
+                dim += 1
+            out.append(item)
+        return tuple(out) if isinstance(idx, tuple) else out[0]
+
+    def _move(self, item, labels, dim: int, size: int):
+        if isinstance(item, int):
+            return kept_before(labels, dim, item % size, self.label_keep)
+        if isinstance(item, slice):
+            bound = lambda b: None if b is None else kept_before(labels, dim, min(max(b % size if b < 0 else b, 0), size), self.label_keep)  # noqa: E731
+            return slice(bound(item.start), bound(item.stop), item.step)
+        return item
+
+
+def _replace(old, sizes: list[int | None]):
+    """Put the new sizes into a shape argument, keeping -1 and the dims that carry no channels."""
+    return type(old)(a if (s is None or (isinstance(a, int) and a == -1)) else s for a, s in zip(old, sizes))
+
+
+def _get(node: fx.Node, position: int, name: str, default):
+    if name in node.kwargs:
+        return node.kwargs[name]
+    return node.args[position] if len(node.args) > position else default
