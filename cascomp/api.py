@@ -31,7 +31,7 @@ def trace(model: nn.Module, example_inputs, example_kwargs: dict | None = None, 
 def apply_plan(graph: Graph, plan: Plan) -> fx.GraphModule:
     """A new, physically smaller module computing what `mask_model(graph, plan)` computes."""
     label_keep = graph.label_keep(plan)
-    gm = copy.deepcopy(graph.gm)
+    gm = _copy_sharing_tensors(graph.gm)  # the prune pass gives every parameter and buffer a fresh tensor
     gm = PruneChannelsPass(graph.record, label_keep)(gm, copy_input=False).gm
     gm = ResizeShapeArgsPass(graph.record, label_keep)(gm, copy_input=False).gm
     gm = EliminateDeadCodePass()(gm, copy_input=False).gm
@@ -43,6 +43,11 @@ def mask_model(graph: Graph, plan: Plan) -> fx.GraphModule:
     """Same sizes as the traced model, with every dropped channel zeroed on every tensor of its group."""
     label_keep = graph.label_keep(plan)
     return MaskChannelsPass(graph.record, label_keep)(graph.gm).gm
+
+
+def _copy_sharing_tensors(gm: fx.GraphModule) -> fx.GraphModule:
+    memo = {id(t): t for t in list(gm.parameters()) + list(gm.buffers())}
+    return copy.deepcopy(gm, memo)
 
 
 def _verify_runs(graph: Graph, gm: fx.GraphModule) -> None:

@@ -1,7 +1,8 @@
 """PruneChannelsPass: physically remove the channels a plan drops from every parameter, buffer and module.
 
 Rule:
-1. every parameter/buffer dim the analysis linked to channel labels is sliced to the surviving positions;
+1. every parameter/buffer dim the analysis linked to channel labels is sliced to the surviving positions,
+   and every parameter and buffer becomes a tensor of its own (the input module may share them);
 2. every module's size attributes (in/out channels, features, num_features, normalized_shape, groups of a
    depthwise conv, embedding_dim) are set from the surviving widths, so the module's own checks and repr
    stay true and `torch.save` gives a consistent plain module.
@@ -25,8 +26,8 @@ class PruneChannelsPass(Pass):
 
     def call(self, gm: fx.GraphModule) -> PassResult:
         modified = False
-        for name, axes in self.record.param_axes.items():  # case 1
-            modified |= self._slice(gm, name, axes)
+        for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):  # case 1
+            modified |= self._slice(gm, name, self.record.param_axes.get(name, ()))
         for node in gm.graph.nodes:  # case 2
             if node.op == "call_module":
                 self._resize_module(gm.get_submodule(node.target), node)
@@ -43,13 +44,12 @@ class PruneChannelsPass(Pass):
             keep = self.label_keep[vector]
             if not bool(keep.all()):
                 sliced = sliced.index_select(dim, keep.nonzero().reshape(-1))
-        if sliced.shape == tensor.shape:
-            return False
+        fresh = sliced if sliced.shape != tensor.shape else sliced.clone()
         if attr in owner._parameters:
-            owner._parameters[attr] = nn.Parameter(sliced.clone(), requires_grad=tensor.requires_grad)
+            owner._parameters[attr] = nn.Parameter(fresh, requires_grad=tensor.requires_grad)
         else:
-            owner._buffers[attr] = sliced.clone()
-        return True
+            owner._buffers[attr] = fresh
+        return sliced.shape != tensor.shape
 
     def _size(self, node: fx.Node, dim: int, of_input: bool = True) -> int:
         source = node.args[0].name if of_input else node.name

@@ -24,7 +24,12 @@ class _Propagator(fx.Interpreter):
         self.labels: dict[fx.Node, Any] = {}
 
     def run_node(self, node: fx.Node) -> Any:
-        value = super().run_node(node)
+        try:
+            value = super().run_node(node)
+        except Exception as error:
+            raise AnalysisError(f"running the traced model failed at node {node.name!r}: {type(error).__name__}: "
+                                f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}; check that the "
+                                "example inputs have the shapes and dtypes the model expects") from error
         self.ctx.node = node
         try:
             labels = self._rule(node, value)
