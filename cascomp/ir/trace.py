@@ -59,6 +59,10 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
                 leaves.add(tracer.failed_in)
                 continue
             raise TraceError(_explain(model, error)) from error
+        graph._tracer_cls = fx.Tracer  # unpickling re-traces with this class: keep the output cascomp-free
+        for node in graph.nodes:
+            if isinstance(node.type, str):  # string annotations (PEP 563) would break pickling the module
+                node.type = None
         return fx.GraphModule(tracer.root, graph, type(model).__name__)
     raise TraceError(f"could not trace {type(model).__name__}: more than {MAX_LEAF_RETRIES} submodules fail to trace")
 

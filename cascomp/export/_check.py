@@ -1,0 +1,108 @@
+"""Does an exported ONNX file compute what torch computed? onnx.checker, then onnxruntime on each batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+from torch import Tensor
+
+from cascomp.export._exporters import one_line_reason
+
+
+class AttemptFailed(Exception):
+    """One exporter's attempt failed; the message is the one-line reason shown to the user.
+
+    Private control flow of export_onnx, which turns the collected reasons into one ExportError.
+    """
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Inputs of one batch and torch's flattened outputs on them."""
+
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+    @property
+    def size(self) -> int | str:
+        return self.inputs[0].shape[0] if self.inputs[0].dim() else "-"
+
+
+def check_file(path: str, batches: tuple[Batch, ...], input_names: tuple[str, ...],
+               output_names: tuple[str, ...], *, check: bool, rtol: float,
+               atol: float) -> tuple[int, float, float]:
+    """(opset, max abs error, max rel error) of the file at `path`; raises AttemptFailed.
+
+    With check=False only the opset is read and the errors are NaN.
+    """
+    try:
+        proto = onnx.load(path)
+        opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        if not check:
+            return opset, float("nan"), float("nan")
+        onnx.checker.check_model(proto)
+    except Exception as error:
+        raise AttemptFailed(f"onnx.checker rejected the file: {one_line_reason(error)}") from error
+    session = _cpu_session(path)
+    graph_inputs = [i.name for i in session.get_inputs()]
+    unknown = [name for name in graph_inputs if name not in input_names]
+    if unknown:
+        raise AttemptFailed(f"the file has inputs {unknown} that match none of {list(input_names)}")
+    max_abs = max_rel = 0.0
+    for batch in batches:
+        # An exporter may drop an input the graph never reads; feed only what the file asks for.
+        feeds = {name: value.detach().cpu().numpy() for name, value in zip(input_names, batch.inputs)
+                 if name in graph_inputs}
+        try:
+            produced = session.run(list(output_names), feeds)
+        except Exception as error:
+            raise AttemptFailed(f"onnxruntime failed at batch size {batch.size}: "
+                                f"{one_line_reason(error)}") from error
+        for name, expected, actual in zip(output_names, batch.outputs, produced):
+            abs_error, rel_error = _compare(name, expected, actual, batch.size, rtol, atol)
+            max_abs, max_rel = max(max_abs, abs_error), max(max_rel, rel_error)
+    return opset, max_abs, max_rel
+
+
+def _cpu_session(path: str) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: notices about pruned initializers are noise here
+    try:
+        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise AttemptFailed(f"onnxruntime could not load the file: {one_line_reason(error)}") from error
+
+
+def _compare(name: str, expected: Tensor, actual: np.ndarray, batch_size: int | str, rtol: float,
+             atol: float) -> tuple[float, float]:
+    """(max abs error, max rel error); fails where numpy.allclose would, naming the worst element.
+
+    The relative error is taken over elements with |torch| > atol: smaller ones are judged by atol alone,
+    and dividing by them would report noise.
+    """
+    reference = expected.to(torch.float64).numpy() if expected.is_floating_point() else expected.numpy()
+    reference = np.asarray(reference, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    if reference.shape != actual.shape:
+        raise AttemptFailed(f"output {name!r} at batch size {batch_size} has shape {actual.shape} in "
+                            f"onnxruntime but {reference.shape} in torch")
+    if reference.size == 0:
+        return 0.0, 0.0
+    both_nan = np.isnan(actual) & np.isnan(reference)
+    difference = np.where(both_nan, 0.0, np.abs(actual - reference))
+    excess = np.nan_to_num(difference - (atol + rtol * np.abs(reference)), nan=np.inf)
+    worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
+    if excess[worst] > 0:
+        raise AttemptFailed(
+            f"output {name!r} at batch size {batch_size} differs from torch: |onnx - torch| = "
+            f"{difference[worst]:.3g} at index {tuple(int(i) for i in worst)} (torch {reference[worst]:.6g}, "
+            f"onnx {actual[worst]:.6g}), more than atol + rtol*|torch| with atol={atol:g}, rtol={rtol:g}"
+        )
+    significant = np.abs(reference) > atol
+    max_rel = float((difference[significant] / np.abs(reference[significant])).max()) if significant.any() \
+        else 0.0
+    return float(difference.max()), max_rel
