@@ -34,7 +34,7 @@ def conv(ctx: Context, w: Weights, x, labels, out: torch.Tensor, groups: int, tr
     weight = ctx.param(w.weight)
     in_channels, out_channels = x.shape[1], out.shape[1]
     # MACs per (output channel, input channel) pair: kernel size times the positions it slides over
-    positions = (x if transposed else out)[0, 0].numel()
+    positions = (x if transposed else out)[:, 0].numel()  # all samples: ctx.macs divides by the batch
     per_pair = positions * weight[0, 0].numel()
     vin = channel_vector(ctx, labels, x, 1, "convolution")
     if groups == 1:  # case 1
