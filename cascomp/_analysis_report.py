@@ -1,0 +1,115 @@
+"""What `cascomp analyze` reports: a JSON-ready dict built from a Graph, and its rendering as rich tables.
+
+The tables are drawn from the very dict that --json prints, so the two outputs never disagree.
+"""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cascomp.ir.graph import Graph
+
+_MODULES_SHOWN = 3  # the modules column lists this many, then "+N"; --json lists them all
+
+
+def analysis_report(graph: Graph, *, model: str, source: str, inputs: list[dict], config: dict) -> dict:
+    """Totals, channel groups with their cost shares, frozen channels and the reachable minimum cost."""
+    baseline = graph.cost()
+    smallest = graph.min_cost()
+    # group_shares differentiates the cost by the groups' widths, which fails when there are none.
+    shares = graph.cost_model.group_shares() if graph.groups else []
+    groups = [{**group.to_dict(), "modules": list(group.modules), "flops_share": share.flops,
+               "params_share": share.params} for group, share in zip(graph.groups, shares)]
+    return {
+        "model": model,
+        "source": source,
+        "model_class": type(graph.gm).__name__,
+        "inputs": inputs,
+        "config": config,
+        "totals": baseline.to_dict(),
+        "groups": groups,
+        "frozen": [{"node": f.node, "reason": f.reason, "channels": f.channels} for f in graph.frozen],
+        "search_space": {"smallest": smallest.to_dict(), "smallest_ratio": smallest.ratio(baseline).to_dict()},
+        "notes": _notes(source, groups, baseline.macs),
+    }
+
+
+def _notes(source: str, groups: list[dict], macs: float) -> list[str]:
+    if groups:
+        return []
+    if source == "torch.export":
+        return ["nothing to prune found in this torch.export graph: the channel analysis reads the layers of "
+                "an nn.Module, not the ATen ops a .pt2 file holds; analyse the model saved with torch.save, "
+                "or --factory with a state dict"]
+    return ["no prunable channel groups: every channel is frozen (see the reasons above)" if macs else
+            "no prunable channel groups and no convolution, linear or attention MACs were found"]
+
+
+def render_analysis(report: dict, console: Console) -> None:
+    totals = report["totals"]
+    shapes = ", ".join("x".join(map(str, i["shape"])) + f" {i['dtype']}" for i in report["inputs"])
+    console.print(Text.assemble(("Model   ", "bold"), f"{report['model']} ({report['model_class']}, "
+                                f"loaded from {report['source']})"))
+    console.print(Text.assemble(("Inputs  ", "bold"), shapes))
+    console.print(Text.assemble(("Cost    ", "bold"), f"{_si(totals['params'])} params, {_si(totals['macs'])} MACs, "
+                                f"{_si(totals['flops'])} FLOPs per sample"))
+    console.print()
+    console.print(_groups_table(report["groups"]))
+    console.print(_frozen_table(report["frozen"]))
+    _render_search_space(report, console)
+    for note in report["notes"]:
+        console.print(Text(f"note: {note}", style="yellow"))
+
+
+def _groups_table(groups: list[dict]) -> Table | Text:
+    if not groups:
+        return Text("Channel groups: none", style="bold")
+    channels = sum(g["size"] for g in groups)
+    table = Table(title=f"Channel groups: {len(groups)} groups, {channels} channels", title_justify="left",
+                  title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption="FLOPs, params: the share of the model's cost that scales with the group's width",
+                  caption_justify="left")
+    for header, justify in (("id", "right"), ("name", "left"), ("size", "right"), ("unit", "right"),
+                            ("members", "right"), ("FLOPs", "right"), ("params", "right")):
+        table.add_column(header, justify=justify, no_wrap=True)
+    table.add_column("modules", overflow="fold")
+    for g in groups:
+        modules = ", ".join(g["modules"][:_MODULES_SHOWN])
+        if len(g["modules"]) > _MODULES_SHOWN:
+            modules += f", +{len(g['modules']) - _MODULES_SHOWN}"
+        table.add_row(str(g["id"]), g["name"], str(g["size"]), str(g["unit"]), str(len(g["members"])),
+                      f"{g['flops_share']:.1%}", f"{g['params_share']:.1%}", modules)
+    return table
+
+
+def _frozen_table(frozen: list[dict]) -> Table | Text:
+    if not frozen:
+        return Text("Frozen channels: none (model inputs and outputs always keep theirs)\n", style="bold")
+    table = Table(title="Frozen channels (never pruned)", title_justify="left", title_style="bold",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("node", no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    table.add_column("channels", justify="right", no_wrap=True)
+    for f in frozen:
+        table.add_row(f["node"] or "-", f["reason"], str(f["channels"]))
+    return table
+
+
+def _render_search_space(report: dict, console: Console) -> None:
+    config, totals = report["config"], report["totals"]
+    smallest, ratio = report["search_space"]["smallest"], report["search_space"]["smallest_ratio"]
+    console.print(Text(f"Search space: every group at its smallest width (min_keep={config['min_keep']}, "
+                       f"round_to={config['round_to']}) leaves", style="bold"))
+    console.print(f"  FLOPs  {_si(smallest['flops'])} of {_si(totals['flops'])} ({ratio['flops']:.2%})")
+    console.print(f"  params {_si(smallest['params'])} of {_si(totals['params'])} ({ratio['params']:.2%})")
+
+
+def _si(value: float) -> str:
+    """1234567 -> '1.23 M': three significant digits with a K/M/G/T suffix."""
+    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {suffix}"
+    return f"{value:.3g}"

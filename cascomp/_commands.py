@@ -1,0 +1,139 @@
+"""What each `cascomp` command does: check its arguments, call the API, return what to print.
+
+A command gets the parsed arguments and returns an `Output`: the dict that --json prints and a function
+that renders it for a person. cli.py parses and prints; nothing here touches stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from cascomp._analysis_report import analysis_report, render_analysis
+from cascomp._atomic import check_output_path
+from cascomp._graph_picture import draw_groups, require_matplotlib
+from cascomp.api import trace
+from cascomp.demo import INPUT_SHAPE, save_demo_model
+from cascomp.errors import ConfigError
+from cascomp.export import export_onnx, profile
+from cascomp.io import LoadedModel, check_runs, load_model, make_inputs, parse_input_shape
+
+
+@dataclass(frozen=True)
+class Output:
+    data: dict  # what --json prints
+    render: Callable[[Console], None]  # what a person reads
+
+
+def _demo_model(args) -> Output:
+    model = save_demo_model(args.output, force=args.force)
+    params = sum(p.numel() for p in model.parameters())
+    shape = ",".join(map(str, INPUT_SHAPE))
+    data = {"path": args.output, "model_class": type(model).__name__, "input_shape": list(INPUT_SHAPE),
+            "params": params}
+    return Output(data, lambda console: console.print(
+        f"wrote {args.output}: {type(model).__name__}, {params} parameters, 1x28x28 inputs, 10 classes\n"
+        f"next: cascomp analyze {args.output} --input-shape {shape}"))
+
+
+def _analyze(args) -> Output:
+    shapes = _input_shapes(args)  # a typo in a flag fails before the slow load
+    if args.graph:
+        require_matplotlib()
+        check_output_path(args.graph, force=True)
+    loaded, inputs = _load(args, shapes)
+    graph = trace(loaded.module, inputs, ignore=tuple(args.ignore), round_to=args.round_to, min_keep=args.min_keep)
+    config = {"ignore": list(args.ignore), "round_to": args.round_to, "min_keep": args.min_keep,
+              "factory": args.factory, "safe": args.safe, "input_shapes": args.input_shape,
+              "input_dtypes": args.input_dtype}
+    report = analysis_report(graph, model=_model_name(args), source=loaded.source, inputs=_describe(inputs),
+                             config=config)
+    if args.graph:
+        draw_groups(graph, args.graph)
+        report["graph"] = args.graph
+
+    def render(console: Console) -> None:
+        render_analysis(report, console)
+        if args.graph:
+            console.print(f"graph drawn to {args.graph}")
+    return Output(report, render)
+
+
+def _export(args) -> Output:
+    shapes = _input_shapes(args)
+    check_output_path(args.output, force=args.force)
+    loaded, inputs = _load(args, shapes)
+    # A .pt2 exported with a static batch size only runs at that size, so its ONNX file keeps it fixed.
+    dynamic_batch = loaded.fixed_batch is None
+    result = export_onnx(loaded.module, inputs, args.output, opset=args.opset, dynamic_batch=dynamic_batch)
+    data = {"model": _model_name(args), "source": loaded.source, "inputs": _describe(inputs),
+            "dynamic_batch": dynamic_batch, **result.to_dict()}
+
+    def render(console: Console) -> None:
+        console.print(f"wrote {result.path}: opset {result.opset}, {result.exporter} exporter, {result.seconds:.2f} s")
+        console.print(f"inputs {', '.join(result.input_names)}; outputs {', '.join(result.output_names)}; "
+                      f"batch dimension {'dynamic' if dynamic_batch else 'fixed'}")
+        console.print(f"onnxruntime matches torch: max abs error {result.max_abs_error:.2g}, "
+                      f"max rel error {result.max_rel_error:.2g}")
+    return Output(data, render)
+
+
+def _profile(args) -> Output:
+    batch_sizes = _batch_sizes(args.batch_sizes)
+    shapes = _input_shapes(args)
+    options = {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
+               "provider": args.provider, "by_node": args.by_node, "torch_latency": args.torch}
+    if str(args.model).endswith(".onnx"):
+        if args.factory:
+            raise ConfigError("--factory builds a torch model; it does not apply to an .onnx file")
+        examples = make_inputs(shapes, args.input_dtype) if shapes else None
+        report = profile(args.model, batch_sizes, example_inputs=examples, **options)
+    else:
+        loaded, inputs = _load(args, shapes)
+        if loaded.fixed_batch is not None:
+            raise ConfigError(f"{args.model} was exported with its batch size fixed at {loaded.fixed_batch}, and "
+                              "profile needs a model that runs at any batch size; export it again with a dynamic "
+                              "batch (torch.export dynamic_shapes with torch.export.Dim), or profile its .onnx "
+                              f"export with --batch-sizes {loaded.fixed_batch}")
+        report = profile(loaded.module, batch_sizes, example_inputs=inputs, **options)
+    data = {"model": _model_name(args), **report.to_dict()}
+    return Output(data, lambda console: console.out(report.format_table()))
+
+
+COMMANDS = {"demo-model": _demo_model, "analyze": _analyze, "export": _export, "profile": _profile}
+
+
+def _load(args, shapes: list[tuple[int, ...]]) -> tuple[LoadedModel, tuple]:
+    loaded = load_model(args.model, factory=args.factory, safe=args.safe)
+    if loaded.warning:
+        print(f"cascomp: warning: {loaded.warning}", file=sys.stderr)  # once, before the long work
+    inputs = make_inputs(shapes, args.input_dtype) if shapes else loaded.example_inputs
+    if inputs is None:
+        raise ConfigError(f"the input shape of {_model_name(args)} is unknown; pass --input-shape with the batch "
+                          "first, e.g. --input-shape 1,3,224,224 (once per input)")
+    check_runs(loaded, inputs)
+    return loaded, inputs
+
+
+def _input_shapes(args) -> list[tuple[int, ...]]:
+    if args.input_dtype and not args.input_shape:
+        raise ConfigError("--input-dtype needs --input-shape; give both, e.g. --input-shape 1,16 --input-dtype int64")
+    return [parse_input_shape(text) for text in args.input_shape or ()]
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ConfigError(f"--batch-sizes {text!r} must be positive integers separated by commas, e.g. 1,32")
+    return tuple(int(part) for part in parts)
+
+
+def _describe(inputs: tuple) -> list[dict]:
+    return [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in inputs]
+
+
+def _model_name(args) -> str:
+    return str(args.model) if args.model else f"--factory {args.factory}"
