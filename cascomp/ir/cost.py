@@ -81,6 +81,8 @@ class CostModel:
     def group_shares(self) -> list[Cost]:
         """For each group, the share of FLOPs and params its channels account for (gradient at full width
         times width: how cost scales with the group's width)."""
+        if not self.groups:
+            return []
         keep = self.full().double().requires_grad_(True)
         macs, params = self.evaluate(keep)
         grad_macs = torch.autograd.grad(macs, keep, retain_graph=True)[0]
@@ -88,8 +90,8 @@ class CostModel:
         shares = []
         for group, start in zip(self.groups, self.offsets):
             part = slice(start, start + group.size)
-            m = float(grad_macs[part].sum()) / max(float(macs), 1.0)
-            p = float(grad_params[part].sum()) / max(float(params), 1.0)
+            m = float(grad_macs[part].sum()) / max(float(macs.detach()), 1.0)
+            p = float(grad_params[part].sum()) / max(float(params.detach()), 1.0)
             shares.append(Cost(flops=m, macs=m, params=p))
         return shares
 
