@@ -41,3 +41,11 @@ class ModelLoadError(CascompError):
 
 class ProfileError(CascompError):
     """onnxruntime could not run or time a model as asked (provider missing, inputs it cannot build)."""
+
+
+class DataError(CascompError):
+    """A dataset spec, file or factory could not be read as asked."""
+
+
+class SearchError(CascompError):
+    """The search or fine-tuning could not run as configured (unreachable target, diverged training)."""
