@@ -1,16 +1,22 @@
 """cascomp: graph-level model compression compiler for PyTorch."""
 
-from cascomp.api import apply_plan, mask_model, trace
-from cascomp.errors import CascompError, ConfigError, ExportError, PlanError, TraceError
+from cascomp.api import CompressResult, apply_plan, compress, mask_model, trace
+from cascomp.config import CompressConfig, DistillConfig, FigsConfig, L1Config, Target, UniformConfig
+from cascomp.data import DataBundle, load_data
+from cascomp.errors import (CascompError, ConfigError, DataError, ExportError, PlanError, SearchError,
+                            TraceError)
 from cascomp.export import export_onnx, profile
 from cascomp.ir.cost import Cost
 from cascomp.ir.graph import Constraints, Graph
 from cascomp.ir.groups import ChannelGroup, FrozenChannels, GroupMember
 from cascomp.ir.plan import Plan
+from cascomp.methods import METHODS
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CascompError", "ChannelGroup", "ConfigError", "Constraints", "Cost", "ExportError", "FrozenChannels", "Graph",
-    "GroupMember", "Plan", "PlanError", "TraceError", "apply_plan", "export_onnx", "mask_model", "profile", "trace",
+    "METHODS", "CascompError", "ChannelGroup", "CompressConfig", "CompressResult", "ConfigError", "Constraints",
+    "Cost", "DataBundle", "DataError", "DistillConfig", "ExportError", "FigsConfig", "FrozenChannels", "Graph",
+    "GroupMember", "L1Config", "Plan", "PlanError", "SearchError", "Target", "TraceError", "UniformConfig",
+    "apply_plan", "compress", "export_onnx", "load_data", "mask_model", "profile", "trace",
 ]

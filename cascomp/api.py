@@ -5,16 +5,29 @@ Every entry point copies the caller's model once at the boundary; nothing here m
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from cascomp.errors import PassError
+from cascomp.config import CompressConfig
+from cascomp.data import load_data
+from cascomp.errors import ConfigError, PassError
 from cascomp.ir.graph import Constraints, Graph
 from cascomp.ir.plan import Plan
+from cascomp.methods import METHODS
 from cascomp.passes import EliminateDeadCodePass, MaskChannelsPass, PruneChannelsPass, ResizeShapeArgsPass
+from cascomp.report import Outputs, build_report, summary_table
+from cascomp.search.budget import fit_of_plan, fit_widths, target_ratios
+from cascomp.search.checkpoint import CheckpointStore
+from cascomp.search.driver import FinetuneLoop, History, SearchLoop
+from cascomp.search.progress import Reporter
 
 
 def trace(model: nn.Module, example_inputs, example_kwargs: dict | None = None, *, ignore=(), round_to: int = 1,
@@ -71,3 +84,107 @@ def _flatten(value) -> list[torch.Tensor]:
     if isinstance(value, dict):
         return [t for v in value.values() for t in _flatten(v)]
     return []
+
+
+# -- compress: the whole pipeline ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CompressResult:
+    model: fx.GraphModule  # the compressed, fine-tuned plain module (eval mode)
+    plan: Plan
+    report: dict  # what report.json holds
+
+
+def compress(model: nn.Module, config: CompressConfig | None = None, *, data, example_inputs=None,
+             out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
+             on_epoch: Callable[[str, int], None] | None = None) -> CompressResult:
+    """Compress `model` to `config.targets` with `config.method`, fine-tune it with distillation, measure it.
+
+    data: a `DataBundle` or a spec string such as "fashion-mnist:/usr/share/datasets/fashion-mnist".
+    out_dir: where the model, ONNX file, report and plots go (and the per-epoch checkpoint; `resume=True`
+    continues an interrupted run from it). The caller's model is never modified.
+    """
+    config = config or CompressConfig()
+    if not isinstance(config, CompressConfig):
+        raise ConfigError(f"config must be a cascomp.CompressConfig, got {type(config).__name__}")
+    data = load_data(data, seed=config.seed) if isinstance(data, str) else data
+    example_inputs = example_inputs if example_inputs is not None else _example_batch(data)
+    reporter, clock, out = Reporter(progress), Clock(), Outputs(out_dir) if out_dir is not None else None
+    store = CheckpointStore(out_dir) if out_dir is not None else None
+    state = store.load() if resume else None
+
+    with clock("trace"):  # 1. trace and analyse
+        graph = trace(model, example_inputs, ignore=config.ignore, round_to=config.round_to, min_keep=config.min_keep)
+        teacher = copy.deepcopy(graph.gm).eval()
+        goals = target_ratios(graph, config.targets)
+        method = METHODS[config.method](graph, config.method_config)
+    resumed = state is not None and state["phase"] == "finetune"  # the plan is settled; only fine-tuning is left
+    with clock("search"):  # 2. search: train the method's search nodes against the controlled penalty
+        if resumed:
+            trained, search_history = None, History(**state["search_history"])
+        else:
+            trained, search_history = _search(method, graph, data, config, goals, reporter, store, state, on_epoch)
+    with clock("decide"):  # 3. decide what survives and project it onto the budget
+        if resumed:
+            fit = fit_of_plan(graph, Plan.from_dict(state["plan"]), goals)
+        else:
+            decision = method.decide(trained)
+            fit = fit_widths(graph, decision.scores, decision.family, goals)
+            _take_trained_weights(graph.gm, trained)
+        small = apply_plan(graph, fit.plan)  # 4. physical rewrite
+    with clock("finetune"):  # 5. fine-tune with distillation from the baseline
+        epochs = config.finetune_epochs + (0 if method.searches else config.search_epochs)
+        loop = FinetuneLoop(small, teacher, data, config, epochs, reporter)
+        if resumed:
+            loop.load_state_dict(state["finetune"])
+        checkpoint = {"phase": "finetune", "plan": fit.plan.to_dict(), "search_history": vars(search_history)}
+        save = None if store is None else (lambda finetune: store.save({**checkpoint, "finetune": finetune}))
+        finetune_history = loop.run(save, on_epoch)
+    with clock("measure"):  # 6. measure baseline and result: accuracy, cost, onnxruntime latency
+        report = build_report(graph=graph, teacher=teacher, small=small, fit=fit, data=data, config=config,
+                              example_inputs=example_inputs, search=search_history, finetune=finetune_history)
+    report["timings"] = clock.seconds
+    if out is not None:  # 7. write everything, each file whole or not at all
+        out.write(small, fit.plan, report, example_inputs)
+        store.remove()
+    reporter.line(summary_table(report))
+    return CompressResult(model=small, plan=fit.plan, report=report)
+
+
+def _search(method, graph: Graph, data, config: CompressConfig, goals, reporter, store, state, on_epoch):
+    """Run the method's search; methods without one are decided from the baseline's weights."""
+    if not method.searches or config.search_epochs == 0:
+        return graph.gm, History()
+    loop = SearchLoop(method, method.prepare(), data, config, goals, reporter)
+    if state is not None:
+        loop.load_state_dict(state["search"])
+    return loop.model, loop.run(store, on_epoch)
+
+
+def _take_trained_weights(target: fx.GraphModule, trained: nn.Module) -> None:
+    """Copy the search-trained weights and statistics into the traced graph the rewrite slices."""
+    if trained is target:
+        return
+    own = target.state_dict()
+    target.load_state_dict({k: v for k, v in trained.state_dict().items() if k in own})
+
+
+def _example_batch(data) -> tuple[torch.Tensor]:
+    x, _ = next(iter(data.val))
+    return (x[:1].clone(),)
+
+
+class Clock:
+    """Wall time of each pipeline stage, for the report."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.perf_counter() - started, 3)
+            self.seconds["total"] = round(time.perf_counter() - self._start, 3)

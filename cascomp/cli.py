@@ -22,6 +22,7 @@ from rich.console import Console
 
 from cascomp import __version__
 from cascomp._commands import COMMANDS, Output
+from cascomp._compress_command import add_compress, compress_command
 from cascomp.errors import CascompError
 
 _RAW = argparse.RawDescriptionHelpFormatter  # keeps the examples in the epilogs as written
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Library chatter on stdout would corrupt --json, so while the work runs stdout goes to stderr.
         with _quiet_warnings(debug), contextlib.redirect_stdout(sys.stderr):
-            output = COMMANDS[args.command](args)
+            output = {**COMMANDS, "compress": compress_command}[args.command](args)
         _print(output, json_output=getattr(args, "json", False))
         return 0
     except CascompError as error:
@@ -118,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cascomp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_demo_model(commands)
+    add_compress(commands, _RAW)
     _add_analyze(commands)
     _add_export(commands)
     _add_profile(commands)

@@ -1,5 +1,6 @@
 """Modules that cascomp passes insert or substitute; importable without the compiler."""
 
+from cascomp.kernels.channel_gates import ConcreteGates, apply_gate
 from cascomp.kernels.masked_norm import MaskedGroupNorm, MaskedLayerNorm, masked_layer_norm
 
-__all__ = ["MaskedGroupNorm", "MaskedLayerNorm", "masked_layer_norm"]
+__all__ = ["ConcreteGates", "MaskedGroupNorm", "MaskedLayerNorm", "apply_gate", "masked_layer_norm"]

@@ -2,10 +2,11 @@
 
 from cascomp.passes.base import Pass, PassResult
 from cascomp.passes.eliminate_dead_code import EliminateDeadCodePass
+from cascomp.passes.insert_channel_gates import InsertChannelGatesPass
 from cascomp.passes.mask_channels import MaskChannelsPass
 from cascomp.passes.prune_channels import PruneChannelsPass
 from cascomp.passes.resize_shape_args import ResizeShapeArgsPass
 
 __all__ = [
-    "EliminateDeadCodePass", "MaskChannelsPass", "Pass", "PassResult", "PruneChannelsPass", "ResizeShapeArgsPass",
+    "EliminateDeadCodePass", "InsertChannelGatesPass", "MaskChannelsPass", "Pass", "PassResult", "PruneChannelsPass", "ResizeShapeArgsPass",
 ]

@@ -83,6 +83,16 @@ class Graph:
     def record(self) -> Record:
         return self._ctx.record
 
+    @property
+    def slot_of_label(self):
+        """Per channel label: 0 when it is frozen, else 1 + its global channel index (groups in order)."""
+        return self._grouping.slot_of_label
+
+    @property
+    def channels(self) -> int:
+        """Prunable channels over all groups (the length of a keep vector)."""
+        return sum(g.size for g in self.groups)
+
     def group(self, name: str) -> ChannelGroup:
         for group in self.groups:
             if group.name == name:

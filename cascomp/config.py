@@ -1,0 +1,171 @@
+"""Configs of `cascomp.compress`: frozen dataclasses, validated on construction, round-tripping to dicts.
+
+A `Target` is a cost budget: `flops=0.33` (a ratio of the baseline) or `flops=40M` (an absolute count);
+`CompressConfig` holds the method, its own small config, the targets and the training schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from cascomp.errors import ConfigError
+
+METRICS = ("flops", "params")
+_SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """`metric` (flops or params) at most `value`: a ratio of the baseline when `absolute` is False."""
+
+    metric: str
+    value: float
+    absolute: bool = False
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ConfigError(f"unknown target metric {self.metric!r}; choose one of {', '.join(METRICS)}, "
+                              "e.g. --target flops=0.33")
+        if not self.value > 0:
+            raise ConfigError(f"target {self.metric} must be positive, got {self.value}; e.g. --target flops=0.33")
+        if not self.absolute and self.value >= 1:
+            raise ConfigError(f"target {self.metric}={self.value} is a ratio of the baseline and must be below 1; "
+                              "write an absolute budget with a suffix, e.g. flops=40M")
+
+    @classmethod
+    def parse(cls, text: str) -> "Target":
+        """`flops=0.33`, `params=0.5`, `flops=40M`, `params=1.2M`, `flops=2e8`."""
+        match = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.eE+-]+)\s*([KMG]?)\s*", text or "")
+        if not match:
+            raise ConfigError(f"cannot read target {text!r}; write METRIC=VALUE, e.g. flops=0.33 or params=1.5M")
+        metric, number, suffix = match.group(1).lower(), match.group(2), match.group(3)
+        try:
+            value = float(number) * _SUFFIX[suffix]
+        except ValueError:
+            raise ConfigError(f"cannot read the number in target {text!r}; e.g. flops=0.33") from None
+        if not suffix and 1 <= value < 1000:
+            raise ConfigError(f"target {text!r}: a ratio of the baseline must be below 1, and an absolute budget "
+                              "needs a suffix or a large number, e.g. flops=0.33, flops=40M or params=250000")
+        return cls(metric=metric, value=value, absolute=bool(suffix) or value >= 1000)
+
+    def ratio(self, baseline: float) -> float:
+        """The budget as a ratio of the baseline's cost."""
+        return self.value / baseline if self.absolute else self.value
+
+    def __str__(self) -> str:
+        return f"{self.metric}={self.value:g}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FigsConfig:
+    """FiGS: logistic-sigmoid gates (temperature, initial logit) and the optimiser of the gate logits."""
+
+    temperature: float = 1e-3
+    init_logit: float = 2.5
+    logit_lr: float = 0.1
+
+    def __post_init__(self) -> None:
+        _positive(self, "temperature", "logit_lr")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UniformConfig:
+    """Uniform: the same keep ratio in every group; channels chosen by filter norm within a group."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class L1Config:
+    """L1: filter-norm ranking of all channels across groups, each norm divided by its group's mean."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig:
+    """Knowledge distillation from the baseline in fine-tuning: loss = (1-w)*CE + w*T^2*KL (TAS eq. 10)."""
+
+    temperature: float = 4.0
+    weight: float = 0.9
+
+    def __post_init__(self) -> None:
+        _positive(self, "temperature")
+        if not 0 <= self.weight <= 1:
+            raise ConfigError(f"distillation weight must be in [0, 1], got {self.weight}; e.g. --kd-weight 0.9")
+
+
+METHOD_CONFIGS = {"figs": FigsConfig, "uniform": UniformConfig, "l1": L1Config}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompressConfig:
+    """Everything one `compress` run needs besides the model and the data."""
+
+    method: str = "figs"
+    targets: tuple[Target, ...] = (Target(metric="flops", value=0.33),)
+    method_config: object = None
+    search_epochs: int = 3
+    finetune_epochs: int = 3
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    seed: int = 0
+    round_to: int = 1
+    min_keep: int = 1
+    ignore: tuple[str, ...] = ()
+    latency_batch_sizes: tuple[int, ...] = (1, 32)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_CONFIGS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(sorted(METHOD_CONFIGS))}")
+        expected = METHOD_CONFIGS[self.method]
+        if self.method_config is None:
+            object.__setattr__(self, "method_config", expected())
+        elif not isinstance(self.method_config, expected):
+            raise ConfigError(f"method {self.method!r} takes a {expected.__name__}, "
+                              f"got {type(self.method_config).__name__}")
+        targets = tuple(Target.parse(t) if isinstance(t, str) else t for t in self.targets)
+        object.__setattr__(self, "targets", targets)
+        if not targets:
+            raise ConfigError("give at least one target, e.g. --target flops=0.33")
+        metrics = [t.metric for t in targets]
+        if len(set(metrics)) != len(metrics):
+            raise ConfigError(f"each metric may have one target, got {', '.join(map(str, targets))}")
+        for name in ("search_epochs", "finetune_epochs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be a whole number ≥ 0, got {getattr(self, name)!r}; "
+                                  f"e.g. --{name.replace('_', '-')} 2")
+        _positive(self, "lr")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ConfigError("momentum must be in [0, 1) and weight_decay ≥ 0")
+        object.__setattr__(self, "ignore", tuple(self.ignore))
+        object.__setattr__(self, "latency_batch_sizes", tuple(self.latency_batch_sizes))
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["targets"] = [str(t) for t in self.targets]
+        data["ignore"] = list(self.ignore)
+        data["latency_batch_sizes"] = list(self.latency_batch_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CompressConfig":
+        data = dict(data)
+        method = data.get("method", "figs")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; known: {', '.join(sorted(known))}")
+        if isinstance(data.get("method_config"), dict) and method in METHOD_CONFIGS:
+            data["method_config"] = METHOD_CONFIGS[method](**data["method_config"])
+        if isinstance(data.get("distill"), dict):
+            data["distill"] = DistillConfig(**data["distill"])
+        data["targets"] = tuple(data.get("targets", ("flops=0.33",)))
+        return cls(**data)
+
+
+def _positive(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{type(config).__name__}.{name} must be positive, got {value!r}")

@@ -1,0 +1,119 @@
+"""Data from the user's own code: "python:pkg.module:function".
+
+The function is called with no arguments and returns a DataBundle (used as it is) or a pair
+(train_loader, val_loader) of DataLoaders yielding (x, y) batches. Those loaders are used as they are: no
+split, subset, resizing or normalisation is applied, so mean/std are recorded as 0 and 1 per channel.
+num_classes is len(train_loader.dataset.classes) when the dataset has that attribute, else 1 + the largest
+label in the first few batches of each loader (set `classes` when rare classes may be missing there).
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from cascomp.data.bundle import DataBundle
+from cascomp.errors import DataError
+
+_BATCHES_FOR_CLASSES = 8  # enough to see every class of a shuffled loader in practice, cheap to read
+
+
+def load_factory(name: str, target: str) -> DataBundle:
+    """Call the function named by `target` ("pkg.module:function") and build the bundle `name` from it."""
+    result = _call(_resolve(target), target)
+    if isinstance(result, DataBundle):
+        return result
+    if not (isinstance(result, (tuple, list)) and len(result) == 2
+            and all(isinstance(loader, DataLoader) for loader in result)):
+        raise DataError(f"python:{target} returned {_describe(result)}; it must return a DataBundle or a "
+                        "pair (train_loader, val_loader) of torch DataLoaders")
+    train, val = result
+    x = _batches(train, 1, target, "train")[0][0]
+    channels = x.shape[1] if x.ndim >= 3 else 1
+    return DataBundle(name=name, train=train, val=val, num_classes=_num_classes(train, val, target),
+                      input_shape=tuple(x.shape[1:]), train_size=_size(train, target, "train"),
+                      val_size=_size(val, target, "val"), mean=(0.0,) * channels, std=(1.0,) * channels)
+
+
+def _resolve(target: str):
+    module_name, colon, attribute = target.partition(":")
+    if not colon or not module_name or not attribute:
+        raise DataError(f"dataset spec python:{target} must look like python:pkg.module:function")
+    try:
+        found = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as error:
+        raise DataError(f"cannot import python:{target} ({_reason(error)}); make {module_name!r} importable "
+                        "(run from its directory or add it to PYTHONPATH) and check the function name"
+                        ) from error
+    except Exception as error:  # the user's module ran and raised while importing
+        raise DataError(f"importing {module_name!r} for python:{target} failed: {_reason(error)}") from error
+    if not callable(found):
+        raise DataError(f"python:{target} is a {type(found).__name__}, not a function; name a function that "
+                        "returns the data")
+    return found
+
+
+def _call(function, target: str):
+    try:
+        return function()
+    except Exception as error:
+        raise DataError(f"python:{target} raised {_reason(error)}; it must build the data when called with "
+                        "no arguments") from error
+
+
+def _batches(loader: DataLoader, count: int, target: str, split: str) -> list[tuple[Tensor, Tensor]]:
+    """The first `count` batches, each checked to be an (x, y) pair of tensors with integer labels."""
+    try:
+        batches = list(itertools.islice(iter(loader), count))
+    except Exception as error:
+        raise DataError(f"reading the {split} loader of python:{target} raised {_reason(error)}") from error
+    if not batches:
+        raise DataError(f"the {split} loader of python:{target} yields no batches; give it at least one "
+                        "sample")
+    for batch in batches:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2
+                and all(isinstance(part, Tensor) for part in batch)):
+            raise DataError(f"the {split} loader of python:{target} yields {_describe(batch)}; each batch "
+                            "must be an (x, y) pair of tensors")
+        if batch[1].is_floating_point() or batch[1].ndim != 1:
+            raise DataError(f"the {split} loader of python:{target} yields labels y of dtype "
+                            f"{batch[1].dtype} and shape {tuple(batch[1].shape)}; y must hold one integer "
+                            "class per sample")
+    return batches
+
+
+def _num_classes(train: DataLoader, val: DataLoader, target: str) -> int:
+    classes = getattr(train.dataset, "classes", None)
+    if classes is not None and len(classes) > 0:
+        return len(classes)
+    labels = [y for loader, split in ((train, "train"), (val, "val"))
+              for _, y in _batches(loader, _BATCHES_FOR_CLASSES, target, split)]
+    return 1 + max((int(y.max()) for y in labels if len(y)), default=0)
+
+
+def _size(loader: DataLoader, target: str, split: str) -> int:
+    try:
+        return len(loader.dataset)
+    except TypeError:  # an IterableDataset without __len__: count what one pass yields
+        pass
+    try:
+        return sum(len(batch[1]) for batch in loader)
+    except Exception as error:
+        raise DataError(f"counting the samples of the {split} loader of python:{target} raised "
+                        f"{_reason(error)}; give its dataset a __len__") from error
+
+
+def _describe(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} ({', '.join(type(v).__name__ for v in value[:3])})"
+    return f"a {type(value).__name__}"
+
+
+def _reason(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

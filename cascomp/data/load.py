@@ -1,0 +1,105 @@
+"""load_data: a dataset spec ("SCHEME:ARG") in, a DataBundle of in-memory loaders out.
+
+The steps, in order:
+1. read the samples with the scheme's reader (official train/test split where the dataset has one);
+2. without an official split, hold out val_fraction of the samples at random (seeded);
+3. take the seeded random subsets limit_train / limit_val;
+4. scale uint8 pixels to [0, 1] and resize to image_size;
+5. normalise per channel with the mean and std of the training samples kept in step 3;
+6. wrap both splits in DataLoaders (train shuffled by a generator seeded from seed).
+python: factories skip steps 2-5: their loaders are used as they come.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cascomp.data import prepare
+from cascomp.data.bundle import DataBundle, tensor_bundle
+from cascomp.data.cifar import load_cifar
+from cascomp.data.digits import load_digits_dataset
+from cascomp.data.factory import load_factory
+from cascomp.data.folder import load_image_folder
+from cascomp.data.idx import load_idx_dataset
+from cascomp.data.samples import RawData, Samples, check_labels
+from cascomp.data.tensors import load_tensor_file
+from cascomp.errors import DataError
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    argument: str  # what follows "SCHEME:", as SPEC_HELP shows it; "" when nothing may follow
+    read: Callable[[str, int | None], RawData] | None  # (argument, image_size); None: python factories
+
+
+_SCHEMES = {
+    "mnist": _Scheme("DIR", lambda directory, _: load_idx_dataset(directory, "mnist")),
+    "fashion-mnist": _Scheme("DIR", lambda directory, _: load_idx_dataset(directory, "fashion-mnist")),
+    "cifar10": _Scheme("DIR", lambda directory, _: load_cifar(directory, "cifar10")),
+    "cifar100": _Scheme("DIR", lambda directory, _: load_cifar(directory, "cifar100")),
+    "imagefolder": _Scheme("DIR", load_image_folder),
+    "tensors": _Scheme("FILE.pt|FILE.npz", lambda file, _: load_tensor_file(file)),
+    "digits": _Scheme("", lambda _, __: load_digits_dataset()),
+    "python": _Scheme("pkg.module:function", None),
+}
+
+SPEC_HELP = "dataset specs: " + ", ".join(f"{name}:{scheme.argument}" for name, scheme in _SCHEMES.items())
+
+
+def load_data(spec: str, *, batch_size: int = 128, val_fraction: float = 0.1, seed: int = 0,
+              limit_train: int | None = None, limit_val: int | None = None,
+              image_size: int | None = None) -> DataBundle:
+    """The DataBundle `spec` names (see SPEC_HELP); DataError, in one line, for anything that does not fit."""
+    prepare.check_arguments(batch_size, val_fraction, limit_train, limit_val, image_size)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DataError(f"--seed must be an integer, got {seed!r}")
+    name, argument = _parse(spec)
+    if _SCHEMES[name].read is None:
+        _refuse_options_for_factories(spec, limit_train=limit_train, limit_val=limit_val,
+                                      image_size=image_size)
+        return load_factory(spec, argument)
+    raw = _SCHEMES[name].read(argument, image_size)
+    train, val = raw.train, raw.val
+    if val is None:
+        train, val = prepare.random_split(train, val_fraction, seed, spec)
+    train = prepare.limit(train, limit_train, seed, train=True)
+    val = prepare.limit(val, limit_val, seed, train=False)
+    check_labels(val, raw.num_classes, f"{spec} (validation labels)")
+    train_x = prepare.resize(prepare.to_float(train.x), image_size, spec)
+    val_x = prepare.resize(prepare.to_float(val.x), image_size, spec)
+    if train_x.shape[1:] != val_x.shape[1:]:
+        raise DataError(f"{spec}: training samples have shape {tuple(train_x.shape[1:])} but validation "
+                        f"samples {tuple(val_x.shape[1:])}; both splits need the same shape (or pass "
+                        "--image-size)")
+    mean, std = prepare.channel_stats(train_x)
+    return tensor_bundle(spec, Samples(x=prepare.normalise(train_x, mean, std), y=train.y),
+                         Samples(x=prepare.normalise(val_x, mean, std), y=val.y),
+                         num_classes=raw.num_classes, batch_size=batch_size, seed=seed, mean=mean, std=std)
+
+
+def _parse(spec: str) -> tuple[str, str]:
+    """(scheme, argument) of "SCHEME:ARG", checked against the table."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(f"empty dataset spec {spec!r}; give one of the {SPEC_HELP}")
+    name, _, argument = spec.strip().partition(":")
+    name = name.lower()
+    if name not in _SCHEMES:
+        close = difflib.get_close_matches(name, list(_SCHEMES), n=1)
+        hint = f" (did you mean {close[0]}:?)" if close else ""
+        raise DataError(f"unknown dataset scheme {name!r} in spec {spec!r}{hint}; {SPEC_HELP}")
+    expected = _SCHEMES[name].argument
+    if expected and not argument:
+        raise DataError(f"dataset spec {spec!r} lacks its argument; write {name}:{expected}")
+    if not expected and argument:
+        raise DataError(f"dataset spec {spec!r}: {name}: takes no argument; write {name}:")
+    return name, argument
+
+
+def _refuse_options_for_factories(spec: str, **options: int | None) -> None:
+    # Silently training on the full data when a subset was asked for would be worse than stopping.
+    given = [f"--{option.replace('_', '-')}" for option, value in options.items() if value is not None]
+    if given:
+        raise DataError(f"{', '.join(given)} cannot apply to {spec}: its loaders are used as they come; "
+                        "subset or resize inside the factory, or leave the flag out")

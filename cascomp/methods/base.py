@@ -1,0 +1,51 @@
+"""The one interface every compression method implements; the search driver owns the training loop.
+
+A method
+- `prepare()`s the model the search trains (the traced graph with the method's search nodes inserted),
+- lists its architecture parameters (trained by their own optimiser) and contributes a `penalty()`: the
+  expected cost of the current search state as a differentiable ratio of the baseline, per metric,
+- `decide()`s what survives: channel scores plus a family of widths, which `fit_widths` turns into a plan
+  that meets every target.
+Methods that need no training (`searches = False`) are decided straight from the baseline's weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from cascomp.ir.graph import Graph
+
+
+@dataclass(frozen=True)
+class Decision:
+    scores: dict[str, torch.Tensor]  # per group: importance of each channel (kept first when higher)
+    family: Callable[[float], dict[str, int]]  # s in [0, 1] -> width per group, growing with s
+
+
+class Method:
+    searches = False
+
+    def __init__(self, graph: Graph, config) -> None:
+        self.graph = graph
+        self.config = config
+
+    def prepare(self) -> fx.GraphModule:
+        return copy.deepcopy(self.graph.gm)
+
+    def arch_parameters(self) -> list[torch.nn.Parameter]:
+        return []
+
+    def arch_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser of `arch_parameters()` (the driver steps it with the weights' optimiser)."""
+        raise NotImplementedError(f"{type(self).__name__} has no architecture parameters")
+
+    def penalty(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def decide(self, model: fx.GraphModule) -> Decision:  # pragma: no cover - abstract
+        raise NotImplementedError

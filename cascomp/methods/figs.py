@@ -1,0 +1,57 @@
+"""`figs`: Fine-Grained Stochastic architecture search (FiGS, ../shared/papers/figs-*).
+
+1. One logistic-sigmoid (binary Concrete) gate per channel group channel, inserted where the reference
+   masks go, so one sample is shared by every tensor of the group (the paper's group masking). Logits start
+   at `init_logit` (2.5: keep-probability 0.92), temperature `temperature` (1e-3, no annealing).
+2. The penalty is the expected cost: the core cost model evaluated at the keep-probabilities, which makes
+   each layer's cost the product of its input and output groups' expected widths (the paper's eq. 6), for
+   FLOPs and parameters alike. It is exact when the probabilities are 0 or 1.
+3. The exported architecture gives each group floor(sum of its keep-probabilities) channels, the most
+   probable ones (ties, e.g. channels the search never touched, go to the larger filter norm); the budget
+   projection then scales those widths so the plan meets every target.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from cascomp.kernels.channel_gates import ConcreteGates
+from cascomp.methods.base import Decision, Method
+from cascomp.methods.families import scaled_family
+from cascomp.methods.scores import filter_norms, normalised
+from cascomp.passes import InsertChannelGatesPass
+
+
+class Figs(Method):
+    searches = True
+
+    def __init__(self, graph, config) -> None:
+        super().__init__(graph, config)
+        self.gates = ConcreteGates(graph.channels, init_logit=config.init_logit, temperature=config.temperature)
+        self.baseline = graph.cost()
+
+    def prepare(self):
+        return InsertChannelGatesPass(self.graph.record, self.graph.slot_of_label, self.gates)(self.graph.gm).gm
+
+    def arch_parameters(self):
+        return [self.gates.logits]
+
+    def arch_optimizer(self):
+        return torch.optim.SGD([self.gates.logits], lr=self.config.logit_lr)
+
+    def penalty(self) -> dict[str, torch.Tensor]:
+        macs, params = self.graph.cost_model.evaluate(self.gates.probabilities())  # case 2
+        return {"flops": macs / max(self.baseline.macs, 1.0), "params": params / max(self.baseline.params, 1.0)}
+
+    def decide(self, model) -> Decision:
+        probabilities = self.gates.probabilities().detach().double()
+        norms = normalised(filter_norms(self.graph, model))
+        scores, proposal = {}, {}
+        for group, offset in zip(self.graph.groups, self.graph.offsets):
+            chosen = probabilities[offset:offset + group.size]
+            tie_break = 1e-6 * norms[group.name] / norms[group.name].max().clamp_min(1e-12)
+            scores[group.name] = chosen + tie_break
+            proposal[group.name] = float(max(math.floor(float(chosen.sum())), 1))  # case 3
+        return Decision(scores=scores, family=scaled_family(self.graph, proposal))

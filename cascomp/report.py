@@ -1,0 +1,106 @@
+"""What a compress run measured and wrote: report.json, the one-screen summary, and the files in OUT/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from rich.console import Console
+from rich.table import Table
+
+from cascomp._atomic import atomic_output
+from cascomp.config import CompressConfig
+from cascomp.errors import ConfigError
+from cascomp.export import export_onnx, profile
+from cascomp.ir.graph import Graph
+from cascomp.ir.plan import Plan
+from cascomp.plots import plot_search, plot_widths
+from cascomp.search.budget import Fit
+from cascomp.search.driver import History, evaluate
+
+REPORT_FORMAT = 1
+
+
+def build_report(*, graph: Graph, teacher: nn.Module, small: nn.Module, fit: Fit, data, config: CompressConfig,
+                 example_inputs, search: History, finetune: History) -> dict:
+    baseline_cost, cost = graph.cost(), graph.cost(fit.plan)
+    batches = config.latency_batch_sizes
+    baseline = {**baseline_cost.to_dict(), "top1": evaluate(teacher, data.val),
+                "latency_ms": _latency(teacher, example_inputs, batches)}
+    compressed = {**cost.to_dict(), "top1": evaluate(small, data.val),
+                  "latency_ms": _latency(small, example_inputs, batches)}
+    ratios = {"flops": cost.flops / baseline_cost.flops, "params": cost.params / baseline_cost.params}
+    ratios.update({f"latency_b{b}": compressed["latency_ms"][str(b)] / baseline["latency_ms"][str(b)] for b in batches})
+    within = fit.within()
+    return {
+        "format": REPORT_FORMAT, "method": config.method, "config": config.to_dict(),
+        "data": {"name": data.name, "train_size": data.train_size, "val_size": data.val_size,
+                 "input_shape": list(data.input_shape), "num_classes": data.num_classes},
+        "targets": {m: {"goal": g, "reached": fit.reached[m], "within_1pct": within[m]} for m, g in fit.goals.items()},
+        "baseline": baseline, "compressed": compressed, "ratios": ratios,
+        "widths": {g.name: {"before": g.size, "after": fit.widths[g.name]} for g in graph.groups},
+        "search": {"epochs": search.epochs, "trajectory": search.trajectory},
+        "finetune": {"epochs": finetune.epochs},
+        "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                        "threads": torch.get_num_threads()},
+    }
+
+
+def _latency(model: nn.Module, example_inputs, batches) -> dict[str, float]:
+    report = profile(model, batches, example_inputs=example_inputs, warmup=5, repeats=20)
+    return {str(b): report.latency_ms(b) for b in batches}
+
+
+def summary_table(report: dict) -> str:
+    """The one-screen summary printed at the end of a run."""
+    table = Table(title=f"cascomp compress · {report['method']} · {report['data']['name']}")
+    table.add_column("")
+    table.add_column("baseline", justify="right")
+    table.add_column("compressed", justify="right")
+    table.add_column("ratio", justify="right")
+    base, small, ratios = report["baseline"], report["compressed"], report["ratios"]
+    table.add_row("MFLOPs", f"{base['flops'] / 1e6:.2f}", f"{small['flops'] / 1e6:.2f}", f"{ratios['flops']:.3f}")
+    table.add_row("params", f"{base['params']:,.0f}", f"{small['params']:,.0f}", f"{ratios['params']:.3f}")
+    table.add_row("top-1", f"{base['top1']:.4f}", f"{small['top1']:.4f}", f"{small['top1'] - base['top1']:+.4f}")
+    for batch, ms in base["latency_ms"].items():
+        table.add_row(f"latency b{batch} (ms)", f"{ms:.3f}", f"{small['latency_ms'][batch]:.3f}",
+                      f"{ratios[f'latency_b{batch}']:.3f}")
+    for metric, target in report["targets"].items():
+        mark = "yes" if target["within_1pct"] else "NO"
+        table.add_row(f"target {metric}", f"{target['goal']:.3f}", f"{target['reached']:.4f}", f"within 1 %: {mark}")
+    console = Console(width=100, record=True, file=open(os.devnull, "w"))
+    console.print(table)
+    return console.export_text()
+
+
+class Outputs:
+    """The files of OUT/: model.pt (torch.save of the plain module), state_dict.pt, model.onnx, plan.json,
+    report.json, widths.png, search.png."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ConfigError(f"output folder {str(self.directory)!r} is a file; choose a folder with -o")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create output folder {str(self.directory)!r}: {error.strerror}") from error
+
+    def write(self, model: nn.Module, plan: Plan, report: dict, example_inputs) -> None:
+        model = model.eval()
+        self._save(lambda path: torch.save(model, path), "model.pt")
+        self._save(lambda path: torch.save(model.state_dict(), path), "state_dict.pt")
+        export_onnx(model, example_inputs, self.directory / "model.onnx")
+        self._save(lambda path: Path(path).write_text(plan.to_json()), "plan.json")
+        self._save(lambda path: plot_widths(report, path), "widths.png")
+        if report["search"]["trajectory"]:
+            self._save(lambda path: plot_search(report, path), "search.png")
+        self._save(lambda path: Path(path).write_text(json.dumps(report, indent=1)), "report.json")
+
+    def _save(self, write, name: str) -> None:
+        with atomic_output(self.directory / name, force=True) as temporary:
+            write(temporary)

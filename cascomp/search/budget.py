@@ -1,0 +1,159 @@
+"""Budgets that are hit, not approximated: turn a method's proposal into a plan within 1 % below every target.
+
+A method proposes channel scores and a one-parameter *family* of widths (s in [0, 1] -> width per group,
+growing with s: s = 0 is every group at its minimum, s = 1 every group whole). The projection
+1. refuses targets below the floor (every group at its minimum width; frozen channels stay);
+2. bisects s for the widest member of the family that fits every target;
+3. fills the remaining budget one legal width step at a time, always taking the step whose channels score
+   highest among the steps that still fit, until none fits;
+4. when a small model's steps are too coarse for that to land within 1 %, trades one step of one group for
+   one step of another while that brings the binding cost closer to its target.
+Widths are then cut from each group's channels in score order. Costs depend only on widths (products of kept
+counts), so every candidate is priced exactly by the cost model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cascomp.config import Target
+from cascomp.errors import SearchError
+from cascomp.ir.graph import Graph
+from cascomp.ir.plan import Plan
+from cascomp.methods.families import Family
+
+TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class Fit:
+    plan: Plan
+    widths: dict[str, int]
+    reached: dict[str, float]  # ratio of the baseline per metric
+    goals: dict[str, float]  # target ratio per metric
+
+    def within(self, tolerance: float = TOLERANCE) -> dict[str, bool]:
+        return {m: goal * (1 - tolerance) - 1e-12 <= self.reached[m] <= goal + 1e-12 for m, goal in self.goals.items()}
+
+
+def target_ratios(graph: Graph, targets: tuple[Target, ...]) -> dict[str, float]:
+    """Each target as a ratio of the baseline; refuses targets under the floor (case 1)."""
+    baseline, floor = graph.cost(), graph.min_cost()
+    goals = {}
+    for target in targets:
+        total = getattr(baseline, target.metric)
+        goal = target.ratio(total)
+        lowest = getattr(floor, target.metric) / total if total else 1.0
+        if goal >= 1:
+            raise SearchError(f"target {target} is not below the baseline's {target.metric} ({total:,.0f}); "
+                              "give a smaller budget")
+        if goal < lowest:
+            frozen = sum(f.channels for f in graph.frozen)
+            raise SearchError(f"target {target} ({goal:.3f} of the baseline) is below this model's floor of "
+                              f"{lowest:.3f}: every group at its minimum width ({graph.constraints.min_keep} channel, "
+                              f"round_to={graph.constraints.round_to}) with {frozen} frozen channel(s); "
+                              f"choose {target.metric}≥{lowest:.3f} or lower --min-keep")
+        goals[target.metric] = goal
+    return goals
+
+
+def fit_widths(graph: Graph, scores: dict[str, torch.Tensor], family: Family, goals: dict[str, float]) -> Fit:
+    baseline = graph.cost()
+    orders = {g.name: torch.argsort(scores[g.name].double(), descending=True, stable=True) for g in graph.groups}
+
+    def ratios(widths: dict[str, int]) -> dict[str, float]:
+        keep = torch.zeros(graph.channels, dtype=torch.float64)
+        for group, offset in zip(graph.groups, graph.offsets):
+            keep[offset + orders[group.name][:widths[group.name]]] = 1
+        cost = graph.cost_model.cost(keep)
+        return {m: getattr(cost, m) / getattr(baseline, m) for m in goals}
+
+    fits = lambda widths: all(r <= goals[m] + 1e-12 for m, r in ratios(widths).items())  # noqa: E731
+    low, high = 0.0, 1.0
+    if not fits(family(0.0)):
+        raise SearchError("even the smallest widths of this method miss the target; lower --min-keep or raise "
+                          "the target")
+    for _ in range(40):  # case 2
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(family(middle)) else (low, middle)
+    widths = _fill(graph, family(low), scores, orders, fits)  # case 3
+    widths = _tighten(graph, widths, ratios, goals)  # case 4
+    plan = Plan({name: tuple(sorted(orders[name][:width].tolist())) for name, width in widths.items()})
+    return Fit(plan=plan, widths=widths, reached=ratios(widths), goals=dict(goals))
+
+
+def fit_of_plan(graph: Graph, plan: Plan, goals: dict[str, float]) -> Fit:
+    """The `Fit` of an existing plan (a resumed run's)."""
+    baseline, cost = graph.cost(), graph.cost(plan)
+    reached = {m: getattr(cost, m) / getattr(baseline, m) for m in goals}
+    return Fit(plan=plan, widths=plan.widths(graph), reached=reached, goals=dict(goals))
+
+
+def _fill(graph: Graph, widths: dict[str, int], scores, orders, fits) -> dict[str, int]:
+    widths = dict(widths)
+    blocked: set[str] = set()
+    while True:
+        best, best_score = None, -float("inf")
+        for group in graph.groups:
+            width = widths[group.name]
+            step = _next_width(width, group.size, graph.constraints.round_to)
+            if group.name in blocked or step == width:
+                continue
+            added = orders[group.name][width:step]
+            score = float(scores[group.name].double()[added].mean())
+            if score > best_score:
+                best, best_score = (group.name, step), score
+        if best is None:
+            return widths
+        trial = {**widths, best[0]: best[1]}
+        if fits(trial):
+            widths = trial
+        else:
+            blocked.add(best[0])  # costs only grow with width, so this group can never grow again
+
+
+def _tighten(graph: Graph, widths: dict[str, int], ratios, goals: dict[str, float], rounds: int = 4) -> dict[str, int]:
+    def slack(trial: dict[str, int]) -> float | None:
+        reached = ratios(trial)
+        if any(r > goals[m] + 1e-12 for m, r in reached.items()):
+            return None
+        return min(goals[m] - r for m, r in reached.items()) / max(goals.values())
+
+    current = slack(widths)
+    multiple = graph.constraints.round_to
+    for _ in range(rounds):
+        if current is None or current <= TOLERANCE * min(goals.values()) / max(goals.values()):
+            break
+        best = None
+        for shrink in graph.groups:
+            smaller = _previous_width(widths[shrink.name], shrink.size, multiple, graph.constraints.smallest(shrink.size))
+            if smaller == widths[shrink.name]:
+                continue
+            for grow in graph.groups:
+                larger = _next_width(widths[grow.name], grow.size, multiple)
+                if grow is shrink or larger == widths[grow.name]:
+                    continue
+                trial = {**widths, shrink.name: smaller, grow.name: larger}
+                gap = slack(trial)
+                if gap is not None and gap < current and (best is None or gap < best[0]):
+                    best = (gap, trial)
+        if best is None:
+            break
+        current, widths = best
+    return widths
+
+
+def _previous_width(width: int, size: int, multiple: int, smallest: int) -> int:
+    if width <= smallest:
+        return width
+    if width == size and size % multiple:
+        return max(smallest, size // multiple * multiple)
+    return max(smallest, width - multiple)
+
+
+def _next_width(width: int, size: int, multiple: int) -> int:
+    if width >= size:
+        return size
+    return min(size, (width // multiple + 1) * multiple)

@@ -1,0 +1,234 @@
+"""The training loops of every method: search (task loss + λ·expected cost) and fine-tuning (distillation).
+
+Each epoch starts from seeds derived from (seed, phase, epoch) for the data order and the random draws, and
+ends with a checkpoint, so a run resumed from a checkpoint takes exactly the steps the uninterrupted run
+would have taken.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cascomp.config import CompressConfig
+from cascomp.errors import SearchError
+from cascomp.methods import Method
+from cascomp.search.checkpoint import CheckpointStore
+from cascomp.search.control import RAMP, PenaltyController, scheduled_target
+from cascomp.search.distill import distillation_loss
+from cascomp.search.progress import Reporter
+
+TRAJECTORY_EVERY = 10  # steps between points of the recorded search trajectory
+
+
+@dataclass
+class History:
+    """What the loops did: one row per epoch, and a finer trajectory of the search."""
+
+    epochs: list[dict] = field(default_factory=list)
+    trajectory: list[dict] = field(default_factory=list)
+
+
+def evaluate(model: nn.Module, loader) -> float:
+    """Top-1 accuracy of `model` (eval mode) on `loader`."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += int((model(x).argmax(dim=1) == y).sum())
+            total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def _seed_epoch(data, seed: int, phase: int, epoch: int) -> None:
+    value = seed * 100_003 + phase * 10_007 + epoch
+    torch.manual_seed(value)
+    generator = getattr(data.train, "generator", None)
+    if generator is not None:
+        generator.manual_seed(value)
+
+
+def _finite(loss: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(loss):
+        raise SearchError(f"the loss became {float(loss)} in {where}; lower --lr")
+
+
+class SearchLoop:
+    """Trains the method's search model: weights on the task loss, architecture parameters on the task loss
+    plus the controlled penalty."""
+
+    def __init__(self, method: Method, model: nn.Module, data, config: CompressConfig, goals: dict[str, float],
+                 reporter: Reporter) -> None:
+        self.method, self.model, self.data, self.config, self.goals = method, model, data, config, goals
+        self.reporter = reporter
+        arch = {id(p) for p in method.arch_parameters()}
+        weights = [p for p in model.parameters() if id(p) not in arch and p.requires_grad]
+        self.weight_optimizer = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum,
+                                                weight_decay=config.weight_decay)
+        self.arch_optimizer = method.arch_optimizer()
+        penalty = method.penalty()
+        self.start = {m: float(penalty[m]) for m in goals}
+        total_steps = max(config.search_epochs * len(data.train), 1)
+        self.controllers = {m: PenaltyController(target=g, log_integral=self._initial_log_weight(penalty[m], g, m, total_steps),
+                                                 gain_integral=min(0.2, max(0.01, 20 / total_steps)))
+                            for m, g in goals.items()}
+        self.history = History()
+        self.epoch = 0
+
+    def _initial_log_weight(self, ratio: torch.Tensor, goal: float, metric: str, total_steps: int) -> float:
+        """log λ at which one optimiser step lowers the expected cost by the schedule's slope, to first order:
+        a step of size lr·λ·g along the gradient g of the ratio lowers it by lr·λ·|g|²."""
+        params = self.method.arch_parameters()
+        gradients = torch.autograd.grad(ratio, params, retain_graph=True, allow_unused=True)
+        squared = sum(float((g ** 2).sum()) for g in gradients if g is not None)
+        lr = self.arch_optimizer.param_groups[0]["lr"]
+        slope = max(self.start[metric] - goal, 0.0) / (RAMP * total_steps)
+        if squared <= 0 or slope <= 0:
+            return 0.0
+        return math.log(max(slope / (lr * squared), 1e-8))
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "weight_optimizer": self.weight_optimizer.state_dict(),
+                "arch_optimizer": self.arch_optimizer.state_dict(), "start": self.start, "epoch": self.epoch,
+                "controllers": {m: c.state_dict() for m, c in self.controllers.items()},
+                "history": {"epochs": self.history.epochs, "trajectory": self.history.trajectory}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.start, self.epoch = state["start"], state["epoch"]
+        for metric, controller in self.controllers.items():
+            controller.load_state_dict(state["controllers"][metric])
+        self.history = History(**state["history"])
+
+    def run(self, store: CheckpointStore | None, on_epoch: Callable[[str, int], None] | None) -> History:
+        epochs = self.config.search_epochs
+        while self.epoch < epochs:
+            self._epoch(self.epoch, epochs)
+            self.epoch += 1
+            if store is not None:
+                store.save({"phase": "search", "search": self.state_dict()})
+            if on_epoch is not None:
+                on_epoch("search", self.epoch)
+        return self.history
+
+    def _epoch(self, epoch: int, epochs: int) -> None:
+        _seed_epoch(self.data, self.config.seed, 1, epoch)
+        self.model.train()
+        steps, started = len(self.data.train), time.perf_counter()
+        status = {"loss": 0.0, "acc": 0.0}
+        seen = correct = 0
+        loss_sum = 0.0
+        describe = lambda: self._describe(status)  # noqa: E731
+        for step, (x, y) in enumerate(self.reporter.batches(self.data.train, f"search {epoch + 1}/{epochs}", describe)):
+            progress = (epoch * steps + step) / max(epochs * steps, 1)
+            logits = self.model(x)
+            task = F.cross_entropy(logits, y)
+            expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
+            penalty = sum(self.controllers[m].weight() * expected[m] for m in expected)
+            loss = task + penalty
+            _finite(loss, f"search epoch {epoch + 1}")
+            self.weight_optimizer.zero_grad(set_to_none=True)
+            self.arch_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.weight_optimizer.step()
+            self.arch_optimizer.step()
+            for metric, ratio in expected.items():
+                goal = scheduled_target(self.start[metric], self.goals[metric], progress)
+                self.controllers[metric].update(float(ratio.detach()), goal)
+            seen += len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += float(task.detach()) * len(y)
+            status.update(loss=loss_sum / seen, acc=correct / seen, **{m: float(r.detach()) for m, r in expected.items()})
+            if step % TRAJECTORY_EVERY == 0:
+                self.history.trajectory.append({"epoch": progress * epochs, "train_acc": status["acc"],
+                                                **self._cost_fields(status)})
+        row = {"epoch": epoch + 1, "loss": status["loss"], "train_acc": status["acc"],
+               "val_acc": evaluate(self.model, self.data.val), "seconds": time.perf_counter() - started,
+               **self._cost_fields(status)}
+        self.history.epochs.append(row)
+        self.reporter.line(f"search {epoch + 1}/{epochs}  {self._describe(status)}  val top-1 {row['val_acc']:.4f}  "
+                           f"({row['seconds']:.0f} s)")
+
+    def _cost_fields(self, status: dict) -> dict:
+        fields = {}
+        for metric, controller in self.controllers.items():
+            fields[f"expected_{metric}"] = status.get(metric, float("nan"))
+            fields[f"lambda_{metric}"] = controller.weight()
+        return fields
+
+    def _describe(self, status: dict) -> str:
+        costs = "  ".join(f"{m} {status.get(m, float('nan')):.3f}→{self.goals[m]:.3f} λ {c.weight():.3g}"
+                          for m, c in self.controllers.items())
+        return f"loss {status['loss']:.3f}  acc {status['acc']:.3f}  {costs}"
+
+
+class FinetuneLoop:
+    """Trains the compressed network with distillation from the baseline; cosine learning-rate decay."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, data, config: CompressConfig, epochs: int,
+                 reporter: Reporter) -> None:
+        self.student, self.teacher, self.data, self.config, self.epochs = student, teacher.eval(), data, config, epochs
+        self.reporter = reporter
+        self.optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        total = max(epochs * len(data.train), 1)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+        self.epoch = 0
+        self.history = History()
+
+    def state_dict(self) -> dict:
+        return {"model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "epoch": self.epoch, "epochs": self.history.epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.epoch = state["epoch"]
+        self.history = History(epochs=state["epochs"])
+
+    def run(self, save: Callable[[dict], None] | None, on_epoch: Callable[[str, int], None] | None) -> History:
+        while self.epoch < self.epochs:
+            self._epoch(self.epoch)
+            self.epoch += 1
+            if save is not None:
+                save(self.state_dict())
+            if on_epoch is not None:
+                on_epoch("finetune", self.epoch)
+        self.student.eval()
+        return self.history
+
+    def _epoch(self, epoch: int) -> None:
+        _seed_epoch(self.data, self.config.seed, 2, epoch)
+        self.student.train()
+        started, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
+        describe = lambda: f"loss {loss_sum / max(seen, 1):.3f}  acc {correct / max(seen, 1):.3f}"  # noqa: E731
+        distill = self.config.distill
+        for x, y in self.reporter.batches(self.data.train, f"fine-tune {epoch + 1}/{self.epochs}", describe):
+            with torch.no_grad():
+                teacher = self.teacher(x)
+            logits = self.student(x)
+            loss = distillation_loss(logits, teacher, y, temperature=distill.temperature, weight=distill.weight)
+            _finite(loss, f"fine-tuning epoch {epoch + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            seen += len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += float(loss.detach()) * len(y)
+        row = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "val_acc": evaluate(self.student, self.data.val), "seconds": time.perf_counter() - started}
+        self.history.epochs.append(row)
+        self.reporter.line(f"fine-tune {epoch + 1}/{self.epochs}  {describe()}  val top-1 {row['val_acc']:.4f}  "
+                           f"({row['seconds']:.0f} s)")

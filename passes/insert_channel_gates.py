@@ -1,0 +1,59 @@
+"""InsertChannelGatesPass: put a search node on every channel group, where `MaskChannelsPass` puts masks.
+
+Rule:
+1. a `gates` module (any module whose forward() returns the gate table `[1, g_0, ...]`, one entry per global
+   channel after the always-on entry) is registered as `cascomp_gates` and called once, before the first
+   op, so one sample serves the whole forward pass;
+2. every floating tensor that carries a prunable channel is multiplied by its channels' gates right where it
+   is made (the same sites `MaskChannelsPass` masks, so a 0/1 gate table computes exactly what the masked
+   reference computes, which is what the rewrite builds);
+3. tensors whose channels are all frozen are left alone.
+Normalisation statistics (LayerNorm over channels) are not re-masked during search: a gated-off channel
+still counts in the mean there, a small difference the rewrite's exact masking does not have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+
+from cascomp.ir.context import Record
+from cascomp.kernels.channel_gates import apply_gate
+from cascomp.passes.base import Pass, PassResult
+
+GATES = "cascomp_gates"
+
+
+class InsertChannelGatesPass(Pass):
+    def __init__(self, record: Record, slot_of_label: np.ndarray, gates: nn.Module) -> None:
+        self.record = record
+        self.slot_of_label = torch.from_numpy(slot_of_label)
+        self.gates = gates
+
+    def call(self, gm: fx.GraphModule) -> PassResult:
+        gm.add_submodule(GATES, self.gates)  # case 1
+        nodes = list(gm.graph.nodes)
+        first_op = next(n for n in nodes if n.op != "placeholder")
+        with gm.graph.inserting_before(first_op):
+            table = gm.graph.call_module(GATES)
+        modified = False
+        for index, node in enumerate(nodes):
+            if node.op not in ("call_module", "call_function", "call_method"):
+                continue
+            labels = self.record.labels.get(node.name)
+            if not isinstance(labels, torch.Tensor) or node.name not in self.record.floating:
+                continue
+            slots = self.slot_of_label[labels]
+            if not bool((slots > 0).any()):
+                continue  # case 3
+            name = f"cascomp_gate_index_{index}"
+            gm.register_buffer(name, slots.clone())
+            with gm.graph.inserting_after(node):
+                buffer = gm.graph.get_attr(name)
+            with gm.graph.inserting_after(buffer):
+                gated = gm.graph.call_function(apply_gate, (node, table, buffer))  # case 2
+            node.replace_all_uses_with(gated, delete_user_cb=lambda user: user is not gated)
+            modified = True
+        return PassResult(gm, modified)

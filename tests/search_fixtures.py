@@ -1,0 +1,58 @@
+"""A tiny learnable task and model for the search and compress tests (seconds on 2 cores)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+import cascomp
+
+
+class TinyNet(nn.Module):
+    """Stem, one residual block with an inner width of its own, pool, linear: three channel groups."""
+
+    def __init__(self, width: int = 8, inner: int = 16, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.conv1 = nn.Conv2d(width, inner, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.head = nn.Sequential(nn.Conv2d(width, 2 * width, 1), nn.ReLU())
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        return self.fc(self.head(x).mean(dim=(2, 3)))
+
+
+def quadrant_task(path, samples: int = 384, seed: int = 0) -> str:
+    """Write an .npz task: 1x8x8 noise images, the label is the brightest quadrant. Returns the data spec."""
+    generator = np.random.default_rng(seed)
+    x = generator.normal(size=(samples, 1, 8, 8)).astype(np.float32)
+    quadrants = np.stack([x[:, 0, :4, :4].mean((1, 2)), x[:, 0, :4, 4:].mean((1, 2)),
+                          x[:, 0, 4:, :4].mean((1, 2)), x[:, 0, 4:, 4:].mean((1, 2))], axis=1)
+    np.savez(path, x=x, y=quadrants.argmax(1).astype(np.int64))
+    return f"tensors:{path}"
+
+
+def trained_tiny(data, epochs: int = 2, seed: int = 0) -> TinyNet:
+    torch.manual_seed(seed)
+    model = TinyNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(epochs):
+        for x, y in data.train:
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def quick_config(**changes) -> cascomp.CompressConfig:
+    settings = dict(method="figs", targets=("flops=0.5",), search_epochs=2, finetune_epochs=1, lr=0.02,
+                    latency_batch_sizes=(1,))
+    settings.update(changes)
+    return cascomp.CompressConfig(**settings)

@@ -1,0 +1,151 @@
+"""Search machinery: FiGS gates and expected cost, budget projection, target control, distillation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cascomp
+from cascomp.config import CompressConfig, FigsConfig, Target
+from cascomp.errors import ConfigError, SearchError
+from cascomp.methods import METHODS
+from cascomp.search.budget import fit_widths, target_ratios
+from cascomp.search.control import PenaltyController, scheduled_target
+from cascomp.search.distill import distillation_loss
+from tests.models import ZOO, example_inputs
+from tests.search_fixtures import TinyNet
+
+# Not the LayerNorm models: gates do not re-mask normalisation statistics (see InsertChannelGatesPass).
+GATED_MODELS = ["resnet_basic", "mobilenet_v2", "mobilenet_v3", "shufflenet_v2", "densenet", "unet"]
+
+
+def _figs(graph, **config):
+    return METHODS["figs"](graph, FigsConfig(**config))
+
+
+def _set_gates(method, graph, plan) -> None:
+    """Logits of ±50: keep-probabilities of exactly 0 or 1 (in float32) that match `plan`."""
+    kept = plan.kept_channels(graph)
+    with torch.no_grad():
+        method.gates.logits.copy_(torch.where(kept, 50.0, -50.0))
+
+
+@pytest.mark.parametrize("name", GATED_MODELS)
+def test_hard_gates_compute_what_the_masked_reference_computes(name):
+    graph = cascomp.trace(ZOO[name].build(), example_inputs(name))
+    plan = cascomp.Plan.random(graph, 0.5, seed=1)
+    method = _figs(graph)
+    search_model = method.prepare().eval()
+    _set_gates(method, graph, plan)
+    expected = graph.run(cascomp.mask_model(graph, plan))
+    got = graph.run(search_model)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gate_pass_structure_and_the_input_graph_untouched():
+    graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
+    before = [n.op for n in graph.gm.graph.nodes]
+    search_model = _figs(graph).prepare()
+    assert [n.op for n in graph.gm.graph.nodes] == before
+    gate_calls = [n for n in search_model.graph.nodes if n.op == "call_module" and n.target == "cascomp_gates"]
+    gated = [n for n in search_model.graph.nodes if getattr(n.target, "__name__", "") == "apply_gate"]
+    assert len(gate_calls) == 1 and len(gated) >= len(graph.groups)
+    assert not any(n.op == "placeholder" for n in list(search_model.graph.nodes)[len(graph.groups) + 2:])
+
+
+@pytest.mark.parametrize("name", ["resnet_basic", "vit"])
+def test_expected_cost_is_the_real_cost_at_zero_one_probabilities(name):
+    graph = cascomp.trace(ZOO[name].build(), example_inputs(name))
+    plan = cascomp.Plan.random(graph, 0.4, seed=3)
+    method = _figs(graph)
+    _set_gates(method, graph, plan)
+    expected, real, baseline = method.penalty(), graph.cost(plan), graph.cost()
+    assert float(expected["flops"].detach()) == pytest.approx(real.flops / baseline.flops, rel=1e-5)
+    assert float(expected["params"].detach()) == pytest.approx(real.params / baseline.params, rel=1e-5)
+    decision = method.decide(graph.gm)
+    widths = decision.family(1.0)  # whole groups at s = 1 ...
+    assert all(widths[g.name] == g.size for g in graph.groups)
+    for group in graph.groups:  # ... and the most probable channels rank first
+        top = torch.argsort(decision.scores[group.name], descending=True)[:len(plan.keep[group.name])]
+        assert sorted(top.tolist()) == list(plan.keep[group.name])
+
+
+def test_gradient_reaches_every_logit():
+    graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
+    method = _figs(graph, temperature=1.0)  # a soft relaxation, so the task loss reaches every gate at once
+    model = method.prepare().train()
+    loss = F.cross_entropy(model(torch.randn(16, 1, 8, 8)), torch.randint(0, 4, (16,)))
+    (task_gradient,) = torch.autograd.grad(loss, method.gates.logits)
+    assert float((task_gradient != 0).float().mean()) > 0.9
+    (cost_gradient,) = torch.autograd.grad(method.penalty()["flops"], method.gates.logits)
+    assert bool((cost_gradient > 0).all())  # keeping a channel always costs
+
+
+@pytest.mark.parametrize("method", ["figs", "l1", "uniform"])
+@pytest.mark.parametrize("name", ["resnet_basic", "mobilenet_v2", "inception", "vit"])
+def test_projection_lands_within_one_percent_below_the_target(method, name):
+    graph = cascomp.trace(ZOO[name].build(), example_inputs(name))
+    goals = target_ratios(graph, (Target.parse("flops=0.33"),))
+    decision = METHODS[method](graph, CompressConfig(method=method).method_config).decide(graph.gm)
+    fit = fit_widths(graph, decision.scores, decision.family, goals)
+    assert 0.33 * 0.99 <= fit.reached["flops"] <= 0.33
+    assert fit.within()["flops"]
+    assert graph.cost(fit.plan).flops / graph.cost().flops == pytest.approx(fit.reached["flops"])
+
+
+def test_two_targets_both_hold():
+    graph = cascomp.trace(ZOO["resnet_basic"].build(), example_inputs("resnet_basic"))
+    goals = target_ratios(graph, (Target.parse("flops=0.5"), Target.parse("params=0.3")))
+    decision = METHODS["uniform"](graph, None).decide(graph.gm)
+    fit = fit_widths(graph, decision.scores, decision.family, goals)
+    assert fit.reached["flops"] <= 0.5 and fit.reached["params"] <= 0.3
+    assert any(fit.within().values())  # the binding target is hit within 1 %
+
+
+def test_targets_below_the_floor_are_refused_naming_it():
+    graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8), min_keep=4)
+    with pytest.raises(SearchError, match="floor of 0.[0-9]+"):
+        target_ratios(graph, (Target.parse("flops=0.01"),))
+    absolute = Target.parse("flops=20K")
+    assert absolute.absolute and absolute.value == 20e3
+
+
+@pytest.mark.parametrize("text, message", [("flops=1.5", "must be below 1"), ("latency=0.5", "unknown target"),
+                                           ("flops", "METRIC=VALUE"), ("flops=-1", "must be positive"), ("flops=5", "needs a suffix")])
+def test_bad_targets(text, message):
+    with pytest.raises(ConfigError, match=message):
+        Target.parse(text)
+
+
+def test_config_round_trips_and_rejects_mistakes():
+    config = CompressConfig(method="figs", targets=("flops=0.33", "params=2M"), search_epochs=1)
+    assert CompressConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown method 'darts'"):
+        CompressConfig(method="darts")
+    with pytest.raises(ConfigError, match="one target"):
+        CompressConfig(targets=("flops=0.3", "flops=0.4"))
+
+
+def test_controller_raises_lambda_while_over_target_and_lowers_it_under():
+    controller = PenaltyController(target=0.5)
+    start = controller.weight()
+    for _ in range(20):
+        controller.update(0.8, 0.5)
+    assert controller.weight() > start * 2
+    high = controller.weight()
+    for _ in range(20):
+        controller.update(0.3, 0.5)
+    assert controller.weight() < high
+    assert scheduled_target(0.9, 0.3, 0.0) == pytest.approx(0.9)
+    assert scheduled_target(0.9, 0.3, 1.0) == pytest.approx(0.3)
+
+
+def test_distillation_loss():
+    student, teacher = torch.randn(8, 5), torch.randn(8, 5)
+    labels = torch.randint(0, 5, (8,))
+    assert torch.allclose(distillation_loss(student, teacher, labels, temperature=4, weight=0),
+                          F.cross_entropy(student, labels))
+    soft = F.kl_div(F.log_softmax(student / 4, 1), F.softmax(teacher / 4, 1), reduction="batchmean")
+    mixed = 0.1 * F.cross_entropy(student, labels) + 0.9 * 16 * soft
+    assert torch.allclose(distillation_loss(student, teacher, labels, temperature=4, weight=0.9), mixed, atol=1e-6)
