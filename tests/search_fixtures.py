@@ -12,7 +12,7 @@ import cascomp
 class TinyNet(nn.Module):
     """Stem, one residual block with an inner width of its own, pool, linear: three channel groups."""
 
-    def __init__(self, width: int = 8, inner: int = 16, classes: int = 4) -> None:
+    def __init__(self, width: int = 16, inner: int = 32, classes: int = 4) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         self.conv1 = nn.Conv2d(width, inner, 3, padding=1, bias=False)

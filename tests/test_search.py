@@ -127,16 +127,14 @@ def test_config_round_trips_and_rejects_mistakes():
         CompressConfig(targets=("flops=0.3", "flops=0.4"))
 
 
-def test_controller_raises_lambda_while_over_target_and_lowers_it_under():
-    controller = PenaltyController(target=0.5)
-    start = controller.weight()
-    for _ in range(20):
-        controller.update(0.8, 0.5)
-    assert controller.weight() > start * 2
-    high = controller.weight()
-    for _ in range(20):
-        controller.update(0.3, 0.5)
-    assert controller.weight() < high
+def test_controller_asks_for_the_gap_and_nothing_under_target():
+    controller = PenaltyController()
+    near = controller.weight(0.55, 0.5, lr=0.1, squared_gradient=0.01)
+    far = PenaltyController().weight(0.9, 0.5, lr=0.1, squared_gradient=0.01)
+    assert far > near > 0
+    assert PenaltyController().weight(0.55, 0.5, lr=0.1, squared_gradient=0.02) == pytest.approx(near / 2)
+    under = PenaltyController()
+    assert [under.weight(0.3, 0.5, lr=0.1, squared_gradient=0.01) for _ in range(5)] == [0.0] * 5
     assert scheduled_target(0.9, 0.3, 0.0) == pytest.approx(0.9)
     assert scheduled_target(0.9, 0.3, 1.0) == pytest.approx(0.3)
 

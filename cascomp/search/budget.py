@@ -7,7 +7,7 @@ growing with s: s = 0 is every group at its minimum, s = 1 every group whole). T
 3. fills the remaining budget one legal width step at a time, always taking the step whose channels score
    highest among the steps that still fit, until none fits;
 4. when a small model's steps are too coarse for that to land within 1 %, trades one step of one group for
-   one step of another while that brings the binding cost closer to its target.
+   steps of others while that brings the binding cost closer to its target.
 Widths are then cut from each group's channels in score order. Costs depend only on widths (products of kept
 counts), so every candidate is priced exactly by the cost model.
 """
@@ -114,28 +114,26 @@ def _fill(graph: Graph, widths: dict[str, int], scores, orders, fits) -> dict[st
             blocked.add(best[0])  # costs only grow with width, so this group can never grow again
 
 
-def _tighten(graph: Graph, widths: dict[str, int], ratios, goals: dict[str, float], rounds: int = 4) -> dict[str, int]:
+def _tighten(graph: Graph, widths: dict[str, int], ratios, goals: dict[str, float], rounds: int = 8) -> dict[str, int]:
+    """Shrink one group by one to three steps and refill the freed budget with the steps of other groups that fit best;
+    keep the trade that leaves the least slack."""
     def slack(trial: dict[str, int]) -> float | None:
         reached = ratios(trial)
         if any(r > goals[m] + 1e-12 for m, r in reached.items()):
             return None
-        return min(goals[m] - r for m, r in reached.items()) / max(goals.values())
+        return min((goals[m] - r) / goals[m] for m, r in reached.items())
 
     current = slack(widths)
-    multiple = graph.constraints.round_to
     for _ in range(rounds):
-        if current is None or current <= TOLERANCE * min(goals.values()) / max(goals.values()):
+        if current is None or current <= TOLERANCE:
             break
         best = None
         for shrink in graph.groups:
-            smaller = _previous_width(widths[shrink.name], shrink.size, multiple, graph.constraints.smallest(shrink.size))
-            if smaller == widths[shrink.name]:
-                continue
-            for grow in graph.groups:
-                larger = _next_width(widths[grow.name], grow.size, multiple)
-                if grow is shrink or larger == widths[grow.name]:
-                    continue
-                trial = {**widths, shrink.name: smaller, grow.name: larger}
+            smaller = widths[shrink.name]
+            for _ in range(3):  # one, two or three steps down
+                smaller = _previous_width(smaller, shrink.size, graph.constraints.round_to,
+                                          graph.constraints.smallest(shrink.size))
+                trial = _refill(graph, {**widths, shrink.name: smaller}, shrink.name, slack)
                 gap = slack(trial)
                 if gap is not None and gap < current and (best is None or gap < best[0]):
                     best = (gap, trial)
@@ -143,6 +141,21 @@ def _tighten(graph: Graph, widths: dict[str, int], ratios, goals: dict[str, floa
             break
         current, widths = best
     return widths
+
+
+def _refill(graph: Graph, widths: dict[str, int], frozen: str, slack) -> dict[str, int]:
+    while True:
+        options = []
+        for group in graph.groups:
+            larger = _next_width(widths[group.name], group.size, graph.constraints.round_to)
+            if group.name != frozen and larger != widths[group.name]:
+                trial = {**widths, group.name: larger}
+                gap = slack(trial)
+                if gap is not None:
+                    options.append((gap, group.name, trial))
+        if not options:
+            return widths
+        widths = min(options)[2]
 
 
 def _previous_width(width: int, size: int, multiple: int, smallest: int) -> int:

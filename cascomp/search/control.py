@@ -1,18 +1,18 @@
-"""Budget control during search: λ follows the gap between expected cost and target, no hand sweep.
+"""Budget control during search: λ is set every step from the gap between expected cost and target.
 
-Each target has its own λ, a proportional-integral controller in log space:
-    e = (expected ratio - scheduled target) / target
-    log λ_I += gain_integral * e          (every step)
-    λ = exp(log λ_I + gain_proportional * e)
-A constant gap makes λ grow (or shrink) geometrically until the expected cost follows the target; the
-proportional part damps the oscillation a pure integral controller would have, because the expected cost
-itself integrates λ through the optimiser. The target is annealed from the starting expected cost to the
-budget over the first `ramp` fraction of the search, so channels are removed gradually.
+The target is annealed from the starting expected cost to the budget over the first `RAMP` of the search
+(channels go gradually), then held. Each step the controller asks for a decrease d of the expected cost
+ratio r, a proportional-integral law on the gap to the next step's scheduled target g:
+    d = gain_proportional * (r - g) + I,      I += gain_integral * (r - g)      (d clipped at 0)
+and converts it into a penalty weight with the first-order effect of one SGD step of the architecture
+parameters on r: a step along the penalty gradient lowers r by lr * λ * |∂r/∂θ|², so
+    λ = d / (lr * |∂r/∂θ|²).
+The proportional part does the tracking; the integral part absorbs the steady push of the task loss (which
+wants channels back). No hand sweep of λ: the budget itself sets it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 RAMP = 0.6  # fraction of the search over which the target is annealed to the budget
@@ -20,25 +20,25 @@ RAMP = 0.6  # fraction of the search over which the target is annealed to the bu
 
 @dataclass
 class PenaltyController:
-    target: float
-    log_integral: float = 0.0
-    gain_integral: float = 0.05
-    gain_proportional: float = 2.0
-    error: float = 0.0
+    gain_proportional: float = 0.3
+    gain_integral: float = 0.02
+    integral: float = 0.0
+    last_weight: float = 0.0
 
-    def weight(self) -> float:
-        return math.exp(self.log_integral + self.gain_proportional * self.error)
-
-    def update(self, expected: float, goal: float) -> None:
-        self.error = max(-5.0, min(5.0, (expected - goal) / self.target))
-        self.log_integral = max(-20.0, min(20.0, self.log_integral + self.gain_integral * self.error))
+    def weight(self, expected: float, goal: float, lr: float, squared_gradient: float) -> float:
+        """λ for this step; also updates the integral term."""
+        gap = expected - goal
+        self.integral = max(-0.05, min(0.05, self.integral + self.gain_integral * gap))
+        decrease = max(0.0, self.gain_proportional * gap + self.integral)
+        self.last_weight = decrease / (lr * squared_gradient) if squared_gradient > 0 else 0.0
+        return self.last_weight
 
     def state_dict(self) -> dict:
-        return {"log_integral": self.log_integral, "error": self.error}
+        return {"integral": self.integral, "last_weight": self.last_weight}
 
     def load_state_dict(self, state: dict) -> None:
-        self.log_integral = float(state["log_integral"])
-        self.error = float(state["error"])
+        self.integral = float(state["integral"])
+        self.last_weight = float(state["last_weight"])
 
 
 def scheduled_target(start: float, target: float, progress: float, ramp: float = RAMP) -> float:

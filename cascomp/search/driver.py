@@ -20,7 +20,7 @@ from cascomp.config import CompressConfig
 from cascomp.errors import SearchError
 from cascomp.methods import Method
 from cascomp.search.checkpoint import CheckpointStore
-from cascomp.search.control import RAMP, PenaltyController, scheduled_target
+from cascomp.search.control import PenaltyController, scheduled_target
 from cascomp.search.distill import distillation_loss
 from cascomp.search.progress import Reporter
 
@@ -75,25 +75,10 @@ class SearchLoop:
                                                 weight_decay=config.weight_decay)
         self.arch_optimizer = method.arch_optimizer()
         penalty = method.penalty()
-        self.start = {m: float(penalty[m]) for m in goals}
-        total_steps = max(config.search_epochs * len(data.train), 1)
-        self.controllers = {m: PenaltyController(target=g, log_integral=self._initial_log_weight(penalty[m], g, m, total_steps),
-                                                 gain_integral=min(0.2, max(0.01, 20 / total_steps)))
-                            for m, g in goals.items()}
+        self.start = {m: float(penalty[m].detach()) for m in goals}
+        self.controllers = {m: PenaltyController() for m in goals}
         self.history = History()
         self.epoch = 0
-
-    def _initial_log_weight(self, ratio: torch.Tensor, goal: float, metric: str, total_steps: int) -> float:
-        """log λ at which one optimiser step lowers the expected cost by the schedule's slope, to first order:
-        a step of size lr·λ·g along the gradient g of the ratio lowers it by lr·λ·|g|²."""
-        params = self.method.arch_parameters()
-        gradients = torch.autograd.grad(ratio, params, retain_graph=True, allow_unused=True)
-        squared = sum(float((g ** 2).sum()) for g in gradients if g is not None)
-        lr = self.arch_optimizer.param_groups[0]["lr"]
-        slope = max(self.start[metric] - goal, 0.0) / (RAMP * total_steps)
-        if squared <= 0 or slope <= 0:
-            return 0.0
-        return math.log(max(slope / (lr * squared), 1e-8))
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "weight_optimizer": self.weight_optimizer.state_dict(),
@@ -134,7 +119,8 @@ class SearchLoop:
             logits = self.model(x)
             task = F.cross_entropy(logits, y)
             expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
-            penalty = sum(self.controllers[m].weight() * expected[m] for m in expected)
+            goal_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
+            penalty = sum(self._weight(m, ratio, goal_next) * ratio for m, ratio in expected.items())
             loss = task + penalty
             _finite(loss, f"search epoch {epoch + 1}")
             self.weight_optimizer.zero_grad(set_to_none=True)
@@ -142,9 +128,6 @@ class SearchLoop:
             loss.backward()
             self.weight_optimizer.step()
             self.arch_optimizer.step()
-            for metric, ratio in expected.items():
-                goal = scheduled_target(self.start[metric], self.goals[metric], progress)
-                self.controllers[metric].update(float(ratio.detach()), goal)
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(task.detach()) * len(y)
@@ -159,15 +142,24 @@ class SearchLoop:
         self.reporter.line(f"search {epoch + 1}/{epochs}  {self._describe(status)}  val top-1 {row['val_acc']:.4f}  "
                            f"({row['seconds']:.0f} s)")
 
+    def _weight(self, metric: str, ratio: torch.Tensor, progress: float) -> float:
+        """λ of `metric` for this step, from the gap to the scheduled target (see cascomp.search.control)."""
+        params = self.method.arch_parameters()
+        gradients = torch.autograd.grad(ratio, params, retain_graph=True, allow_unused=True)
+        squared = sum(float((g ** 2).sum()) for g in gradients if g is not None)
+        goal = scheduled_target(self.start[metric], self.goals[metric], progress)
+        lr = self.arch_optimizer.param_groups[0]["lr"]
+        return self.controllers[metric].weight(float(ratio.detach()), goal, lr, squared)
+
     def _cost_fields(self, status: dict) -> dict:
         fields = {}
         for metric, controller in self.controllers.items():
             fields[f"expected_{metric}"] = status.get(metric, float("nan"))
-            fields[f"lambda_{metric}"] = controller.weight()
+            fields[f"lambda_{metric}"] = controller.last_weight
         return fields
 
     def _describe(self, status: dict) -> str:
-        costs = "  ".join(f"{m} {status.get(m, float('nan')):.3f}→{self.goals[m]:.3f} λ {c.weight():.3g}"
+        costs = "  ".join(f"{m} {status.get(m, float('nan')):.3f}→{self.goals[m]:.3f} λ {c.last_weight:.3g}"
                           for m, c in self.controllers.items())
         return f"loss {status['loss']:.3f}  acc {status['acc']:.3f}  {costs}"
 

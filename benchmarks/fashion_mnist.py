@@ -1,0 +1,128 @@
+"""FiGS vs the reference methods on real Fashion-MNIST at one third of the baseline's FLOPs.
+
+Trains a ResNet-20-style baseline (cached in --cache), then compresses it to flops=0.33 with each method at
+the same epoch budget (FiGS: search + fine-tune epochs; l1 and uniform spend all of them fine-tuning) and
+prints one table: FLOPs ratio reached, params, top-1, onnxruntime latency ratio, wall time.
+
+    python benchmarks/fashion_mnist.py                       # 20k training images, 2 + 2 epochs
+    python benchmarks/fashion_mnist.py --limit-train 0 --search-epochs 5 --finetune-epochs 5   # full data
+
+Needs Debian's dataset-fashion-mnist package (apt-get install -y dataset-fashion-mnist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import cascomp
+from cascomp.search.driver import evaluate
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, inputs: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inputs, channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or inputs != channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(inputs, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """He et al.'s CIFAR ResNet-20 (3 stages x 3 blocks, 16/32/64 channels) for 1x28x28 inputs."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        stages, inputs = [], 16
+        for channels, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = [BasicBlock(inputs, channels, stride)] + [BasicBlock(channels, channels, 1) for _ in range(2)]
+            stages.append(nn.Sequential(*blocks))
+            inputs = channels
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        return self.fc(self.stages(self.stem(x)).mean(dim=(2, 3)))
+
+
+def train_baseline(data, epochs: int, cache: Path) -> nn.Module:
+    model = ResNet20()
+    if cache.is_file():
+        model.load_state_dict(torch.load(cache, weights_only=True))
+        print(f"baseline: loaded {cache}", flush=True)
+        return model.eval()
+    torch.manual_seed(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    total = epochs * len(data.train)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    for epoch in range(epochs):
+        model.train()
+        started = time.perf_counter()
+        for x, y in data.train:
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        print(f"baseline epoch {epoch + 1}/{epochs}: val top-1 {evaluate(model, data.val):.4f} "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), cache)
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="fashion-mnist:/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--limit-train", type=int, default=20000, help="0: all 60k training images")
+    parser.add_argument("--baseline-epochs", type=int, default=4)
+    parser.add_argument("--search-epochs", type=int, default=2)
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--target", default="flops=0.33")
+    parser.add_argument("--methods", default="figs,l1,uniform")
+    parser.add_argument("--cache", default=".cache/benchmarks")
+    parser.add_argument("--out", default="out/benchmark")
+    args = parser.parse_args()
+    data = cascomp.load_data(args.data, limit_train=args.limit_train or None, batch_size=128, seed=0)
+    cache = Path(args.cache) / f"resnet20-fmnist-{args.limit_train}-{args.baseline_epochs}.pt"
+    baseline = train_baseline(data, args.baseline_epochs, cache)
+    rows = []
+    for method in args.methods.split(","):
+        config = cascomp.CompressConfig(method=method, targets=(args.target,), search_epochs=args.search_epochs,
+                                        finetune_epochs=args.finetune_epochs)
+        started = time.perf_counter()
+        result = cascomp.compress(baseline, config, data=data, out_dir=Path(args.out) / method)
+        report = result.report
+        rows.append({"method": method, "flops": report["ratios"]["flops"], "params": report["compressed"]["params"],
+                     "top1": report["compressed"]["top1"], "baseline_top1": report["baseline"]["top1"],
+                     "latency_b1": report["ratios"]["latency_b1"], "latency_b32": report["ratios"]["latency_b32"],
+                     "seconds": time.perf_counter() - started})
+    base = cascomp.trace(baseline, torch.zeros(1, 1, 28, 28)).cost()
+    print(f"\nbaseline ResNet-20: {base.flops / 1e6:.2f} MFLOPs, {base.params:,.0f} params, "
+          f"top-1 {rows[0]['baseline_top1']:.4f}; {data.train_size} training images, {data.val_size} validation")
+    print(f"{'method':<8} {'FLOPs ratio':>11} {'params':>8} {'top-1':>7} {'Δ top-1':>8} {'lat b1':>7} {'lat b32':>8} "
+          f"{'wall s':>7}")
+    for row in rows:
+        print(f"{row['method']:<8} {row['flops']:>11.4f} {row['params']:>8,.0f} {row['top1']:>7.4f} "
+              f"{100 * (row['top1'] - row['baseline_top1']):>+7.2f}pt {row['latency_b1']:>7.3f} {row['latency_b32']:>8.3f} "
+              f"{row['seconds']:>7.0f}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "table.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""`cascomp.compress` end to end on a tiny task: outputs, budgets, resume, target control, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnxruntime as ort
+import pytest
+import torch
+
+import cascomp
+from cascomp.cli import main
+from tests.search_fixtures import quadrant_task, quick_config, trained_tiny
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    spec = quadrant_task(tmp_path_factory.mktemp("data") / "quadrants.npz", samples=640)
+    data = cascomp.load_data(spec, batch_size=64, seed=0)
+    model = trained_tiny(data)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.save(model, path)
+    return spec, data, model, path
+
+
+@pytest.mark.parametrize("method", ["figs", "l1", "uniform"])
+def test_compress_meets_the_budget_and_writes_every_output(task, tmp_path, method):
+    _, data, model, _ = task
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = tmp_path / "out"
+    result = cascomp.compress(model, quick_config(method=method), data=data, out_dir=out, progress=False)
+    report = result.report
+    assert 0.5 * 0.99 <= report["ratios"]["flops"] <= 0.5
+    assert report["targets"]["flops"]["within_1pct"]
+    assert {"model.pt", "state_dict.pt", "model.onnx", "plan.json", "report.json", "widths.png"} <= {
+        p.name for p in out.iterdir()}
+    assert ("search.png" in {p.name for p in out.iterdir()}) == (method == "figs")
+    assert not (out / "checkpoint.pt").exists() and not list(out.glob(".*"))
+    assert json.loads((out / "report.json").read_text())["method"] == method
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the input model is untouched
+    x = next(iter(data.val))[0]
+    loaded = torch.load(out / "model.pt", weights_only=False)
+    assert torch.allclose(loaded(x), result.model(x), atol=1e-5)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert torch.allclose(torch.from_numpy(onnx_out), result.model(x), atol=1e-4)
+    real = cascomp.trace(result.model, x[:1]).cost().flops / cascomp.trace(model, x[:1]).cost().flops
+    assert real == pytest.approx(report["ratios"]["flops"], rel=1e-6)  # the rewritten model costs what was planned
+    assert set(report["baseline"]) >= {"flops", "params", "top1", "latency_ms"}
+
+
+def test_the_compressed_model_loads_without_cascomp(task, tmp_path):
+    _, data, model, _ = task
+    result = cascomp.compress(model, quick_config(method="l1", search_epochs=0, finetune_epochs=0), data=data,
+                              out_dir=tmp_path, progress=False)
+    code = ("import sys, torch; sys.modules['cascomp'] = None; "
+            f"m = torch.load({str(tmp_path / 'model.pt')!r}, weights_only=False); print(m(torch.zeros(1, 1, 8, 8)).shape)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "torch.Size([1, 4])" in done.stdout
+    assert result.report["finetune"]["epochs"] == []
+
+
+@pytest.mark.parametrize("stop_at", [("search", 1), ("finetune", 1)])
+def test_resume_after_an_interruption_gives_the_same_result(task, tmp_path, stop_at):
+    _, data, model, _ = task
+    config = quick_config(search_epochs=2, finetune_epochs=2)
+    straight = cascomp.compress(model, config, data=data, out_dir=tmp_path / "straight", progress=False)
+
+    def interrupt(phase, epoch):
+        if (phase, epoch) == stop_at:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", progress=False, on_epoch=interrupt)
+    assert (tmp_path / "broken" / "checkpoint.pt").exists()
+    resumed = cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", resume=True, progress=False)
+    assert resumed.plan == straight.plan
+    for key, value in straight.model.state_dict().items():
+        assert torch.allclose(resumed.model.state_dict()[key].float(), value.float(), atol=1e-6), key
+    untimed = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert untimed(resumed.report["search"]["epochs"]) == untimed(straight.report["search"]["epochs"])
+
+
+def test_target_control_brings_the_expected_cost_to_the_target(tmp_path):
+    spec = quadrant_task(tmp_path / "big.npz", samples=2048, seed=1)
+    data = cascomp.load_data(spec, batch_size=64, seed=0)
+    model = trained_tiny(data, epochs=1)
+    config = quick_config(targets=("flops=0.4",), search_epochs=3, finetune_epochs=0)
+    report = cascomp.compress(model, config, data=data, progress=False).report
+    last = report["search"]["epochs"][-1]
+    assert last["expected_flops"] == pytest.approx(0.4, abs=0.04)
+    start = report["search"]["trajectory"][0]
+    assert start["expected_flops"] > 0.7 and last["lambda_flops"] != start["lambda_flops"]
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+def test_cli_compress_and_resume_errors(task, tmp_path, capsys):
+    spec, _, _, path = task
+    out = tmp_path / "cli"
+    code = main(["compress", str(path), "--method", "uniform", "--target", "flops=0.5", "--data", spec, "-o", str(out),
+                 "--search-epochs", "0", "--finetune-epochs", "1", "--batch-size", "64"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "model.onnx" in captured.out and "report.json" in captured.out
+    assert json.loads((out / "run.json").read_text())["config"]["method"] == "uniform"
+    assert main(["compress", str(path), "--data", spec, "-o", str(out)]) == 2  # a finished run is not overwritten
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert main(["compress", "--resume", str(out)]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--method", "darts"], "unknown method 'darts'"),
+    (["--target", "flops=2"], "needs a suffix"),
+    (["--target", "flops=0.0001"], "below this model's floor"),
+    (["--target", "latency=0.3"], "unknown target metric"),
+    (["--temperature", "0.1", "--method", "l1"], "FiGS option"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(task, tmp_path, capsys, arguments, message):
+    spec, _, _, path = task
+    code = main(["compress", str(path), "--data", spec, "-o", str(tmp_path / "o"), "--search-epochs", "0",
+                 "--finetune-epochs", "0", *arguments])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_bad_data_and_missing_arguments(task, tmp_path, capsys):
+    _, _, _, path = task
+    assert main(["compress", str(path), "--data", f"mnist:{tmp_path}/nowhere", "-o", str(tmp_path / "o")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["compress", str(path), "-o", str(tmp_path / "o")]) == 2
+    assert "--data is required" in capsys.readouterr().err
+    assert main(["compress", "--resume", str(tmp_path)]) == 2
+    assert "not the output folder" in capsys.readouterr().err
