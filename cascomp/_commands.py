@@ -17,6 +17,7 @@ from cascomp._atomic import check_output_path
 from cascomp._graph_picture import draw_groups, require_matplotlib
 from cascomp.api import trace
 from cascomp.demo import INPUT_SHAPE, save_demo_model
+from cascomp.data import load_data
 from cascomp.errors import ConfigError
 from cascomp.export import export_onnx, profile
 from cascomp.io import LoadedModel, check_runs, load_model, make_inputs, parse_input_shape
@@ -29,13 +30,19 @@ class Output:
 
 
 def _demo_model(args) -> Output:
-    model = save_demo_model(args.output, force=args.force)
+    bundle = None
+    if args.train:
+        bundle = load_data(args.train, limit_train=args.limit_train, limit_val=args.limit_val, seed=0)
+    log = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    model = save_demo_model(args.output, force=args.force, data=bundle, epochs=args.epochs, log=log)
     params = sum(p.numel() for p in model.parameters())
-    shape = ",".join(map(str, INPUT_SHAPE))
-    data = {"path": args.output, "model_class": type(model).__name__, "input_shape": list(INPUT_SHAPE),
-            "params": params}
+    input_shape = (1, *bundle.input_shape) if bundle is not None else INPUT_SHAPE
+    shape = ",".join(map(str, input_shape))
+    trained = f"trained {args.epochs} epoch(s) on {args.train}" if bundle is not None else "random weights"
+    data = {"path": args.output, "model_class": type(model).__name__, "input_shape": list(input_shape),
+            "params": params, "trained_on": args.train}
     return Output(data, lambda console: console.print(
-        f"wrote {args.output}: {type(model).__name__}, {params} parameters, 1x28x28 inputs, 10 classes\n"
+        f"wrote {args.output}: {type(model).__name__}, {params} parameters, {trained}\n"
         f"next: cascomp analyze {args.output} --input-shape {shape}"))
 
 

@@ -133,6 +133,11 @@ def _add_demo_model(commands) -> None:
         "classes) with torch.save."), epilog="example:\n  cascomp demo-model -o demo.pt")
     command.add_argument("-o", "--output", required=True, metavar="PATH", help="where to save it (.pt)")
     command.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    command.add_argument("--train", metavar="SPEC", help="train it first on this data, e.g. "
+                         "fashion-mnist:/usr/share/datasets/fashion-mnist (default: random weights)")
+    command.add_argument("--epochs", type=int, default=1, metavar="N", help="training epochs with --train (default 1)")
+    command.add_argument("--limit-train", type=int, metavar="N", help="train on a seeded subset of N samples")
+    command.add_argument("--limit-val", type=int, metavar="N", help="validate on a seeded subset of N samples")
 
 
 def _add_analyze(commands) -> None:

@@ -7,12 +7,13 @@ convolutions of every block are groups of their own.
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
 from torch import nn
 
-from cascomp._atomic import atomic_output
+from cascomp._atomic import atomic_output, check_output_path
 
 INPUT_SHAPE = (1, 1, 28, 28)
 NUM_CLASSES = 10
@@ -40,9 +41,9 @@ class DemoBlock(nn.Module):
 class DemoNet(nn.Module):
     """Stem, three stages of 16, 32 and 64 channels (28, 14 and 7 pixels), average pool, linear head."""
 
-    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, in_channels: int = 1) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
         self.layer1 = nn.Sequential(DemoBlock(16, 16), DemoBlock(16, 16))
         self.layer2 = DemoBlock(16, 32, stride=2)
         self.layer3 = DemoBlock(32, 64, stride=2)
@@ -54,11 +55,11 @@ class DemoNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def demo_model(seed: int = 0) -> DemoNet:
+def demo_model(seed: int = 0, *, num_classes: int = NUM_CLASSES, in_channels: int = 1) -> DemoNet:
     """The demo network in eval mode, the same weights for a given seed (the global RNG is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DemoNet()
+        model = DemoNet(num_classes, in_channels)
         # Fresh BatchNorm is the identity in eval mode; real statistics make pruning mistakes visible.
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -67,9 +68,38 @@ def demo_model(seed: int = 0) -> DemoNet:
     return model.eval()
 
 
-def save_demo_model(path: str | os.PathLike, *, force: bool = False) -> DemoNet:
-    """torch.save the demo network to `path`, whole or not at all; refuses an existing file without force."""
-    model = demo_model()
+def train_demo_model(model: DemoNet, data, epochs: int, *, lr: float = 0.05, log=print) -> float:
+    """Train `model` on `data` (a cascomp DataBundle) with SGD and cosine decay; returns validation top-1."""
+    from cascomp.search.driver import evaluate  # the demo network itself needs none of the compiler
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    total = max(epochs * len(data.train), 1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    accuracy = evaluate(model, data.val)
+    for epoch in range(epochs):
+        model.train()
+        for x, y in data.train:
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        accuracy = evaluate(model, data.val)
+        log(f"demo model: epoch {epoch + 1}/{epochs}, validation top-1 {accuracy:.4f}")
+    model.eval()
+    return accuracy
+
+
+def save_demo_model(path: str | os.PathLike, *, force: bool = False, data=None, epochs: int = 0,
+                    log=print) -> DemoNet:
+    """torch.save the demo network to `path`, whole or not at all; refuses an existing file without force.
+    With `data` (a DataBundle) it is first trained for `epochs` epochs."""
+    check_output_path(path, force=force)
+    model = demo_model(num_classes=data.num_classes if data is not None else NUM_CLASSES,
+                       in_channels=data.input_shape[0] if data is not None else 1)
+    if data is not None and epochs > 0:
+        torch.manual_seed(0)
+        train_demo_model(model, data, epochs, log=log)
     with atomic_output(path, force=force) as temporary:
         torch.save(model, temporary)
     return model

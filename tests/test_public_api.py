@@ -3,7 +3,19 @@ import cascomp
 
 def test_public_names_are_pinned() -> None:
     assert sorted(cascomp.__all__) == sorted([
-        "CascompError", "ChannelGroup", "ConfigError", "Constraints", "Cost", "ExportError", "FrozenChannels",
-        "Graph", "GroupMember", "Plan", "PlanError", "TraceError", "apply_plan", "export_onnx", "mask_model",
+        "METHODS", "CascompError", "ChannelGroup", "CompressConfig", "CompressResult", "ConfigError",
+        "Constraints", "Cost", "DataBundle", "DataError", "DistillConfig", "ExportError", "FigsConfig",
+        "FrozenChannels", "Graph", "GroupMember", "L1Config", "Plan", "PlanError", "SearchError", "Target",
+        "TraceError", "UniformConfig", "apply_plan", "compress", "export_onnx", "load_data", "mask_model",
         "profile", "trace",
     ])
+
+
+def test_every_public_name_exists() -> None:
+    for name in cascomp.__all__:
+        assert getattr(cascomp, name) is not None
+
+
+def test_methods_registry_matches_the_configs() -> None:
+    from cascomp.config import METHOD_CONFIGS
+    assert sorted(cascomp.METHODS) == sorted(METHOD_CONFIGS) == ["figs", "l1", "uniform"]
