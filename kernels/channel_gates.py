@@ -6,7 +6,9 @@ multiplies its tensor by `table[index]`, where `index` maps each position to its
 sample is shared by all tensors of a group (FiGS's group masking).
 
 Training samples the logistic-sigmoid (binary Concrete) relaxation g = sigmoid((logit + noise) / tau),
-noise ~ Logistic(0, 1); evaluation uses the hard gate logit > 0 (keep-probability above one half).
+noise ~ Logistic(0, 1). Evaluation uses the architecture FiGS exports: in each group the floor(sum of
+keep-probabilities) most probable channels (at least one) are on, the rest off. (A per-channel threshold at
+one half would switch off whole groups whose channels drift down together.)
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from torch import nn
 
 
 class ConcreteGates(nn.Module):
-    def __init__(self, channels: int, *, init_logit: float = 2.5, temperature: float = 1e-3) -> None:
+    def __init__(self, group_sizes: tuple[int, ...], *, init_logit: float = 2.5, temperature: float = 1e-3) -> None:
         super().__init__()
-        self.logits = nn.Parameter(torch.full((channels,), float(init_logit)))
+        self.group_sizes = tuple(int(size) for size in group_sizes)
+        self.logits = nn.Parameter(torch.full((sum(self.group_sizes),), float(init_logit)))
         self.temperature = float(temperature)
 
     def probabilities(self) -> torch.Tensor:
@@ -31,11 +34,23 @@ class ConcreteGates(nn.Module):
             noise = torch.log(uniform) - torch.log1p(-uniform)
             gates = torch.sigmoid((self.logits + noise) / self.temperature)
         else:
-            gates = (self.logits > 0).to(self.logits.dtype)
+            gates = self.expected_architecture()
         return torch.cat([gates.new_ones(1), gates])
 
+    def expected_architecture(self) -> torch.Tensor:
+        """0/1 per channel: the floor(sum of probabilities) most probable channels of each group."""
+        gates = torch.zeros_like(self.logits)
+        with torch.no_grad():
+            start = 0
+            for size in self.group_sizes:
+                logits = self.logits[start:start + size]
+                width = max(1, int(torch.sigmoid(logits).sum()))
+                gates[start + torch.topk(logits, width).indices] = 1
+                start += size
+        return gates
+
     def extra_repr(self) -> str:
-        return f"channels={self.logits.numel()}, temperature={self.temperature}"
+        return f"groups={len(self.group_sizes)}, channels={self.logits.numel()}, temperature={self.temperature}"
 
 
 def apply_gate(x: torch.Tensor, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

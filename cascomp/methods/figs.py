@@ -29,7 +29,7 @@ class Figs(Method):
 
     def __init__(self, graph, config) -> None:
         super().__init__(graph, config)
-        self.gates = ConcreteGates(graph.channels, init_logit=config.init_logit, temperature=config.temperature)
+        self.gates = ConcreteGates(tuple(g.size for g in graph.groups), init_logit=config.init_logit, temperature=config.temperature)
         self.baseline = graph.cost()
 
     def prepare(self):
