@@ -44,6 +44,11 @@ class Method:
         """The optimiser of `arch_parameters()` (the driver steps it with the weights' optimiser)."""
         raise NotImplementedError(f"{type(self).__name__} has no architecture parameters")
 
+    def cost_direction(self, gradients: list[torch.Tensor]) -> list[torch.Tensor]:
+        """How the architecture parameters move to lower the expected cost, given its gradient (per
+        parameter). The driver scales it by λ; plain gradient descent by default."""
+        return gradients
+
     def penalty(self) -> dict[str, torch.Tensor]:
         return {}
 

@@ -5,7 +5,10 @@
    at `init_logit` (2.5: keep-probability 0.92), temperature `temperature` (1e-3, no annealing).
 2. The penalty is the expected cost: the core cost model evaluated at the keep-probabilities, which makes
    each layer's cost the product of its input and output groups' expected widths (the paper's eq. 6), for
-   FLOPs and parameters alike. It is exact when the probabilities are 0 or 1.
+   FLOPs and parameters alike. It is exact when the probabilities are 0 or 1. Its gradient is rescaled so
+   that every group's logits feel the same mean push (the paper trains the logits with Adam, which
+   normalises each coordinate likewise): with the raw gradient, the costliest group (a full-resolution
+   residual stream) collapses long before the rare task-loss signal of a 1e-3 temperature can defend it.
 3. The exported architecture gives each group floor(sum of its keep-probabilities) channels, the most
    probable ones (ties, e.g. channels the search never touched, go to the larger filter norm); the budget
    projection then scales those widths so the plan meets every target.
@@ -40,6 +43,18 @@ class Figs(Method):
 
     def arch_optimizer(self):
         return torch.optim.SGD([self.gates.logits], lr=self.config.logit_lr)
+
+    def cost_direction(self, gradients):
+        (gradient,) = gradients
+        magnitude = gradient.abs()
+        overall = magnitude.mean()
+        direction = torch.zeros_like(gradient)
+        start = 0
+        for group in self.graph.groups:
+            part = slice(start, start + group.size)
+            direction[part] = gradient[part] * (overall / magnitude[part].mean().clamp_min(1e-30))
+            start += group.size
+        return [direction]
 
     def penalty(self) -> dict[str, torch.Tensor]:
         macs, params = self.graph.cost_model.evaluate(self.gates.probabilities())  # case 2

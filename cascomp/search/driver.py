@@ -120,12 +120,15 @@ class SearchLoop:
             task = F.cross_entropy(logits, y)
             expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
             goal_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
-            penalty = sum(self._weight(m, ratio, goal_next) * ratio for m, ratio in expected.items())
-            loss = task + penalty
+            pushes = [self._cost_push(m, ratio, goal_next) for m, ratio in expected.items()]
+            loss = task
             _finite(loss, f"search epoch {epoch + 1}")
             self.weight_optimizer.zero_grad(set_to_none=True)
             self.arch_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for push in pushes:  # the penalty's gradient, λ times the method's cost direction
+                for param, direction in zip(self.method.arch_parameters(), push):
+                    param.grad = direction if param.grad is None else param.grad + direction
             self.weight_optimizer.step()
             self.arch_optimizer.step()
             seen += len(y)
@@ -142,14 +145,18 @@ class SearchLoop:
         self.reporter.line(f"search {epoch + 1}/{epochs}  {self._describe(status)}  val top-1 {row['val_acc']:.4f}  "
                            f"({row['seconds']:.0f} s)")
 
-    def _weight(self, metric: str, ratio: torch.Tensor, progress: float) -> float:
-        """λ of `metric` for this step, from the gap to the scheduled target (see cascomp.search.control)."""
+    def _cost_push(self, metric: str, ratio: torch.Tensor, progress: float) -> list[torch.Tensor]:
+        """λ times the method's cost direction for `metric` this step (see cascomp.search.control):
+        λ is chosen so that one optimiser step lowers the expected ratio by what the controller asks for."""
         params = self.method.arch_parameters()
-        gradients = torch.autograd.grad(ratio, params, retain_graph=True, allow_unused=True)
-        squared = sum(float((g ** 2).sum()) for g in gradients if g is not None)
+        gradients = [g if g is not None else torch.zeros_like(p) for g, p in
+                     zip(torch.autograd.grad(ratio, params, retain_graph=True, allow_unused=True), params)]
+        directions = self.method.cost_direction(gradients)
+        first_order = sum(float((g * d).sum()) for g, d in zip(gradients, directions))
         goal = scheduled_target(self.start[metric], self.goals[metric], progress)
         lr = self.arch_optimizer.param_groups[0]["lr"]
-        return self.controllers[metric].weight(float(ratio.detach()), goal, lr, squared)
+        weight = self.controllers[metric].weight(float(ratio.detach()), goal, lr, first_order)
+        return [weight * d for d in directions]
 
     def _cost_fields(self, status: dict) -> dict:
         fields = {}
