@@ -26,7 +26,7 @@ from cascomp.passes import EliminateDeadCodePass, MaskChannelsPass, PruneChannel
 from cascomp.report import Outputs, build_report, summary_table
 from cascomp.search.budget import fit_of_plan, fit_widths, target_ratios
 from cascomp.search.checkpoint import CheckpointStore
-from cascomp.search.driver import FinetuneLoop, History, SearchLoop
+from cascomp.search.driver import FinetuneLoop, History, SearchLoop, recalibrate_batch_norm, seed_epoch
 from cascomp.search.progress import Reporter
 
 
@@ -131,6 +131,9 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
             fit = fit_widths(graph, decision.scores, decision.family, goals)
             _take_trained_weights(graph.gm, trained)
         small = apply_plan(graph, fit.plan)  # 4. physical rewrite
+        if not resumed:
+            seed_epoch(data, config.seed, 3, 0)
+            recalibrate_batch_norm(small, data.train)  # statistics of the pruned network, before fine-tuning
     with clock("finetune"):  # 5. fine-tune with distillation from the baseline
         epochs = config.finetune_epochs + (0 if method.searches else config.search_epochs)
         loop = FinetuneLoop(small, teacher, data, config, epochs, reporter)

@@ -48,7 +48,32 @@ def evaluate(model: nn.Module, loader) -> float:
     return correct / max(total, 1)
 
 
-def _seed_epoch(data, seed: int, phase: int, epoch: int) -> None:
+def recalibrate_batch_norm(model: nn.Module, loader, batches: int = 32) -> None:
+    """Re-estimate every BatchNorm's running statistics for the model as it now is (eval-mode everything
+    else: fixed gates, no dropout), from `batches` training batches. Statistics gathered while the search
+    sampled a different channel subset for every batch, or before channels were pruned, do not describe
+    the fixed architecture."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    was_training = model.training
+    model.eval()
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the calibration batches
+        norm.train()
+    with torch.no_grad():
+        for index, (x, _) in enumerate(loader):
+            if index == batches:
+                break
+            model(x)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
+
+
+def seed_epoch(data, seed: int, phase: int, epoch: int) -> None:
     value = seed * 100_003 + phase * 10_007 + epoch
     torch.manual_seed(value)
     generator = getattr(data.train, "generator", None)
@@ -107,7 +132,7 @@ class SearchLoop:
         return self.history
 
     def _epoch(self, epoch: int, epochs: int) -> None:
-        _seed_epoch(self.data, self.config.seed, 1, epoch)
+        seed_epoch(self.data, self.config.seed, 1, epoch)
         self.model.train()
         steps, started = len(self.data.train), time.perf_counter()
         status = {"loss": 0.0, "acc": 0.0}
@@ -138,6 +163,7 @@ class SearchLoop:
             if step % TRAJECTORY_EVERY == 0:
                 self.history.trajectory.append({"epoch": progress * epochs, "train_acc": status["acc"],
                                                 **self._cost_fields(status)})
+        recalibrate_batch_norm(self.model, self.data.train)
         row = {"epoch": epoch + 1, "loss": status["loss"], "train_acc": status["acc"],
                "val_acc": evaluate(self.model, self.data.val), "seconds": time.perf_counter() - started,
                **self._cost_fields(status)}
@@ -208,7 +234,7 @@ class FinetuneLoop:
         return self.history
 
     def _epoch(self, epoch: int) -> None:
-        _seed_epoch(self.data, self.config.seed, 2, epoch)
+        seed_epoch(self.data, self.config.seed, 2, epoch)
         self.student.train()
         started, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
         describe = lambda: f"loss {loss_sum / max(seen, 1):.3f}  acc {correct / max(seen, 1):.3f}"  # noqa: E731
