@@ -22,23 +22,8 @@ import torch
 from torch import nn
 
 import cascomp
+from cascomp.demo import DemoBlock  # the same basic block: two 3x3 convs plus a shortcut
 from cascomp.search.driver import evaluate
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, inputs: int, channels: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(inputs, channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or inputs != channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(inputs, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
 class ResNet20(nn.Module):
@@ -49,7 +34,7 @@ class ResNet20(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
         stages, inputs = [], 16
         for channels, stride in ((16, 1), (32, 2), (64, 2)):
-            blocks = [BasicBlock(inputs, channels, stride)] + [BasicBlock(channels, channels, 1) for _ in range(2)]
+            blocks = [DemoBlock(inputs, channels, stride)] + [DemoBlock(channels, channels, 1) for _ in range(2)]
             stages.append(nn.Sequential(*blocks))
             inputs = channels
         self.stages = nn.Sequential(*stages)

@@ -66,6 +66,7 @@ class InsertChannelGatesPass(Pass):
             with gm.graph.inserting_after(buffer):
                 gated = gm.graph.call_function(apply_gate, (node, table, buffer))  # case 2
             node.replace_all_uses_with(gated, delete_user_cb=lambda user: user is not gated)
+            gated_nodes.add(gated)  # users now read the gate's output; case 5 must recognise it
             modified = True
         return PassResult(gm, modified)
 
