@@ -22,7 +22,8 @@ from cascomp.errors import ConfigError, PassError
 from cascomp.ir.graph import Constraints, Graph
 from cascomp.ir.plan import Plan
 from cascomp.methods import METHODS
-from cascomp.passes import EliminateDeadCodePass, MaskChannelsPass, PruneChannelsPass, ResizeShapeArgsPass
+from cascomp.passes import (EliminateDeadCodePass, MaskChannelsPass, PruneChannelsPass, RemoveBranchesPass,
+                            ResizeShapeArgsPass)
 from cascomp.report import Outputs, build_report, summary_table
 from cascomp.search.budget import fit_of_plan, fit_widths, target_ratios
 from cascomp.search.checkpoint import CheckpointStore
@@ -45,6 +46,8 @@ def apply_plan(graph: Graph, plan: Plan) -> fx.GraphModule:
     """A new, physically smaller module computing what `mask_model(graph, plan)` computes."""
     label_keep = graph.label_keep(plan)
     gm = _copy_sharing_tensors(graph.gm)  # the prune pass gives every parameter and buffer a fresh tensor
+    removed = graph.depth.zeroed(plan.widths(graph))  # groups keeping no channel: their branches become constants
+    gm = RemoveBranchesPass(graph.record, label_keep, removed)(gm, copy_input=False).gm
     gm = PruneChannelsPass(graph.record, label_keep)(gm, copy_input=False).gm
     gm = ResizeShapeArgsPass(graph.record, label_keep)(gm, copy_input=False).gm
     gm = EliminateDeadCodePass()(gm, copy_input=False).gm
@@ -122,7 +125,8 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         if resumed:
             trained, search_history = None, History(**state["search_history"])
         else:
-            trained, search_history = _search(method, graph, data, config, goals, reporter, store, state, on_epoch)
+            trained, search_history = _search(method, graph, teacher, data, config, goals, reporter, store, state,
+                                              on_epoch)
     with clock("decide"):  # 3. decide what survives and project it onto the budget
         if resumed:
             fit = fit_of_plan(graph, Plan.from_dict(state["plan"]), goals)
@@ -153,11 +157,11 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
     return CompressResult(model=small, plan=fit.plan, report=report)
 
 
-def _search(method, graph: Graph, data, config: CompressConfig, goals, reporter, store, state, on_epoch):
+def _search(method, graph: Graph, teacher, data, config: CompressConfig, goals, reporter, store, state, on_epoch):
     """Run the method's search; methods without one are decided from the baseline's weights."""
     if not method.searches or config.search_epochs == 0:
         return graph.gm, History()
-    loop = SearchLoop(method, method.prepare(), data, config, goals, reporter)
+    loop = SearchLoop(method, method.prepare(), data, config, goals, reporter, teacher)
     if state is not None:
         loop.load_state_dict(state["search"])
     return loop.model, loop.run(store, on_epoch)

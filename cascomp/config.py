@@ -65,9 +65,15 @@ class FigsConfig:
     temperature: float = 1e-3
     init_logit: float = 2.5
     logit_lr: float = 0.1
+    estimator: str = "concrete"
+    cost_balance: str = "group"
+    logit_optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         _positive(self, "temperature", "logit_lr")
+        _choice(self, "estimator", ("concrete", "expected"))
+        _choice(self, "cost_balance", ("group", "channel", "raw"))
+        _choice(self, "logit_optimizer", ("sgd", "adam"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +92,7 @@ class DistillConfig:
 
     temperature: float = 4.0
     weight: float = 0.9
+    in_search: bool = False
 
     def __post_init__(self) -> None:
         _positive(self, "temperature")
@@ -162,6 +169,12 @@ class CompressConfig:
             data["distill"] = DistillConfig(**data["distill"])
         data["targets"] = tuple(data.get("targets", ("flops=0.33",)))
         return cls(**data)
+
+
+def _choice(config, name: str, options: tuple[str, ...]) -> None:
+    value = getattr(config, name)
+    if value not in options:
+        raise ConfigError(f"{type(config).__name__}.{name} must be one of {', '.join(options)}, got {value!r}")
 
 
 def _positive(config, *names: str) -> None:

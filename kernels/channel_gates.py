@@ -18,11 +18,13 @@ from torch import nn
 
 
 class ConcreteGates(nn.Module):
-    def __init__(self, group_sizes: tuple[int, ...], *, init_logit: float = 2.5, temperature: float = 1e-3) -> None:
+    def __init__(self, group_sizes: tuple[int, ...], *, init_logit: float = 2.5, temperature: float = 1e-3,
+                 estimator: str = "concrete") -> None:
         super().__init__()
         self.group_sizes = tuple(int(size) for size in group_sizes)
         self.logits = nn.Parameter(torch.full((sum(self.group_sizes),), float(init_logit)))
         self.temperature = float(temperature)
+        self.estimator = estimator
 
     def probabilities(self) -> torch.Tensor:
         """Keep-probability per channel (differentiable)."""
@@ -32,7 +34,14 @@ class ConcreteGates(nn.Module):
         if self.training:
             uniform = torch.rand_like(self.logits).clamp(1e-6, 1 - 1e-6)
             noise = torch.log(uniform) - torch.log1p(-uniform)
-            gates = torch.sigmoid((self.logits + noise) / self.temperature)
+            if self.estimator == "expected":
+                # the forward value of the tau -> 0 relaxation (a Bernoulli(p) draw) with its mean derivative
+                # d E[gate] / d logit = p (1 - p), not the rare 1/tau spikes of a single draw
+                probabilities = torch.sigmoid(self.logits)
+                hard = (self.logits + noise > 0).to(self.logits.dtype)
+                gates = hard + probabilities - probabilities.detach()
+            else:
+                gates = torch.sigmoid((self.logits + noise) / self.temperature)
         else:
             gates = self.expected_architecture()
         return torch.cat([gates.new_ones(1), gates])

@@ -39,23 +39,37 @@ def masked_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, mas
 
 
 class MaskedGroupNorm(nn.Module):
-    """GroupNorm with one group (statistics over all channels and positions) restricted to kept channels."""
+    """GroupNorm whose per-group statistics cover the kept channels of each group only.
+
+    With the same number of kept channels in every group this is exactly what the pruned
+    `GroupNorm(num_groups, kept channels)` computes.
+    """
 
     def __init__(self, norm: nn.GroupNorm, mask: torch.Tensor) -> None:
         super().__init__()
-        if norm.num_groups != 1:
-            raise ValueError("MaskedGroupNorm supports num_groups=1; per-channel groups need no mask")
         self.norm = norm
         self.register_buffer("mask", mask.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        mask = self.mask.reshape(shape)
-        count = mask.sum() * x[0, 0].numel()
-        dims = tuple(range(1, x.dim()))
-        mean = (x * mask).sum(dims, keepdim=True) / count
-        var = (((x - mean) * mask) ** 2).sum(dims, keepdim=True) / count
-        y = (x - mean) / torch.sqrt(var + self.norm.eps)
-        if self.norm.affine:
-            y = y * self.norm.weight.reshape(shape) + self.norm.bias.reshape(shape)
-        return y * mask
+        norm = self.norm
+        return masked_group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps, self.mask)
+
+
+def masked_group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, mask=None):
+    """`F.group_norm` with statistics over the channels where `mask` (one entry per channel) is 1."""
+    if mask is None:
+        return F.group_norm(x, num_groups, weight, bias, eps)
+    batch, channels = x.shape[:2]
+    grouped = x.reshape(batch, num_groups, channels // num_groups, -1)
+    group_mask = mask.reshape(1, num_groups, -1, 1).to(x.dtype)
+    # a group with no kept channel is zeroed below; clamping keeps its (unused) statistics finite
+    count = (group_mask.sum((2, 3), keepdim=True) * grouped.shape[-1]).clamp_min(1)
+    mean = (grouped * group_mask).sum((2, 3), keepdim=True) / count
+    var = (((grouped - mean) * group_mask) ** 2).sum((2, 3), keepdim=True) / count
+    y = ((grouped - mean) / torch.sqrt(var + eps)).reshape(x.shape)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y * mask.reshape(shape)

@@ -5,6 +5,7 @@ from cascomp.passes.eliminate_dead_code import EliminateDeadCodePass
 from cascomp.passes.insert_channel_gates import InsertChannelGatesPass
 from cascomp.passes.mask_channels import MaskChannelsPass
 from cascomp.passes.prune_channels import PruneChannelsPass
+from cascomp.passes.remove_branches import RemoveBranchesPass
 from cascomp.passes.resize_shape_args import ResizeShapeArgsPass
 
 __all__ = [

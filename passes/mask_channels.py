@@ -3,8 +3,9 @@
 Rule:
 1. every floating tensor that carries a dropped channel is multiplied by a 0/1 mask right where it is made,
    so dropped channels are zero on every tensor of their group;
-2. normalisations whose statistics span channels (LayerNorm over the channel dim, GroupNorm with one group)
-   compute them over kept channels only, which is what the pruned layer sees.
+2. normalisations whose statistics span channels (LayerNorm over the channel dim, GroupNorm with fewer
+   groups than channels; module or functional form) compute them over kept channels only, per group,
+   which is what the pruned layer sees.
 `apply_plan(graph, plan)(x)` must equal `mask_model(graph, plan)(x)`: the tests hold the rewrite to that.
 """
 
@@ -18,7 +19,7 @@ import torch.nn as nn
 
 from cascomp.ir.context import Record
 from cascomp.ir.keep import kept, kept_along
-from cascomp.kernels.masked_norm import MaskedGroupNorm, MaskedLayerNorm, masked_layer_norm
+from cascomp.kernels.masked_norm import MaskedGroupNorm, MaskedLayerNorm, masked_group_norm, masked_layer_norm
 from cascomp.passes.base import Pass, PassResult
 
 
@@ -59,31 +60,47 @@ class MaskChannelsPass(Pass):
         return None if bool(mask.all()) else mask
 
     def _mask_statistics(self, gm: fx.GraphModule, node: fx.Node) -> bool:
-        replacement = None
         if node.op == "call_module":
             module = gm.get_submodule(node.target)
+            replacement = None
             if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
                 mask = self._channel_mask(node, -1)
                 replacement = None if mask is None else MaskedLayerNorm(module, mask)
-            elif isinstance(module, nn.GroupNorm) and module.num_groups == 1:
+            elif isinstance(module, nn.GroupNorm) and module.num_groups < module.num_channels:
                 mask = self._channel_mask(node, 1)
                 replacement = None if mask is None else MaskedGroupNorm(module, mask)
-        elif node.op == "call_function" and getattr(node.target, "__name__", "") == "layer_norm":
-            mask = self._channel_mask(node, -1)
-            if mask is not None:
-                name = f"cascomp_norm_mask_{node.name}"
-                gm.register_buffer(name, mask.float())
-                with gm.graph.inserting_before(node):
-                    buffer = gm.graph.get_attr(name)
-                node.target = masked_layer_norm
-                node.kwargs = {**node.kwargs, "mask": buffer}
-                return True
-        if replacement is not None:
-            _replace_module(gm, node.target, replacement)
-            return True
+            if replacement is not None:
+                _replace_module(gm, node.target, replacement)
+            return replacement is not None
+        name = getattr(node.target, "__name__", "") if node.op == "call_function" else ""
+        if name == "layer_norm":
+            return self._mask_function(gm, node, -1, masked_layer_norm)
+        if name == "group_norm" and _fewer_groups_than_channels(self.record, node):
+            return self._mask_function(gm, node, 1, masked_group_norm)
         return False
+
+    def _mask_function(self, gm: fx.GraphModule, node: fx.Node, dim: int, masked) -> bool:
+        """Retarget a functional norm to its masked twin, fed the kept-channel mask along `dim`."""
+        mask = self._channel_mask(node, dim)
+        if mask is None:
+            return False
+        name = f"cascomp_norm_mask_{node.name}"
+        gm.register_buffer(name, mask.float())
+        with gm.graph.inserting_before(node):
+            buffer = gm.graph.get_attr(name)
+        node.target = masked
+        node.kwargs = {**node.kwargs, "mask": buffer}
+        return True
 
 
 def _replace_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
     parent, _, attr = path.rpartition(".")
     setattr(gm.get_submodule(parent) if parent else gm, attr, module)
+
+
+def _fewer_groups_than_channels(record: Record, node: fx.Node) -> bool:
+    """A functional group norm whose groups hold several channels (one channel per group needs no mask)."""
+    groups = node.args[1] if len(node.args) > 1 else node.kwargs.get("num_groups")
+    source = node.args[0] if node.args else None
+    shape = record.shapes.get(source.name) if isinstance(source, fx.Node) else None
+    return isinstance(groups, int) and isinstance(shape, tuple) and len(shape) > 1 and groups < shape[1]

@@ -3,9 +3,11 @@
 Rule:
 1. every parameter/buffer dim the analysis linked to channel labels is sliced to the surviving positions,
    and every parameter and buffer becomes a tensor of its own (the input module may share them);
-2. every module's size attributes (in/out channels, features, num_features, normalized_shape, groups of a
-   depthwise conv, embedding_dim) are set from the surviving widths, so the module's own checks and repr
-   stay true and `torch.save` gives a consistent plain module.
+2. every module's size attributes (in/out channels, features, num_features, normalized_shape, num_channels,
+   embedding_dim) are set from the surviving widths, so the module's own checks and repr stay true and
+   `torch.save` gives a consistent plain module;
+3. a depthwise conv's `groups` and a per-channel GroupNorm's `num_groups` follow the width; any other
+   group count stays, since the analysis kept every group equally wide.
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ class PruneChannelsPass(Pass):
             return
         if isinstance(module, nn.modules.conv._ConvNd):
             in_channels, out_channels = self._size(node, 1), self._size(node, 1, of_input=False)
-            if module.groups == module.in_channels and module.groups > 1:
+            if module.groups == module.in_channels and module.groups > 1:  # case 3: depthwise
                 module.groups = in_channels
+            assert not (in_channels % module.groups or out_channels % module.groups), "unequal group widths"
             module.in_channels, module.out_channels = in_channels, out_channels
         elif isinstance(module, nn.Linear):
             module.in_features, module.out_features = self._size(node, -1), self._size(node, -1, of_input=False)
@@ -75,8 +78,9 @@ class PruneChannelsPass(Pass):
             module.normalized_shape = tuple(module.normalized_shape[:-1]) + (self._size(node, -1),)
         elif isinstance(module, nn.GroupNorm):
             channels = self._size(node, 1)
-            if module.num_groups == module.num_channels:
+            if module.num_groups == module.num_channels:  # case 3: one channel per group
                 module.num_groups = channels
+            assert channels % module.num_groups == 0, "unequal group widths"
             module.num_channels = channels
         elif isinstance(module, nn.Embedding):
             module.embedding_dim = self._size(node, -1, of_input=False)

@@ -998,7 +998,8 @@ class Swin(nn.Module):
 
 class MultiheadAttentionBlockModel(nn.Module):
     """Transformer block built on nn.MultiheadAttention, whose packed in_proj_weight hides the q/k/v split
-    inside one opaque module; mean-pooled tokens feed a linear head."""
+    inside one opaque module (the tracer decomposes it, so its heads prune as units); mean-pooled tokens
+    feed a linear head."""
 
     def __init__(self, dim: int = 32, num_heads: int = 4, num_classes: int = 10) -> None:
         super().__init__()
@@ -1265,7 +1266,7 @@ ZOO: dict[str, ZooEntry] = {
     "mha": ZooEntry(
         _builder(MultiheadAttentionBlockModel),
         ((2, 10, 32),),
-        "Transformer block using nn.MultiheadAttention.",
+        "Transformer block using nn.MultiheadAttention (packed in_proj_weight, batch_first); heads prune.",
     ),
     "embedding_lm": ZooEntry(
         _builder(EmbeddingLanguageModel),

@@ -7,6 +7,10 @@ ops, norms and pooling are not counted. Counts are per sample (batch 1). Paramet
 
 Each op's MACs is a product of kept counts along the dims it iterates over, so the same expression gives the
 exact cost of a 0/1 plan and a differentiable expected cost for keep probabilities (FiGS eq. 6).
+A group that keeps no channel at all and removes a branch (`cascomp.ir.depth`) also takes away the cost of
+every node that goes with the branch and the parameters only those nodes read (a frontier layer's bias, the
+BatchNorm after it): the same nodes RemoveBranchesPass erases. The constant left in the branch's place is a
+buffer, so it is not a parameter.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 import torch.fx as fx
 
 from cascomp.ir.context import Context
+from cascomp.ir.depth import DepthAnalysis, dead_nodes, tensor_users
 from cascomp.ir.groups import Grouping
 
 
@@ -42,7 +47,8 @@ Factor = tuple  # ("slots", LongTensor) or ("const", int)
 class CostModel:
     """Evaluates cost for a keep vector over all channels of all groups (1 = kept)."""
 
-    def __init__(self, ctx: Context, grouping: Grouping, gm: fx.GraphModule) -> None:
+    def __init__(self, ctx: Context, grouping: Grouping, gm: fx.GraphModule,
+                 depth: DepthAnalysis | None = None) -> None:
         slot = torch.from_numpy(grouping.slot_of_label)
         self.channels = sum(g.size for g in grouping.groups)
         self.offsets = grouping.offsets
@@ -53,6 +59,13 @@ class CostModel:
             axes = ctx.record.param_axes.get(name, [None] * param.dim())
             self._params.append(tuple(_factor(axes[d], slot) if axes[d] is not None else _factor(size, slot)
                                       for d, size in enumerate(param.shape)))
+        self._graph = gm.graph
+        branches = depth.branches if depth is not None else {}
+        start = {g.name: (offset, g.size) for g, offset in zip(grouping.groups, grouping.offsets)}
+        self._removable = [(name, branch, *start[name]) for name, branch in branches.items()]
+        users = tensor_users(gm) if self._removable else {}
+        self._param_users = [users.get(name, frozenset()) for name, _ in gm.named_parameters()]
+        self._gone: dict[frozenset[str], tuple[frozenset[int], frozenset[int]]] = {}
 
     def full(self) -> torch.Tensor:
         return torch.ones(self.channels)
@@ -60,9 +73,28 @@ class CostModel:
     def evaluate(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(MACs, params) for `keep` (float, one entry per global channel; differentiable)."""
         table = torch.cat([torch.ones(1, dtype=keep.dtype), keep])
-        macs = sum((scale * _product(factors, table) for _, scale, factors in self._macs), torch.zeros(()))
-        params = sum((_product(factors, table) for factors in self._params), torch.zeros(()))
+        gone_macs, gone_params = self._removed_terms(keep)
+        macs = sum((scale * _product(factors, table) for i, (_, scale, factors) in enumerate(self._macs)
+                    if i not in gone_macs), torch.zeros(()))
+        params = sum((_product(factors, table) for i, factors in enumerate(self._params)
+                      if i not in gone_params), torch.zeros(()))
         return macs, params
+
+    def _removed_terms(self, keep: torch.Tensor) -> tuple[frozenset[int], frozenset[int]]:
+        """Indices of the MACs and parameter terms that go with the branches of groups keeping nothing."""
+        if not self._removable:
+            return frozenset(), frozenset()
+        with torch.no_grad():
+            alive = torch.stack([keep[start:start + size].detach().abs().sum()
+                                 for _, _, start, size in self._removable])
+        zeroed = frozenset(name for (name, *_), kept in zip(self._removable, (alive > 0).tolist()) if not kept)
+        if zeroed not in self._gone:
+            seeds = frozenset().union(*(b.removed for name, b, *_ in self._removable if name in zeroed))
+            dead = dead_nodes(self._graph, seeds) if seeds else frozenset()
+            macs = frozenset(i for i, (node, _, _) in enumerate(self._macs) if node in dead)
+            params = frozenset(i for i, users in enumerate(self._param_users) if users and users <= dead)
+            self._gone[zeroed] = (macs, params)
+        return self._gone[zeroed]
 
     def cost(self, keep: torch.Tensor | None = None) -> Cost:
         keep = self.full() if keep is None else keep.to(torch.float64)
@@ -73,9 +105,10 @@ class CostModel:
     def node_macs(self, keep: torch.Tensor | None = None) -> dict[str, float]:
         keep = self.full().double() if keep is None else keep.double()
         table = torch.cat([torch.ones(1, dtype=keep.dtype), keep])
+        gone, _ = self._removed_terms(keep)
         out: dict[str, float] = {}
-        for node, scale, factors in self._macs:
-            out[node] = out.get(node, 0.0) + float(scale * _product(factors, table))
+        for i, (node, scale, factors) in enumerate(self._macs):
+            out[node] = out.get(node, 0.0) + (0.0 if i in gone else float(scale * _product(factors, table)))
         return out
 
     def group_shares(self) -> list[Cost]:

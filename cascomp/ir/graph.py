@@ -12,6 +12,7 @@ from cascomp.errors import ConfigError
 from cascomp.ir.analysis import analyze
 from cascomp.ir.context import Record
 from cascomp.ir.cost import Cost, CostModel
+from cascomp.ir.depth import DepthAnalysis, removable_branches
 from cascomp.ir.groups import ChannelGroup, FrozenChannels, build_groups, keep_mask_of_labels
 from cascomp.ir.plan import Plan, round_width
 from cascomp.ir.trace import trace_module
@@ -19,7 +20,13 @@ from cascomp.ir.trace import trace_module
 
 @dataclass(frozen=True, kw_only=True)
 class Constraints:
-    """Rules every plan obeys: modules to leave alone, a channel multiple, a minimum width per group."""
+    """Rules every plan obeys: modules to leave alone, a channel multiple, a minimum width per group.
+
+    `min_keep` bounds the width of every group that keeps channels. A plan may also give a group width 0,
+    but only a group whose removal drops a residual branch exactly (`graph.depth.removable`); that is an
+    explicit choice of the plan's author: `smallest`, `width` and so every search and budget fit still
+    keep at least `min_keep` channels (at least one) in every group.
+    """
 
     ignore: tuple[str, ...] = ()
     round_to: int = 1
@@ -64,7 +71,8 @@ class Graph:
         self.groups: tuple[ChannelGroup, ...] = grouping.groups
         self.frozen: tuple[FrozenChannels, ...] = grouping.frozen
         self.offsets = grouping.offsets
-        self.cost_model = CostModel(self._ctx, grouping, self.gm)
+        self.depth: DepthAnalysis = removable_branches(self.gm, self._ctx.record, grouping)
+        self.cost_model = CostModel(self._ctx, grouping, self.gm, self.depth)
 
     # -- inputs as the traced graph takes them (non-tensor arguments were baked in) ------------------------
     def _tensor_inputs(self) -> tuple:

@@ -23,7 +23,10 @@ PLAN_FORMAT = 1
 
 @dataclass(frozen=True)
 class Plan:
-    """`keep[group name]` = sorted channel indices kept; groups not listed keep every channel."""
+    """`keep[group name]` = sorted channel indices kept; groups not listed keep every channel.
+
+    An empty tuple removes the residual branch behind a group, where `graph.depth.removable` allows it.
+    """
 
     keep: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -72,6 +75,9 @@ class Plan:
             if len(set(kept)) != len(kept) or any(not 0 <= i < group.size for i in kept):
                 raise PlanError(f"plan for group {name!r} must list distinct channel indices in [0, {group.size}), "
                                 f"got {list(kept)[:10]}")
+            if not kept:
+                _check_removable(graph, name, group.size)
+                continue
             problem = graph.constraints.check_width(len(kept), group.size)
             if problem:
                 raise PlanError(f"plan for group {name!r} keeps {len(kept)} of {group.size} channels: {problem}")
@@ -112,6 +118,15 @@ class Plan:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as error:
             raise PlanError(f"plan is not valid JSON: {error}") from error
+
+
+def _check_removable(graph: "Graph", name: str, size: int) -> None:
+    """Width 0 is legal only for a group whose removal drops a residual branch exactly (cascomp.ir.depth)."""
+    reason = graph.depth.refusal(name)
+    if reason is not None:
+        raise PlanError(f"plan for group {name!r} keeps 0 of {size} channels: below the minimum of "
+                        f"{graph.constraints.smallest(size)}; a group may keep no channel only where that removes a "
+                        f"residual branch exactly (see graph.depth.removable), and this one may not: {reason}")
 
 
 def _check_fraction(keep: float) -> None:

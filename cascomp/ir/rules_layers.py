@@ -28,9 +28,17 @@ class Weights:
 
 
 def conv(ctx: Context, w: Weights, x, labels, out: torch.Tensor, groups: int, transposed: bool = False):
-    """Convolution (case 1: dense ties input channels to weight columns and makes fresh output channels;
-    case 2: depthwise ties each output channel to its input channel; case 3: other grouped convs keep
-    their channels, since per-group widths must stay equal)."""
+    """Convolution, plain or transposed.
+
+    Cases:
+    1. dense (groups=1): input channels tie to the weight's input axis, output channels are fresh;
+    2. depthwise (groups = input channels, any channel multiplier m): output channel c*m+k follows input
+       channel c, so a channel and its m outputs go together;
+    3. grouped (any other group count G): per-group widths must stay equal, so slot j of every input group
+       is tied to slot j of group 0, and the output is G copies of C_out/G fresh labels (output channel
+       g*(C_out/G)+j gets label j); the weight's per-group axis follows the slots, its full axis every
+       channel, and MACs are kernel x positions x C_out' x C_in'/G.
+    """
     weight = ctx.param(w.weight)
     in_channels, out_channels = x.shape[1], out.shape[1]
     # MACs per (output channel, input channel) pair: kernel size times the positions it slides over
@@ -40,18 +48,41 @@ def conv(ctx: Context, w: Weights, x, labels, out: torch.Tensor, groups: int, tr
     if groups == 1:  # case 1
         vout = ctx.space.fresh(out_channels)
         ctx.link_param(w.weight, w.in_dim, vin)
+        ctx.link_param(w.weight, w.out_dim, vout)
         ctx.macs(per_pair, vout, vin)
-    elif groups == in_channels and not transposed:  # case 2
+    elif groups == in_channels:  # case 2
         vout = vin.repeat_interleave(out_channels // in_channels)
+        # the weight's full axis is its output axis, or its input axis when transposed
+        ctx.link_param(w.weight, w.in_dim if transposed else w.out_dim, vin if transposed else vout)
         ctx.macs(per_pair, vout)
     else:  # case 3
-        ctx.freeze(vin, f"grouped convolution (groups={groups}) keeps its channels")
-        vout = torch.zeros(out_channels, dtype=torch.int64)
-        ctx.macs(per_pair * out_channels * in_channels // groups)
-    ctx.link_param(w.weight, w.out_dim, vout)
+        vout, in_slots = _grouped_conv(ctx, w, vin, out_channels, groups, transposed)
+        ctx.macs(per_pair, vout, in_slots)
     if w.bias:
         ctx.link_param(w.bias, 0, vout)
     return place(vout, out.dim(), 1)
+
+
+def tie_slots(ctx: Context, vector: torch.Tensor, groups: int) -> torch.Tensor:
+    """Tie position j of every one of `groups` equal blocks of `vector` to position j of the first block
+    (so every block keeps the same positions); returns the first block's labels."""
+    slots = vector.reshape(groups, -1)
+    ctx.space.unify(slots, slots[:1])
+    return slots[0]
+
+
+def _grouped_conv(ctx: Context, w: Weights, vin, out_channels: int, groups: int, transposed: bool):
+    """Case 3 of `conv`: links the weight; returns the output labels and the input slot labels."""
+    in_slots = tie_slots(ctx, vin, groups)
+    out_slots = ctx.space.fresh(out_channels // groups)
+    vout = out_slots.repeat(groups)
+    if transposed:  # weight is (C_in, C_out/G, ...)
+        ctx.link_param(w.weight, w.in_dim, vin)
+        ctx.link_param(w.weight, w.out_dim, out_slots)
+    else:  # weight is (C_out, C_in/G, ...)
+        ctx.link_param(w.weight, w.in_dim, in_slots)
+        ctx.link_param(w.weight, w.out_dim, vout)
+    return vout, in_slots
 
 
 def linear(ctx: Context, w: Weights, x: torch.Tensor, labels, out: torch.Tensor) -> torch.Tensor:
@@ -88,11 +119,12 @@ def layer_norm(ctx: Context, params: tuple[str | None, ...], x: torch.Tensor, la
 
 
 def group_norm(ctx: Context, params: tuple[str | None, ...], x: torch.Tensor, labels, num_groups: int):
-    """GroupNorm: one group (statistics over all channels) or one channel per group prune freely; other
-    group counts would need equal widths per group, so they keep their channels."""
+    """GroupNorm: with one group, or one channel per group, channels prune freely; with 1 < G < C groups
+    the statistics of a group span its channels, so slot j of every group is tied to slot j of group 0
+    and the pruned layer keeps G groups of equal width (statistics over the kept channels of each)."""
     channels = x.shape[1]
-    if num_groups not in (1, channels):
-        ctx.freeze(labels, f"group norm with {num_groups} groups keeps its channels")
+    if 1 < num_groups < channels and isinstance(labels, torch.Tensor):
+        tie_slots(ctx, channel_vector(ctx, labels, x, 1, "group norm"), num_groups)
     return per_channel(ctx, params, x, labels, 1, "group norm")
 
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 from cascomp.ir import rules_layers as layers
 from cascomp.ir import rules_tensor as tensor
 from cascomp.ir.context import Context
+from cascomp.ir.decompose import kept_whole_reason
 from cascomp.ir.labels import ParamRef, frozen_like, place
 from cascomp.ir.rules_tensor import align
 
@@ -117,9 +118,20 @@ def _layer_function(ctx, node, name, args, kwargs, largs, out):
         params = tuple(_param_name(x) for x in largs[2:4])
         return layers.layer_norm(ctx, params, args[0], largs[0], len(shape))
     if name == "group_norm":
-        params = tuple(_param_name(x) for x in largs[2:4])
-        return layers.group_norm(ctx, params, args[0], largs[0], int(args[1]))
+        return _group_norm(ctx, node, args, kwargs, largs)
     return _unknown(ctx, f"function {name!r}", largs, out)
+
+
+def _group_norm(ctx, node, args, kwargs, largs):
+    """`F.group_norm(x, num_groups, weight, bias, eps)`: fx records weight and bias as keywords."""
+    def labels_of(position: int, keyword: str):
+        if len(largs) > position:
+            return largs[position]
+        given = node.kwargs.get(keyword)
+        return ctx.record.labels.get(given.name) if isinstance(given, fx.Node) else None
+
+    params = (_param_name(labels_of(2, "weight")), _param_name(labels_of(3, "bias")))
+    return layers.group_norm(ctx, params, args[0], largs[0], int(_arg(args, kwargs, 1, "num_groups", 1)))
 
 
 def _param_name(labels) -> str | None:
@@ -219,9 +231,9 @@ def run_module(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out):
     if isinstance(module, CONVS):
         w = layers.Weights(f"{path}.weight", names("bias")[0])
         return layers.conv(ctx, w, x, lx, out, module.groups)
-    if isinstance(module, CONV_TRANSPOSES) and module.groups == 1:
+    if isinstance(module, CONV_TRANSPOSES):
         w = layers.Weights(f"{path}.weight", names("bias")[0], out_dim=1, in_dim=0)
-        return layers.conv(ctx, w, x, lx, out, 1, transposed=True)
+        return layers.conv(ctx, w, x, lx, out, module.groups, transposed=True)
     if isinstance(module, nn.Linear):
         return layers.linear(ctx, layers.Weights(f"{path}.weight", names("bias")[0]), x, lx, out)
     if isinstance(module, BATCH_NORMS + INSTANCE_NORMS):
@@ -235,9 +247,11 @@ def run_module(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out):
         return layers.per_channel(ctx, names("weight"), x, lx, 1, "PReLU")
     if isinstance(module, nn.Embedding):
         return layers.embedding(ctx, f"{path}.weight", out)
-    if isinstance(module, nn.MultiheadAttention):
-        return _unknown(ctx, f"nn.MultiheadAttention {path!r} (embed_dim is tied to num_heads x head_dim; "
-                        "write the block with q/k/v Linear layers and F.scaled_dot_product_attention to prune it)",
+    if isinstance(module, nn.MultiheadAttention):  # only instances the tracer could not decompose get here
+        why = kept_whole_reason(module) or ("its calls on the example inputs differed in mask dtype or input rank, "
+                                            "or it sits inside a submodule fx cannot trace")
+        return _unknown(ctx, f"nn.MultiheadAttention {path!r} kept whole ({why}; write the block with q/k/v "
+                        "Linear layers and F.scaled_dot_product_attention to prune it)",
                         list(largs) + list(lkwargs.values()), out)
     return _unknown(ctx, f"module {path!r} ({type(module).__name__})", list(largs) + list(lkwargs.values()), out)
 

@@ -2,7 +2,8 @@
 
 Submodules that fx cannot trace through (data-dependent control flow, unsupported Python) are kept as leaf
 modules automatically: the analysis then freezes the channels they touch. When even the top-level forward
-cannot be traced, the error names the failing source line and says what to do.
+cannot be traced, the error names the failing source line and says what to do. nn.MultiheadAttention is
+traced through its decomposition (cascomp.ir.decompose) so that its heads can be pruned.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from cascomp.errors import TraceError
+from cascomp.ir.decompose import decompose_attention
 
 MAX_LEAF_RETRIES = 32
 
@@ -23,11 +25,19 @@ MAX_LEAF_RETRIES = 32
 class _Tracer(fx.Tracer):
     """fx tracer that remembers which module it is inside, and keeps chosen modules whole."""
 
-    def __init__(self, leaves: set[str]) -> None:
+    def __init__(self, leaves: set[str], decomposed: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.leaves = leaves
+        self.decomposed = decomposed
         self.stack: list[str] = []
         self.failed_in: str | None = None
+        self.decomposition_nodes: list[fx.Node] = []
+
+    def create_node(self, *args, **kwargs) -> fx.Node:
+        node = super().create_node(*args, **kwargs)
+        if self.decomposed and any(path in self.decomposed for path in self.stack):
+            self.decomposition_nodes.append(node)
+        return node
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return qualname in self.leaves or super().is_leaf_module(m, qualname)
@@ -48,23 +58,34 @@ class _Tracer(fx.Tracer):
 def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None) -> fx.GraphModule:
     """Trace a copy of `model` in eval mode; the caller's model is never modified."""
     model = copy.deepcopy(model).eval()
+    decomposition = decompose_attention(model, example_inputs, example_kwargs or {})
     concrete = _concrete_args(model, example_inputs, example_kwargs or {})
     leaves: set[str] = set()
     for _ in range(MAX_LEAF_RETRIES):
-        tracer = _Tracer(leaves)
+        tracer = _Tracer(leaves, decomposition.paths)
         try:
             graph = tracer.trace(model, concrete_args=concrete or None)
         except Exception as error:  # fx raises many kinds; we report them in one shape
             if tracer.failed_in and tracer.failed_in not in leaves:
                 leaves.add(tracer.failed_in)
+                decomposition.restore_under(leaves)
                 continue
             raise TraceError(_explain(model, error)) from error
+        _erase_unused(graph, tracer.decomposition_nodes)
         graph._tracer_cls = fx.Tracer  # unpickling re-traces with this class: keep the output cascomp-free
         for node in graph.nodes:
             if isinstance(node.type, str):  # string annotations (PEP 563) would break pickling the module
                 node.type = None
         return fx.GraphModule(tracer.root, graph, type(model).__name__)
     raise TraceError(f"could not trace {type(model).__name__}: more than {MAX_LEAF_RETRIES} submodules fail to trace")
+
+
+def _erase_unused(graph: fx.Graph, nodes: list[fx.Node]) -> None:
+    """Drop what a decomposition computed that nobody reads (attention weights a caller ignores): left in,
+    the analysis would freeze the heads that the weights' average reduces over."""
+    for node in reversed(nodes):  # creation order is topological: users go before what they use
+        if not node.users and node.op not in ("placeholder", "output"):
+            graph.erase_node(node)
 
 
 def _concrete_args(model: nn.Module, args: tuple, kwargs: dict) -> dict:

@@ -32,7 +32,8 @@ class Figs(Method):
 
     def __init__(self, graph, config) -> None:
         super().__init__(graph, config)
-        self.gates = ConcreteGates(tuple(g.size for g in graph.groups), init_logit=config.init_logit, temperature=config.temperature)
+        self.gates = ConcreteGates(tuple(g.size for g in graph.groups), init_logit=config.init_logit, temperature=config.temperature,
+                                   estimator=config.estimator)
         self.baseline = graph.cost()
 
     def prepare(self):
@@ -42,10 +43,16 @@ class Figs(Method):
         return [self.gates.logits]
 
     def arch_optimizer(self):
+        if self.config.logit_optimizer == "adam":
+            return torch.optim.Adam([self.gates.logits], lr=self.config.logit_lr, eps=1.0)
         return torch.optim.SGD([self.gates.logits], lr=self.config.logit_lr)
 
     def cost_direction(self, gradients):
         (gradient,) = gradients
+        if self.config.cost_balance == "raw":
+            return [gradient]
+        if self.config.cost_balance == "channel":
+            return [gradient / gradient.abs().clamp_min(1e-30) * gradient.abs().mean()]
         magnitude = gradient.abs()
         overall = magnitude.mean()
         direction = torch.zeros_like(gradient)

@@ -91,8 +91,9 @@ class SearchLoop:
     plus the controlled penalty."""
 
     def __init__(self, method: Method, model: nn.Module, data, config: CompressConfig, goals: dict[str, float],
-                 reporter: Reporter) -> None:
+                 reporter: Reporter, teacher: nn.Module | None = None) -> None:
         self.method, self.model, self.data, self.config, self.goals = method, model, data, config, goals
+        self.teacher = teacher.eval() if teacher is not None and config.distill.in_search else None
         self.reporter = reporter
         arch = {id(p) for p in method.arch_parameters()}
         weights = [p for p in model.parameters() if id(p) not in arch and p.requires_grad]
@@ -142,7 +143,7 @@ class SearchLoop:
         for step, (x, y) in enumerate(self.reporter.batches(self.data.train, f"search {epoch + 1}/{epochs}", describe)):
             progress = (epoch * steps + step) / max(epochs * steps, 1)
             logits = self.model(x)
-            task = F.cross_entropy(logits, y)
+            task = self._task_loss(x, y, logits)
             expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
             goal_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
             pushes = [self._cost_push(m, ratio, goal_next) for m, ratio in expected.items()]
@@ -170,6 +171,14 @@ class SearchLoop:
         self.history.epochs.append(row)
         self.reporter.line(f"search {epoch + 1}/{epochs}  {self._describe(status)}  val top-1 {row['val_acc']:.4f}  "
                            f"({row['seconds']:.0f} s)")
+
+    def _task_loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if self.teacher is None:
+            return F.cross_entropy(logits, y)
+        with torch.no_grad():
+            teacher = self.teacher(x)
+        distill = self.config.distill
+        return distillation_loss(logits, teacher, y, temperature=distill.temperature, weight=distill.weight)
 
     def _cost_push(self, metric: str, ratio: torch.Tensor, progress: float) -> list[torch.Tensor]:
         """λ times the method's cost direction for `metric` this step (see cascomp.search.control):

@@ -1,0 +1,323 @@
+"""Depth removal: which channel groups may keep no channel, because zeroing them removes a branch exactly.
+
+With every channel of a group G zero, the tensors of G are zero in the masked reference, a dense layer fed
+by them outputs its bias at every position, and ops that map per-channel constants to per-channel
+constants keep it so until it is merged into the rest of the network. The rewrite then drops the branch
+and merges a constant buffer instead. `removable_branches` finds the groups for which that is exact.
+A group is *removable* when all of these hold (otherwise it is refused, with the reason):
+1. every tensor that carries a channel of G carries only G's channels, along at most one dim, is
+   floating, is made by an op that maps zeros to finite values, and no LayerNorm, attention or
+   concatenation sees it; none of them is a model output;
+2. every other consumer of those tensors is a dense convolution or linear module (groups=1, one input):
+   its output is then its bias (or zero) at every position, a per-channel constant (the *frontier*);
+3. from there on, a *chain* of ops that map per-channel constants to per-channel constants: eval
+   BatchNorm over dim 1, activations, dropout, identity, arithmetic with Python numbers or with parameters
+   that broadcast per channel; every chain tensor keeps the frontier's shape;
+4. a chain ends where it is merged (add, sub, mul; never in place into the constant) with a tensor that
+   does not depend on G and has the merge's full shape (a *fold*: the constant, shaped (1, C, 1, ...),
+   broadcasts there); chain values may also feed tensors of G (a squeeze-excite gate), which go anyway;
+5. parameters that follow G's channels are read by nothing that stays;
+6. a merge partner is not itself a constant of another removable group (two folded constants would no
+   longer broadcast to the merge's shape).
+What goes when G keeps nothing is `Branch.removed` plus every node then left without a user: `dead_nodes`
+gives that closure to both the cost model and RemoveBranchesPass, so predicted and measured cost agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from cascomp.ir.context import Record
+from cascomp.ir.groups import Grouping
+from cascomp.ir.labels import ParamRef, varying_dims
+from cascomp.ir.rules_ops import (BATCH_NORMS, CONV_TRANSPOSES, CONVS, POINTWISE, POINTWISE_MODULES, SPATIAL,
+                                  SPATIAL_MODULES, op_name)
+
+_ZERO_UNSAFE = {"log", "rsqrt", "reciprocal"}  # map 0 to +-inf: the masked reference would hold NaN
+ZERO_SAFE_FUNCTIONS = ((POINTWISE - _ZERO_UNSAFE) | SPATIAL | {
+    "add", "sub", "mul", "rsub", "iadd", "isub", "imul", "maximum", "minimum", "truediv", "div", "itruediv",
+    "pad", "flatten", "view", "reshape", "squeeze", "unsqueeze", "permute", "transpose", "getitem",
+    "mean", "sum", "amax", "amin",
+})
+ZERO_SAFE_MODULES = (CONVS + CONV_TRANSPOSES + BATCH_NORMS + POINTWISE_MODULES + SPATIAL_MODULES
+                     + (nn.Linear, nn.Flatten))
+CHAIN_FUNCTIONS = POINTWISE | {"add", "sub", "mul", "truediv", "div", "rsub", "iadd", "isub", "imul", "itruediv",
+                               "maximum", "minimum"}
+MERGES = {"add", "sub", "mul", "iadd", "isub", "imul"}
+_DIVISIONS = {"truediv", "div", "itruediv"}
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Chain node `node` is replaced, where the merges `merges` read it, by its value at one position
+    along every dim but `channel_dim`."""
+
+    node: str
+    merges: tuple[str, ...]
+    channel_dim: int
+
+
+@dataclass(frozen=True)
+class Branch:
+    """What keeping no channel of `group` removes: its `zero` tensors and the `constants` made from them
+    (the `frontier` layers and the chain after them), and where the constant is merged back (`folds`)."""
+
+    group: str
+    zero: frozenset[str]
+    constants: frozenset[str]
+    frontier: tuple[str, ...]
+    folds: tuple[Fold, ...]
+
+    @property
+    def removed(self) -> frozenset[str]:
+        return self.zero | self.constants
+
+
+@dataclass(frozen=True)
+class DepthAnalysis:
+    """Per group: the branch it removes when it keeps no channel, or why it may not keep none."""
+
+    branches: dict[str, Branch]
+    refused: dict[str, str]
+
+    @property
+    def removable(self) -> frozenset[str]:
+        return frozenset(self.branches)
+
+    def refusal(self, group: str) -> str | None:
+        """Why `group` may not keep zero channels (None when it may)."""
+        return None if group in self.branches else self.refused.get(group, "it is not a channel group")
+
+    def zeroed(self, widths: dict[str, int]) -> tuple[Branch, ...]:
+        """The branches a plan with these widths removes."""
+        return tuple(branch for name, branch in self.branches.items() if widths.get(name) == 0)
+
+
+def removable_branches(gm: fx.GraphModule, record: Record, grouping: Grouping) -> DepthAnalysis:
+    """Cases 1-6 of the module docstring, for every group of `grouping`."""
+    touched = _groups_of_nodes(record, grouping)
+    linked = _groups_of_params(record, grouping)
+    users = tensor_users(gm)
+    branches, refused = {}, {}
+    for index, group in enumerate(grouping.groups):
+        outcome = _Scan(gm, record, touched, index).run(group.name)
+        if isinstance(outcome, Branch):  # case 5
+            dead = dead_nodes(gm.graph, outcome.removed)
+            staying = sorted((name, min(users.get(name, frozenset()) - dead)) for name, seen in linked.items()
+                             if index in seen and users.get(name, frozenset()) - dead)
+            if staying:
+                outcome = (f"parameter {staying[0][0]!r} follows its channels and is also read by "
+                           f"{staying[0][1]!r}, which stays")
+        (branches if isinstance(outcome, Branch) else refused)[group.name] = outcome
+    nodes = {node.name: node for node in gm.graph.nodes}
+    for name, branch in list(branches.items()):  # case 6
+        partners = {i.name for fold in branch.folds for merge in fold.merges
+                    for i in nodes[merge].all_input_nodes if i.name != fold.node}
+        clash = [other for other, b in branches.items() if other != name and partners & b.constants]
+        if clash:
+            refused[name] = f"its branch is merged with the constant branch of group {clash[0]!r}"
+    return DepthAnalysis({k: v for k, v in branches.items() if k not in refused}, refused)
+
+
+def dead_nodes(graph: fx.Graph, seeds: frozenset[str] | set[str]) -> frozenset[str]:
+    """`seeds` plus every node all of whose users are dead (placeholders and the output stay)."""
+    dead: set[str] = set()
+    for node in reversed(graph.nodes):
+        if node.name in seeds:
+            dead.add(node.name)
+        elif node.op not in ("placeholder", "output") and node.users and all(u.name in dead for u in node.users):
+            dead.add(node.name)
+    return frozenset(dead)
+
+
+def tensor_users(gm: fx.GraphModule) -> dict[str, frozenset[str]]:
+    """Parameter or buffer name -> the nodes that read it (get_attr, or a call of its module)."""
+    found: dict[str, set[str]] = {}
+    for node in gm.graph.nodes:
+        if node.op not in ("call_module", "get_attr"):
+            continue
+        target = str(node.target)
+        owner = _attribute(gm, target)
+        if isinstance(owner, nn.Module):
+            names = [f"{target}.{n}" for n, _ in list(owner.named_parameters()) + list(owner.named_buffers())]
+        else:
+            names = [target]
+        for name in names:
+            found.setdefault(name, set()).add(node.name)
+    return {name: frozenset(nodes) for name, nodes in found.items()}
+
+
+class _Scan:
+    """One group's walk over the graph in order: zero tensors, frontier, chain, merges (cases 1-4)."""
+
+    def __init__(self, gm: fx.GraphModule, record: Record, touched: dict[str, set[int]], index: int) -> None:
+        self.gm, self.record = gm, record
+        self.zero = {name for name, seen in touched.items() if index in seen}
+        self.mixed = {name for name in self.zero if touched[name] != {index}}
+        self.constants: dict[str, tuple[tuple[int, ...], int]] = {}  # node -> (shape, channel dim)
+        self.frontier: list[str] = []
+        self.merges: dict[str, list[str]] = {}  # constant node -> merges reading it
+
+    def run(self, group: str) -> Branch | str:
+        if not self.zero:
+            return "no tensor carries its channels"
+        for node in self.gm.graph.nodes:
+            problem = self._visit(node)
+            if problem:
+                return problem
+        folds = tuple(Fold(n, tuple(m), self.constants[n][1]) for n, m in self.merges.items())
+        return Branch(group, frozenset(self.zero), frozenset(self.constants), tuple(self.frontier), folds)
+
+    def _visit(self, node: fx.Node) -> str | None:
+        inputs = node.all_input_nodes
+        if node.name in self.mixed:  # case 1
+            return f"{_describe(self.gm, node)} holds its channels together with other channels"
+        if node.name in self.zero:
+            return _zero_problem(self.gm, self.record, node)
+        if any(i.name in self.zero for i in inputs):
+            return self._frontier(node)  # case 2
+        if any(i.name in self.constants for i in inputs):
+            problem = self._chain(node)  # case 3
+            return self._merge(node) if problem else None  # case 4
+        return None
+
+    def _frontier(self, node: fx.Node) -> str | None:
+        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        dense = isinstance(module, nn.Linear) or (
+            isinstance(module, CONVS + CONV_TRANSPOSES) and module.groups == 1)
+        if node.op == "output":
+            return "its channels reach the model output"
+        if not dense or len(node.all_input_nodes) != 1 or node.kwargs:
+            return (f"its channels reach {_describe(self.gm, node)}, which is not a dense convolution or "
+                    "linear layer")
+        shape = self.record.shapes.get(node.name)
+        self.constants[node.name] = (shape, len(shape) - 1 if isinstance(module, nn.Linear) else 1)
+        self.frontier.append(node.name)
+        return None
+
+    def _chain(self, node: fx.Node) -> str | None:
+        if not _is_chain_op(self.gm, node):
+            return "not a per-channel op"
+        inputs = node.all_input_nodes
+        known = {self.constants[i.name] for i in inputs if i.name in self.constants}
+        shape, dim = next(iter(known))
+        if len(known) > 1 or self.record.shapes.get(node.name) != shape:
+            return f"{_describe(self.gm, node)} changes the shape of the constant its branch becomes"
+        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, BATCH_NORMS) and dim != 1:
+            return f"{_describe(self.gm, node)} normalises another dim than the constant's channels"
+        for other in inputs:
+            if other.name not in self.constants and not _per_channel_parameter(self.record, other, shape, dim):
+                return f"{_describe(self.gm, node)} combines the branch's constant with {other.name!r}"
+        self.constants[node.name] = (shape, dim)
+        return None
+
+    def _merge(self, node: fx.Node) -> str | None:
+        inputs = node.all_input_nodes
+        name = op_name(node) if node.op in ("call_function", "call_method") else ""
+        ours = [i for i in inputs if i.name in self.constants]
+        others = [i for i in inputs if i.name not in self.constants]
+        if node.op == "output":
+            return "its branch reaches the model output without being merged"
+        if name not in MERGES or len(ours) != 1 or len(others) != 1 or len(node.args) != 2:
+            return (f"its branch reaches {_describe(self.gm, node)}, which is neither a per-channel op nor a "
+                    "residual merge")
+        if name.startswith("i") and node.args[0] is ours[0]:
+            return f"{_describe(self.gm, node)} adds into the branch's constant in place"
+        shape = self.record.shapes.get(node.name)
+        if not isinstance(shape, tuple) or self.record.shapes.get(others[0].name) != shape:
+            return f"{_describe(self.gm, node)} merges with a tensor of another shape than its result"
+        self.merges.setdefault(ours[0].name, []).append(node.name)
+        return None
+
+
+def _zero_problem(gm: fx.GraphModule, record: Record, node: fx.Node) -> str | None:
+    labels = record.labels.get(node.name)
+    if not isinstance(labels, torch.Tensor) or len(varying_dims(labels)) > 1:
+        return f"{_describe(gm, node)} holds its channels along several dims or in several outputs"
+    if node.name not in record.floating:
+        return f"{_describe(gm, node)} holds its channels in a non-floating tensor"
+    if node.op == "call_module":
+        if isinstance(gm.get_submodule(str(node.target)), ZERO_SAFE_MODULES):
+            return None
+    elif node.op in ("call_function", "call_method"):
+        name = op_name(node)
+        divisor = node.args[1] if len(node.args) > 1 else None
+        if name in ZERO_SAFE_FUNCTIONS and not (name in _DIVISIONS and isinstance(divisor, fx.Node)):
+            return None
+    return f"{_describe(gm, node)} would see only zeros in its channels and is not known to stay finite"
+
+
+def _is_chain_op(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(str(node.target)), BATCH_NORMS + POINTWISE_MODULES)
+    return node.op in ("call_function", "call_method") and op_name(node) in CHAIN_FUNCTIONS
+
+
+def _per_channel_parameter(record: Record, node: fx.Node, shape: tuple[int, ...], dim: int) -> bool:
+    """A value computed from parameters only that broadcasts along every dim but the channel dim."""
+    if not _parameter_expression(record, node):
+        return False
+    own = record.shapes.get(node.name)
+    if not isinstance(own, tuple) or len(own) > len(shape):
+        return False
+    padded = (1,) * (len(shape) - len(own)) + own
+    return all(size == 1 or (d == dim and size == shape[d]) for d, size in enumerate(padded))
+
+
+def _parameter_expression(record: Record, node: fx.Node) -> bool:
+    if node.op == "get_attr":
+        return True
+    return isinstance(record.labels.get(node.name), ParamRef) and all(
+        _parameter_expression(record, i) for i in node.all_input_nodes)
+
+
+def _groups_of_nodes(record: Record, grouping: Grouping) -> dict[str, set[int]]:
+    """For every node, the indices of the groups whose channels its value (or values) carry."""
+    group_of_slot = _group_of_slot(grouping)
+    touched = {}
+    for name, labels in record.labels.items():
+        found = [group_of_slot[grouping.slot_of_label[t.numpy()]] for t in _label_tensors(labels)]
+        touched[name] = {int(i) for part in found for i in np.unique(part)}  # -1: frozen channels
+    return touched
+
+
+def _groups_of_params(record: Record, grouping: Grouping) -> dict[str, set[int]]:
+    """For every parameter linked to channel labels, the indices of the groups its dims follow."""
+    group_of_slot = _group_of_slot(grouping)
+    return {name: {int(i) for v in axes if v is not None
+                   for i in np.unique(group_of_slot[grouping.slot_of_label[v.numpy()]]) if i >= 0}
+            for name, axes in record.param_axes.items()}
+
+
+def _group_of_slot(grouping: Grouping) -> np.ndarray:
+    group_of_slot = np.full(1 + sum(g.size for g in grouping.groups), -1, dtype=np.int64)
+    for index, (group, offset) in enumerate(zip(grouping.groups, grouping.offsets)):
+        group_of_slot[1 + offset:1 + offset + group.size] = index
+    return group_of_slot
+
+
+def _label_tensors(labels) -> list[torch.Tensor]:
+    if isinstance(labels, torch.Tensor):
+        return [labels]
+    if isinstance(labels, (tuple, list)):
+        return [t for item in labels for t in _label_tensors(item)]
+    return []
+
+
+def _attribute(gm: fx.GraphModule, target: str):
+    owner = gm
+    for part in target.split("."):
+        owner = getattr(owner, part, None)
+    return owner
+
+
+def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module":
+        return f"node {node.name!r} ({type(gm.get_submodule(str(node.target))).__name__} {node.target!r})"
+    return f"node {node.name!r} ({op_name(node) if node.op != 'get_attr' else node.target})"
