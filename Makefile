@@ -21,7 +21,7 @@ demo-run:
 	mkdir -p $(OUT)
 	cascomp demo-model -o $(OUT)/demo.pt --force --train $(DATA) --epochs 2 --limit-train 10000 --limit-val 2000
 	cascomp compress $(OUT)/demo.pt --method figs --target flops=0.33 --data $(DATA) \
-		--limit-train 10000 --limit-val 2000 --search-epochs 2 --finetune-epochs 1 -o $(OUT)/compress --force
+		--limit-train 10000 --limit-val 2000 --search-epochs 1 --finetune-epochs 2 -o $(OUT)/compress --force
 
 test: setup
 	$(PYTHON) -m pytest -q

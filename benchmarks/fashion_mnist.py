@@ -4,7 +4,7 @@ Trains a ResNet-20-style baseline (cached in --cache), then compresses it to flo
 the same epoch budget (FiGS: search + fine-tune epochs; l1 and uniform spend all of them fine-tuning) and
 prints one table: FLOPs ratio reached, params, top-1, onnxruntime latency ratio, wall time.
 
-    python benchmarks/fashion_mnist.py                       # 20k training images, 2 + 2 epochs
+    python benchmarks/fashion_mnist.py                       # 20k training images, 1 + 3 epochs
     python benchmarks/fashion_mnist.py --limit-train 0 --search-epochs 5 --finetune-epochs 5   # full data
 
 Needs Debian's dataset-fashion-mnist package (apt-get install -y dataset-fashion-mnist).
@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist:/usr/share/datasets/fashion-mnist")
     parser.add_argument("--limit-train", type=int, default=20000, help="0: all 60k training images")
     parser.add_argument("--baseline-epochs", type=int, default=4)
-    parser.add_argument("--search-epochs", type=int, default=2)
-    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--search-epochs", type=int, default=1)
+    parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--target", default="flops=0.33")
     parser.add_argument("--methods", default="figs,l1,uniform")
     parser.add_argument("--cache", default=".cache/benchmarks")

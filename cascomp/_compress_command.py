@@ -54,6 +54,9 @@ def add_compress(commands, formatter) -> None:
     command.add_argument("--limit-val", type=int, metavar="N", help="validate on a seeded random subset of N samples")
     command.add_argument("--seed", type=int, default=0)
     command.add_argument("--temperature", type=float, help="FiGS gate temperature (default 1e-3)")
+    command.add_argument("--keep-search-weights", action="store_true",
+                         help="FiGS: fine-tune from the weights trained during the search (default: the baseline's "
+                              "weights of the kept channels)")
     command.add_argument("--kd-weight", type=float, default=0.9, help="weight of the distillation loss (default 0.9)")
     command.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature (default 4)")
     command.add_argument("--round-to", type=int, default=1, metavar="N", help="widths are multiples of N")
@@ -104,8 +107,11 @@ def _new_run(args) -> dict:
     if method not in METHOD_CONFIGS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(sorted(METHOD_CONFIGS))}")
     method_options = {"temperature": args.temperature} if args.temperature is not None and method == "figs" else {}
-    if args.temperature is not None and method != "figs":
-        raise ConfigError(f"--temperature is a FiGS option; method {method!r} has no gates")
+    if args.keep_search_weights and method == "figs":
+        method_options["weights"] = "search"
+    for flag, given in (("--temperature", args.temperature is not None), ("--keep-search-weights", args.keep_search_weights)):
+        if given and method != "figs":
+            raise ConfigError(f"{flag} is a FiGS option; method {method!r} has no search")
     config = CompressConfig(
         method=method, targets=tuple(Target.parse(t) for t in (args.target or ["flops=0.33"])),
         method_config=METHOD_CONFIGS[method](**method_options), search_epochs=args.search_epochs,

@@ -133,7 +133,8 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         else:
             decision = method.decide(trained)
             fit = fit_widths(graph, decision.scores, decision.family, goals)
-            _take_trained_weights(graph.gm, trained)
+            if method.keeps_search_weights:
+                _take_trained_weights(graph.gm, trained)
         small = apply_plan(graph, fit.plan)  # 4. physical rewrite
         if not resumed:
             seed_epoch(data, config.seed, 3, 0)

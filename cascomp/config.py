@@ -64,16 +64,18 @@ class FigsConfig:
 
     temperature: float = 1e-3
     init_logit: float = 2.5
-    logit_lr: float = 0.1
-    estimator: str = "concrete"
+    logit_lr: float = 1.6
+    estimator: str = "expected"
     cost_balance: str = "group"
-    logit_optimizer: str = "sgd"
+    logit_optimizer: str = "adam"
+    weights: str = "baseline"
 
     def __post_init__(self) -> None:
         _positive(self, "temperature", "logit_lr")
         _choice(self, "estimator", ("concrete", "expected"))
         _choice(self, "cost_balance", ("group", "channel", "raw"))
         _choice(self, "logit_optimizer", ("sgd", "adam"))
+        _choice(self, "weights", ("baseline", "search"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +94,7 @@ class DistillConfig:
 
     temperature: float = 4.0
     weight: float = 0.9
-    in_search: bool = False
+    in_search: bool = True
 
     def __post_init__(self) -> None:
         _positive(self, "temperature")

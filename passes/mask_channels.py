@@ -1,8 +1,10 @@
 """MaskChannelsPass: the reference semantics of a plan, at full size.
 
 Rule:
-1. every floating tensor that carries a dropped channel is multiplied by a 0/1 mask right where it is made,
-   so dropped channels are zero on every tensor of their group;
+1. every floating tensor that carries a dropped channel is replaced by `torch.where(keep, x, 0)` right
+   where it is made (a bool buffer `keep`), so dropped channels are zero on every tensor of their group; a
+   select, not a product with a 0/1 mask, so a dropped -inf (an attention mask added to the scores) becomes
+   0 rather than NaN;
 2. normalisations whose statistics span channels (LayerNorm over the channel dim, GroupNorm with fewer
    groups than channels; module or functional form) compute them over kept channels only, per group,
    which is what the pruned layer sees.
@@ -10,8 +12,6 @@ Rule:
 """
 
 from __future__ import annotations
-
-import operator
 
 import torch
 import torch.fx as fx
@@ -43,11 +43,11 @@ class MaskChannelsPass(Pass):
             if bool(mask.all()):
                 continue
             name = f"cascomp_mask_{index}"  # case 1
-            gm.register_buffer(name, mask.float())
+            gm.register_buffer(name, mask)
             with gm.graph.inserting_after(node):
                 buffer = gm.graph.get_attr(name)
             with gm.graph.inserting_after(buffer):
-                masked = gm.graph.call_function(operator.mul, (node, buffer))
+                masked = gm.graph.call_function(torch.where, (buffer, node, 0.0))
             node.replace_all_uses_with(masked, delete_user_cb=lambda user: user is not masked)
             modified = True
         return PassResult(gm, modified)

@@ -5,7 +5,9 @@ the user never has to. Cases:
 1. view / reshape / expand / unflatten: every output dim that carries channels gets its new size (-1 stays);
 2. split / chunk: section sizes become the surviving counts per section (chunk turns into split);
 3. narrow / select / integer and slice indexing: bounds move to where the surviving channels now sit;
-4. functional layer_norm / group_norm: normalized_shape and a per-channel group count follow the width.
+4. functional layer_norm / group_norm: normalized_shape and a per-channel group count follow the width;
+5. functional depthwise conv / conv_transpose (`groups` = input channels): `groups` follows the width; any
+   other group count stays, since the analysis kept every group equally wide.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch.fx as fx
 
 from cascomp.ir.context import Record
 from cascomp.ir.keep import kept_along, kept_before, new_size
-from cascomp.ir.rules_ops import op_name
+from cascomp.ir.rules_ops import CONVOLUTIONS, op_name
 from cascomp.passes.base import Pass, PassResult
 
 
@@ -48,11 +50,14 @@ class ResizeShapeArgsPass(Pass):
         elif name in ("narrow", "select", "getitem"):  # case 3
             self._index(node, name, labels, shape)
         elif name == "layer_norm":  # case 4
-            normalized = list(node.args[1])
+            normalized = _get(node, 1, "normalized_shape", None)
+            normalized = [normalized] if isinstance(normalized, int) else list(normalized)
             normalized[-1] = new_size(labels, len(shape) - 1, shape[-1], self.label_keep)
-            node.args = (node.args[0], tuple(normalized)) + tuple(node.args[2:])
-        elif name == "group_norm" and node.args[1] == shape[1]:
-            node.args = (node.args[0], new_size(labels, 1, shape[1], self.label_keep)) + tuple(node.args[2:])
+            _set(node, 1, "normalized_shape", tuple(normalized))
+        elif name == "group_norm" and _get(node, 1, "num_groups", None) == shape[1]:
+            _set(node, 1, "num_groups", new_size(labels, 1, shape[1], self.label_keep))
+        elif name in CONVOLUTIONS and 1 < _get(node, 6, "groups", 1) == shape[1]:  # case 5: depthwise
+            _set(node, 6, "groups", new_size(labels, 1, shape[1], self.label_keep))
 
     def _out_sizes(self, node: fx.Node) -> list[int | None]:
         """New size of each output dim that carries channels, None for the others."""
@@ -137,6 +142,14 @@ class ResizeShapeArgsPass(Pass):
 def _replace(old, sizes: list[int | None]):
     """Put the new sizes into a shape argument, keeping -1 and the dims that carry no channels."""
     return type(old)(a if (s is None or (isinstance(a, int) and a == -1)) else s for a, s in zip(old, sizes))
+
+
+def _set(node: fx.Node, position: int, name: str, value) -> None:
+    """Replace an argument where the caller wrote it: by position or by keyword."""
+    if len(node.args) > position:
+        node.args = node.args[:position] + (value,) + node.args[position + 1:]
+    else:
+        node.kwargs = {**node.kwargs, name: value}
 
 
 def _get(node: fx.Node, position: int, name: str, default):

@@ -140,3 +140,15 @@ def test_cli_bad_data_and_missing_arguments(task, tmp_path, capsys):
     assert "--data is required" in capsys.readouterr().err
     assert main(["compress", "--resume", str(tmp_path)]) == 2
     assert "not the output folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weights", ["baseline", "search"])
+def test_figs_starts_fine_tuning_from_the_chosen_weights(task, weights):
+    _, data, model, _ = task
+    config = quick_config(search_epochs=1, finetune_epochs=0, method_config=cascomp.FigsConfig(weights=weights))
+    result = cascomp.compress(model, config, data=data, progress=False)
+    kept = result.plan.keep
+    stem_out = next(name for name in kept if name.startswith("stem"))
+    baseline = model.stem[0].weight[list(kept[stem_out])]
+    same = torch.equal(result.model.get_submodule("stem.0").weight, baseline)
+    assert same == (weights == "baseline")  # the search trains the weights; only "search" keeps them

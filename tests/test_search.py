@@ -147,3 +147,25 @@ def test_distillation_loss():
     soft = F.kl_div(F.log_softmax(student / 4, 1), F.softmax(teacher / 4, 1), reduction="batchmean")
     mixed = 0.1 * F.cross_entropy(student, labels) + 0.9 * 16 * soft
     assert torch.allclose(distillation_loss(student, teacher, labels, temperature=4, weight=0.9), mixed, atol=1e-6)
+
+
+def test_expected_estimator_draws_bernoulli_gates_with_the_mean_derivative():
+    from cascomp.kernels.channel_gates import ConcreteGates
+    torch.manual_seed(0)
+    gates = ConcreteGates((4, 3), init_logit=0.0, estimator="expected").train()
+    with torch.no_grad():
+        gates.logits.copy_(torch.tensor([-2.0, -0.5, 0.5, 2.0, 1.0, 0.0, -1.0]))
+    draws = torch.stack([gates()[1:].detach() for _ in range(4000)])
+    assert set(draws.unique().tolist()) == {0.0, 1.0}  # hard 0/1 forward values, as at tau -> 0
+    assert torch.allclose(draws.mean(0), gates.probabilities().detach(), atol=0.03)
+    weights = torch.arange(1.0, 8.0)
+    (gradient,) = torch.autograd.grad((gates()[1:] * weights).sum(), gates.logits)
+    p = gates.probabilities().detach()
+    assert torch.allclose(gradient, weights * p * (1 - p))  # every gate gets d E[g] / d logit, every step
+
+
+@pytest.mark.parametrize("field, value", [("estimator", "reinforce"), ("cost_balance", "even"),
+                                          ("logit_optimizer", "rmsprop")])
+def test_figs_config_refuses_unknown_choices(field, value):
+    with pytest.raises(ConfigError, match=f"FigsConfig.{field} must be one of"):
+        FigsConfig(**{field: value})

@@ -78,14 +78,36 @@ def _shapes(value: Any) -> Any:
 
 
 def analyze(gm: fx.GraphModule, example_inputs: tuple, example_kwargs: dict | None = None) -> Context:
-    """Propagate labels through `gm` on the example inputs and settle the rectangularity constraints."""
-    tensors = [x for x in example_inputs if isinstance(x, torch.Tensor)]
+    """Propagate labels through `gm` on the example inputs and settle the rectangularity constraints.
+
+    `example_kwargs` go to the placeholders of those names (fx's Interpreter takes positional inputs only).
+    """
+    inputs = placeholder_inputs(gm, tuple(example_inputs), dict(example_kwargs or {}))
+    tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
     batch = tensors[0].shape[0] if tensors and tensors[0].dim() else 1
     ctx = Context(gm, batch)
     with torch.no_grad():
-        _Propagator(gm, ctx).run(*example_inputs, **(example_kwargs or {}))
+        _Propagator(gm, ctx).run(*inputs)
     settle(ctx)
     return ctx
+
+
+def placeholder_inputs(gm: fx.GraphModule, args: tuple, kwargs: dict) -> tuple:
+    """Line keyword inputs up with the graph's placeholders; a placeholder given nothing takes its default."""
+    if not kwargs:
+        return args
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and not str(n.target).startswith("*")]
+    names = [str(n.target) for n in placeholders]
+    unknown = sorted(set(kwargs) - set(names[len(args):]))
+    if unknown:
+        raise AnalysisError(f"example_kwargs {unknown} match no input of the traced graph after the "
+                            f"{len(args)} positional ones (inputs: {', '.join(names)}); pass them by position")
+    inputs = list(args)
+    for node in placeholders[len(args):]:
+        if str(node.target) not in kwargs and not node.args:
+            raise AnalysisError(f"no example value for input {node.target!r} of the traced graph; pass one")
+        inputs.append(kwargs[node.target] if node.target in kwargs else node.args[0])
+    return tuple(inputs)
 
 
 def settle(ctx: Context) -> None:
@@ -105,8 +127,8 @@ def settle(ctx: Context) -> None:
             if len(vary) < 2:
                 continue
             free = max(vary, key=lambda d: labels.shape[d])
-            for i in range(labels.shape[free]):
-                space.tie_all(labels.select(free, i))
+            slices = labels.movedim(free, 0).reshape(labels.shape[free], -1)
+            space.unify(slices, slices[:, :1])  # each slice along `free` becomes one class
             changed = True
         for fact in ctx.record.selects:  # case 2
             roots = space.roots()

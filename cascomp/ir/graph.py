@@ -15,7 +15,7 @@ from cascomp.ir.cost import Cost, CostModel
 from cascomp.ir.depth import DepthAnalysis, removable_branches
 from cascomp.ir.groups import ChannelGroup, FrozenChannels, build_groups, keep_mask_of_labels
 from cascomp.ir.plan import Plan, round_width
-from cascomp.ir.trace import trace_module
+from cascomp.ir.trace import graph_inputs, trace_module
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +65,8 @@ class Graph:
         self.example_kwargs = dict(example_kwargs or {})
         self.constraints = constraints or Constraints()
         self.gm: fx.GraphModule = trace_module(model, self.example_inputs, self.example_kwargs)
-        self._ctx = analyze(self.gm, self._tensor_inputs(), self._tensor_kwargs())
+        self._inputs = graph_inputs(model, self.example_inputs, self.example_kwargs)
+        self._ctx = analyze(self.gm, self._inputs)
         grouping = build_groups(self._ctx, self.constraints.ignore)
         self._grouping = grouping
         self.groups: tuple[ChannelGroup, ...] = grouping.groups
@@ -74,17 +75,11 @@ class Graph:
         self.depth: DepthAnalysis = removable_branches(self.gm, self._ctx.record, grouping)
         self.cost_model = CostModel(self._ctx, grouping, self.gm, self.depth)
 
-    # -- inputs as the traced graph takes them (non-tensor arguments were baked in) ------------------------
-    def _tensor_inputs(self) -> tuple:
-        return tuple(x for x in self.example_inputs if isinstance(x, torch.Tensor))
-
-    def _tensor_kwargs(self) -> dict:
-        return {k: v for k, v in self.example_kwargs.items() if isinstance(v, torch.Tensor)}
-
     def run(self, module: nn.Module):
-        """Call a module built from this graph on the example inputs."""
+        """Call a module built from this graph (or the model itself) on the example inputs, passed by
+        position in forward's order: keyword inputs in their place, baked-in values given again."""
         with torch.no_grad():
-            return module(*self._tensor_inputs(), **self._tensor_kwargs())
+            return module(*self._inputs)
 
     # -- facts ---------------------------------------------------------------------------------------------
     @property

@@ -9,7 +9,7 @@ layer1"; a plan keeps a subset of its C channels.
 from __future__ import annotations
 
 import fnmatch
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,46 +68,133 @@ class Grouping:
 
 
 def build_groups(ctx: Context, ignore: tuple[str, ...] = ()) -> Grouping:
+    """Turn the analysis' classes into groups, with numpy over all linked positions at once.
+
+    Cases:
+    1. every parameter dim the analysis linked names, per position, the class (connected component) that
+       owns it; positions of the frozen class belong to no group;
+    2. a class's signature is the (parameter, dim) keys it owns positions in, in link order; classes with
+       the same signature form a group, the groups ordered by where their first class first appears
+       (parameter by parameter, dim by dim, position by position);
+    3. inside a group, channel c is the class with the c-th lowest first position in the first member, and
+       `members[j].indices[c]` lists its positions in member j in ascending order;
+    4. a group with a member under an `ignore` pattern keeps all its channels (reported as frozen).
+    """
     roots = ctx.space.roots()
-    frozen_root = int(roots[0])
-    positions: dict[int, dict[tuple[str, int], list[int]]] = defaultdict(lambda: defaultdict(list))
-    for name, axes in ctx.record.param_axes.items():
-        for dim, vector in enumerate(axes):
-            if vector is None:
-                continue
-            for pos, root in enumerate(roots[vector.numpy()].tolist()):
-                if root != frozen_root:
-                    positions[root][(name, dim)].append(pos)
-    by_signature: dict[tuple, list[int]] = defaultdict(list)
-    for root, members in positions.items():
-        by_signature[tuple(members)].append(root)
-    ignored = _ignored_roots(by_signature, ignore)
-    groups, slot_roots = [], []
-    for signature, comp_roots in by_signature.items():
-        if signature in ignored:
+    table = _ClassTable.of(ctx.record.param_axes, roots, int(roots[0]))  # case 1
+    groups, slot_roots, ignored = [], [], []
+    for keys, classes in table.groups():  # case 2
+        if _ignored(keys, ignore):  # case 4
+            ignored.append(len(classes))
             continue
-        comp_roots.sort(key=lambda r: positions[r][signature[0]][0])
-        members = tuple(GroupMember(p, d, tuple(tuple(positions[r][(p, d)]) for r in comp_roots))
-                        for p, d in signature)
-        groups.append(ChannelGroup(len(groups), "", len(comp_roots), members))
-        slot_roots.extend(comp_roots)
+        members = tuple(GroupMember(name, dim, table.indices(classes, j))
+                        for j, (name, dim) in enumerate(keys))
+        groups.append(ChannelGroup(len(groups), "", len(classes), members))
+        slot_roots.append(table.root_of_class[classes])
     groups = _name(groups)
     slot_of_root = np.zeros(roots.max() + 1 if len(roots) else 1, dtype=np.int64)
-    slot_of_root[np.asarray(slot_roots, dtype=np.int64)] = np.arange(1, len(slot_roots) + 1)
-    offsets, total = [], 0
-    for group in groups:
-        offsets.append(total)
-        total += group.size
-    frozen = _frozen(ctx, roots, frozen_root) + tuple(
-        FrozenChannels("", f"ignored by pattern ({', '.join(ignore)})", len(r)) for r in ignored.values())
-    return Grouping(tuple(groups), frozen, slot_of_root[roots], tuple(offsets))
+    slot_roots = np.concatenate(slot_roots) if slot_roots else np.zeros(0, dtype=np.int64)
+    slot_of_root[slot_roots] = np.arange(1, len(slot_roots) + 1)
+    offsets = tuple(np.cumsum([0] + [g.size for g in groups])[:-1].tolist())
+    frozen = _frozen(ctx, roots, int(roots[0])) + tuple(
+        FrozenChannels("", f"ignored by pattern ({', '.join(ignore)})", count) for count in ignored)
+    return Grouping(tuple(groups), frozen, slot_of_root[roots], offsets)
 
 
-def _ignored_roots(by_signature, patterns: tuple[str, ...]) -> dict[tuple, list[int]]:
-    if not patterns:
-        return {}
-    hit = lambda param: any(fnmatch.fnmatchcase(param.rpartition(".")[0], p) for p in patterns)  # noqa: E731
-    return {sig: roots for sig, roots in by_signature.items() if any(hit(p) for p, _ in sig)}
+class _ClassTable:
+    """Every non-frozen linked position as a row (class, key, position), sorted by class, key, position.
+
+    Classes are numbered by first appearance and keys by link order, so sorting reproduces the order in
+    which a walk over the parameters would meet them; runs of equal (class, key) are the cells.
+    """
+
+    def __init__(self, keys, classes, key_ids, positions, root_of_class) -> None:
+        self.keys, self.positions, self.root_of_class = keys, positions, root_of_class
+        cell = _run_starts(classes, key_ids)
+        self.cell_start, self.cell_key = cell, key_ids[cell]
+        self.cell_length = np.diff(np.r_[cell, len(positions)])
+        self.first_cell = _run_starts(classes[cell])
+        self.cell_count = np.diff(np.r_[self.first_cell, len(cell)])
+
+    @classmethod
+    def of(cls, param_axes: dict, roots: np.ndarray, frozen_root: int) -> "_ClassTable":
+        """Case 1 of `build_groups`: the rows of every linked parameter dim, frozen positions left out."""
+        keys, owners = [], []
+        for name, axes in param_axes.items():
+            for dim, vector in enumerate(axes):
+                if vector is not None:
+                    keys.append((name, dim))
+                    owners.append(roots[vector.numpy()])
+        lengths = np.array([len(o) for o in owners], dtype=np.int64)
+        owner = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+        key_ids = np.repeat(np.arange(len(keys)), lengths)
+        positions = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        live = owner != frozen_root
+        owner, key_ids, positions = owner[live], key_ids[live], positions[live]
+        unique_roots, first, inverse = np.unique(owner, return_index=True, return_inverse=True)
+        appearance = np.argsort(first, kind="stable")
+        rank = np.empty_like(appearance)
+        rank[appearance] = np.arange(len(appearance))
+        classes = rank[inverse.reshape(-1)]
+        order = np.argsort(classes, kind="stable")  # rows already run key by key, position by position
+        return cls(keys, classes[order], key_ids[order], positions[order], unique_roots[appearance])
+
+    def groups(self):
+        """(keys, classes) per group in order (case 2), classes in channel order (case 3)."""
+        if not len(self.first_cell):
+            return
+        _, first_class, signature_of_class = np.unique(self._signature_ids(), return_index=True,
+                                                       return_inverse=True)
+        group_rank = np.empty(len(first_class), dtype=np.int64)
+        group_rank[np.argsort(first_class, kind="stable")] = np.arange(len(first_class))
+        group_of_class = group_rank[signature_of_class]
+        first_position = self.positions[self.cell_start[self.first_cell]]
+        order = np.lexsort((first_position, group_of_class))
+        bounds = np.searchsorted(group_of_class[order], np.arange(len(first_class) + 1))
+        for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            classes = order[start:stop]
+            first, count = self.first_cell[classes[0]], self.cell_count[classes[0]]
+            yield [self.keys[k] for k in self.cell_key[first:first + count].tolist()], classes
+
+    def _signature_ids(self) -> np.ndarray:
+        """Per class, an id shared exactly by the classes with the same key sequence: split the classes by
+        key count, then by the key in slot 0, slot 1, ..., each step over the classes that reach that slot
+        (work in proportion to the cells, not to classes times the longest sequence)."""
+        ids = self.cell_count.copy()
+        unused = int(ids.max()) + 1
+        for slot in range(int(self.cell_count.max())):
+            longer = np.flatnonzero(self.cell_count > slot)
+            part = np.unique(ids[longer], return_inverse=True)[1].reshape(-1)
+            refined = np.unique(part * len(self.keys) + self.cell_key[self.first_cell[longer] + slot],
+                                return_inverse=True)[1].reshape(-1)
+            ids[longer] = unused + refined
+            unused += int(refined.max()) + 1
+        return ids
+
+    def indices(self, classes: np.ndarray, member: int) -> tuple[tuple[int, ...], ...]:
+        """Positions each class owns in the group's `member`-th key, as tuples (case 3)."""
+        cells = self.first_cell[classes] + member
+        starts, lengths = self.cell_start[cells], self.cell_length[cells]
+        if bool((lengths == lengths[0]).all()):  # the usual case: every channel owns as many positions
+            columns = self.positions[starts[None, :] + np.arange(lengths[0])[:, None]]
+            return tuple(zip(*columns.tolist()))  # builds no list per channel
+        before = np.cumsum(lengths) - lengths  # uneven: gather just these cells, then cut them apart
+        flat = self.positions[np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()))].tolist()
+        return tuple(tuple(flat[a:a + n]) for a, n in zip(before.tolist(), lengths.tolist()))
+
+
+def _run_starts(*columns: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal rows (equal in every column) starts."""
+    if not len(columns[0]):
+        return np.zeros(0, dtype=np.int64)
+    changed = np.zeros(len(columns[0]) - 1, dtype=bool)
+    for column in columns:
+        changed |= column[1:] != column[:-1]
+    return np.flatnonzero(np.r_[True, changed])
+
+
+def _ignored(keys: list[tuple[str, int]], patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name.rpartition(".")[0], p) for name, _ in keys for p in patterns)
 
 
 def _name(groups: list[ChannelGroup]) -> list[ChannelGroup]:

@@ -48,9 +48,9 @@ class LabelSpace:
 
     def __init__(self) -> None:
         self.count = 1  # label 0 is the frozen class
-        self._edges: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # ties added since `_roots` was computed
         self.freezes: list[FreezeEvent] = []
-        self._roots: np.ndarray | None = None
+        self._roots = np.zeros(1, dtype=np.int64)
 
     def fresh(self, n: int) -> torch.Tensor:
         labels = torch.arange(self.count, self.count + n, dtype=torch.int64)
@@ -64,8 +64,7 @@ class LabelSpace:
         pairs = pairs[pairs[:, 0] != pairs[:, 1]]
         if len(pairs):
             pairs = torch.unique(pairs, dim=0).numpy()
-            self._edges.append((pairs[:, 0], pairs[:, 1]))
-            self._roots = None
+            self._pending.append((pairs[:, 0], pairs[:, 1]))
 
     def tie_all(self, labels: torch.Tensor) -> None:
         """Tie every label in `labels` into one class."""
@@ -81,16 +80,28 @@ class LabelSpace:
         self.unify(flat, torch.zeros_like(flat))
 
     def roots(self) -> np.ndarray:
-        """Component id of every label (cached until the next union); component of 0 is frozen."""
-        if self._roots is None:
-            if self._edges:
-                rows = np.concatenate([e[0] for e in self._edges])
-                cols = np.concatenate([e[1] for e in self._edges])
-            else:
-                rows = cols = np.zeros(0, dtype=np.int64)
-            graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(self.count, self.count))
-            _, components = connected_components(graph, directed=False)
-            self._roots = components
+        """Component id of every label; component of 0 is frozen.
+
+        Components are numbered in order of their smallest label, the numbering one connected-components
+        run over all ties gives. A call only merges the ties added since the last one, over the components
+        known then (labels made since are singletons after them), so calling it between batches of ties
+        (as `settle` does) costs the new ties plus one relabelling pass, not a run over every tie again.
+        """
+        known = len(self._roots)
+        if known == self.count and not self._pending:
+            return self._roots
+        components = self._roots
+        if known < self.count:
+            start = int(components.max()) + 1
+            components = np.concatenate([components, np.arange(start, start + self.count - known)])
+        if self._pending:
+            rows = components[np.concatenate([a for a, _ in self._pending])]
+            cols = components[np.concatenate([b for _, b in self._pending])]
+            size = int(components.max()) + 1
+            graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(size, size))
+            merged = connected_components(graph, directed=False)[1]  # numbered by smallest member, as wanted
+            components = merged[components].astype(np.int64)
+        self._roots, self._pending = components, []
         return self._roots
 
     def frozen_component(self) -> int:

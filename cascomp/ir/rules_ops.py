@@ -94,44 +94,53 @@ def run_function(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out)
         return tensor.reduce(ctx, lfirst, dims, bool(_arg(args, kwargs, 2, "keepdim", False)), out)
     if name in SPATIAL or name == "pad":
         return _spatial(ctx, name, args, kwargs, lfirst, out)
-    return _layer_function(ctx, node, name, args, kwargs, largs, out)
+    return _layer_function(ctx, name, args, kwargs, largs, lkwargs, out)
 
 
-def _layer_function(ctx, node, name, args, kwargs, largs, out):
-    lk = dict(zip(["input", "weight", "bias"], largs))
-    if name in ("conv1d", "conv2d", "conv3d") and isinstance(largs[1], ParamRef) and largs[1].dims == tuple(
-        range(args[1].dim())
-    ):
-        bias = largs[2] if len(largs) > 2 else None
-        w = layers.Weights(largs[1].name, bias.name if isinstance(bias, ParamRef) else None)
-        return layers.conv(ctx, w, args[0], largs[0], out, int(_arg(args, kwargs, 6, "groups", 1)))
-    if name == "linear" and isinstance(largs[1], ParamRef) and largs[1].dims == (0, 1):
-        bias = largs[2] if len(largs) > 2 else lk.get("bias")
-        w = layers.Weights(largs[1].name, bias.name if isinstance(bias, ParamRef) else None)
-        return layers.linear(ctx, w, args[0], largs[0], out)
+CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+
+
+def _layer_function(ctx, name, args, kwargs, largs, lkwargs, out):
+    """Functional layers. fx records what the caller wrote: parameters passed by keyword
+    (`F.layer_norm(x, s, weight=w)`) are in `lkwargs`, so every operand is read through `_operand`."""
+    weight, bias = _operand(largs, lkwargs, 1, "weight"), _operand(largs, lkwargs, 2, "bias")
+    bias_name = bias.name if isinstance(bias, ParamRef) else None
+    if name in CONVOLUTIONS and _whole(weight, _arg(args, kwargs, 1, "weight", None)):
+        transposed = name.startswith("conv_transpose")  # weight (C_in, C_out/G, ...) vs (C_out, C_in/G, ...)
+        w = layers.Weights(weight.name, bias_name, out_dim=int(transposed), in_dim=int(not transposed))
+        groups = int(_arg(args, kwargs, 6, "groups", 1))  # 7th argument of both conv and conv_transpose
+        return layers.conv(ctx, w, args[0], largs[0], out, groups, transposed=transposed)
+    if name == "linear" and _whole(weight, _arg(args, kwargs, 1, "weight", None)):
+        return layers.linear(ctx, layers.Weights(weight.name, bias_name), args[0], largs[0], out)
     if name == "matmul" or name == "bmm":
         return layers.matmul(ctx, args[0], largs[0], args[1], largs[1], out)
     if name == "scaled_dot_product_attention":
         return layers.attention(ctx, args[0], largs[0], args[1], largs[1], args[2], largs[2], out)
-    if name == "layer_norm":
+    if name == "layer_norm":  # F.layer_norm(x, normalized_shape, weight, bias, eps)
         shape = _arg(args, kwargs, 1, "normalized_shape", None)
-        params = tuple(_param_name(x) for x in largs[2:4])
-        return layers.layer_norm(ctx, params, args[0], largs[0], len(shape))
-    if name == "group_norm":
-        return _group_norm(ctx, node, args, kwargs, largs)
-    return _unknown(ctx, f"function {name!r}", largs, out)
+        normalized = 1 if isinstance(shape, int) else len(shape)
+        return layers.layer_norm(ctx, _norm_params(largs, lkwargs), args[0], largs[0], normalized)
+    if name == "group_norm":  # F.group_norm(x, num_groups, weight, bias, eps)
+        groups = int(_arg(args, kwargs, 1, "num_groups", 1))
+        return layers.group_norm(ctx, _norm_params(largs, lkwargs), args[0], largs[0], groups)
+    return _unknown(ctx, f"function {name!r}", list(largs) + list(lkwargs.values()), out)
 
 
-def _group_norm(ctx, node, args, kwargs, largs):
-    """`F.group_norm(x, num_groups, weight, bias, eps)`: fx records weight and bias as keywords."""
-    def labels_of(position: int, keyword: str):
-        if len(largs) > position:
-            return largs[position]
-        given = node.kwargs.get(keyword)
-        return ctx.record.labels.get(given.name) if isinstance(given, fx.Node) else None
+def _operand(largs, lkwargs, position: int, keyword: str):
+    """Labels of an op's argument, passed positionally or by keyword (None when absent)."""
+    return largs[position] if len(largs) > position else lkwargs.get(keyword)
 
-    params = (_param_name(labels_of(2, "weight")), _param_name(labels_of(3, "bias")))
-    return layers.group_norm(ctx, params, args[0], largs[0], int(_arg(args, kwargs, 1, "num_groups", 1)))
+
+def _norm_params(largs, lkwargs) -> tuple[str | None, str | None]:
+    """Weight and bias of `F.layer_norm` / `F.group_norm` (3rd and 4th arguments, usually keywords)."""
+    weight, bias = _operand(largs, lkwargs, 2, "weight"), _operand(largs, lkwargs, 3, "bias")
+    return _param_name(weight), _param_name(bias)
+
+
+def _whole(labels, value) -> bool:
+    """A weight read straight from a parameter, every dim in place (not a slice or a reshaped view)."""
+    return (isinstance(labels, ParamRef) and isinstance(value, torch.Tensor)
+            and labels.dims == tuple(range(value.dim())))
 
 
 def _param_name(labels) -> str | None:

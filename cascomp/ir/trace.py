@@ -72,6 +72,7 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
                 continue
             raise TraceError(_explain(model, error)) from error
         _erase_unused(graph, tracer.decomposition_nodes)
+        _name_placeholders_after_parameters(graph, model)
         graph._tracer_cls = fx.Tracer  # unpickling re-traces with this class: keep the output cascomp-free
         for node in graph.nodes:
             if isinstance(node.type, str):  # string annotations (PEP 563) would break pickling the module
@@ -88,20 +89,75 @@ def _erase_unused(graph: fx.Graph, nodes: list[fx.Node]) -> None:
             graph.erase_node(node)
 
 
+def graph_inputs(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> tuple:
+    """The positional inputs of the traced graph: one value per placeholder, in forward's order.
+
+    Cases:
+    1. fx makes a placeholder of every named parameter of forward, keyword-only ones included, then one of
+       `*args`: values are bound to forward's signature and listed in that order, so a keyword tensor lands
+       in its own position and a `None` or flag in the middle keeps the ones after it in place;
+    2. a parameter the caller did not give takes its default;
+    3. non-tensor values are baked into the graph (`_concrete_args`) but their placeholders stay, guarded
+       by a check that the same value comes in: the bound value is passed again;
+    4. without a signature (builtins), the positional inputs are taken as they are.
+    """
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        if example_kwargs:
+            raise TraceError(f"cannot place example_kwargs {sorted(example_kwargs)}: the signature of "
+                             f"{type(model).__name__}.forward is unknown; pass every input positionally")
+        return tuple(example_inputs)  # case 4
+    bound = _bind(model, signature, example_inputs, example_kwargs)
+    inputs, rest = [], []
+    for param in signature.parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            rest = list(bound.arguments.get(param.name, ()))
+        elif param.kind is not inspect.Parameter.VAR_KEYWORD:  # case 1, 3
+            inputs.append(bound.arguments.get(param.name, param.default))  # case 2
+    return tuple(inputs + rest)
+
+
+def _bind(model: nn.Module, signature: inspect.Signature, args: tuple, kwargs: dict):
+    name = f"{type(model).__name__}.forward{signature}"
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise TraceError(f"the example inputs do not fit {name}: {error}; pass inputs positionally or by "
+                         "the names forward declares") from None
+    extra = [p.name for p in signature.parameters.values()
+             if p.kind is inspect.Parameter.VAR_KEYWORD and bound.arguments.get(p.name)]
+    if extra:
+        raise TraceError(f"example_kwargs {sorted(bound.arguments[extra[0]])} reach **{extra[0]} of {name}, "
+                         "which torch.fx cannot trace; declare them as named parameters of forward")
+    return bound
+
+
 def _concrete_args(model: nn.Module, args: tuple, kwargs: dict) -> dict:
     """Non-tensor arguments (flags, scales, None) are baked into the graph as constants."""
     try:
-        params = list(inspect.signature(model.forward).parameters.values())
+        signature = inspect.signature(model.forward)
     except (TypeError, ValueError):
         return {}
-    concrete = {}
-    for param, value in zip(params, args):
-        if not isinstance(value, torch.Tensor):
-            concrete[param.name] = value
-    for name, value in kwargs.items():
-        if not isinstance(value, torch.Tensor):
-            concrete[name] = value
-    return concrete
+    named = {p.name for p in signature.parameters.values()
+             if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+    bound = _bind(model, signature, args, kwargs).arguments
+    return {name: value for name, value in bound.items()
+            if name in named and not isinstance(value, torch.Tensor)}
+
+
+def _name_placeholders_after_parameters(graph: fx.Graph, model: nn.Module) -> None:
+    """fx names the placeholder of a baked-in argument `scale_1`; give it back the name forward declared, so
+    the traced and the pruned model take the same keywords as the user's model."""
+    try:
+        names = [p.name for p in inspect.signature(model.forward).parameters.values()
+                 if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    except (TypeError, ValueError):
+        return
+    placeholders = [n for n in graph.nodes if n.op == "placeholder" and not str(n.target).startswith("*")]
+    if len(placeholders) == len(names):
+        for node, name in zip(placeholders, names):
+            node.target = name  # the generated code binds the node's own name to it (`scale_1 = scale`)
 
 
 def _explain(model: nn.Module, error: Exception) -> str:

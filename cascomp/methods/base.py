@@ -29,6 +29,7 @@ class Decision:
 
 class Method:
     searches = False
+    keeps_search_weights = True  # False: the compressed network starts from the baseline's weights
 
     def __init__(self, graph: Graph, config) -> None:
         self.graph = graph

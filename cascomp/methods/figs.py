@@ -2,16 +2,23 @@
 
 1. One logistic-sigmoid (binary Concrete) gate per channel group channel, inserted where the reference
    masks go, so one sample is shared by every tensor of the group (the paper's group masking). Logits start
-   at `init_logit` (2.5: keep-probability 0.92), temperature `temperature` (1e-3, no annealing).
+   at `init_logit` (2.5: keep-probability 0.92), temperature `temperature` (1e-3, no annealing). With
+   `estimator="expected"` (the default) a gate's forward value is the tau -> 0 draw (Bernoulli(p)) and its
+   gradient is the mean derivative p(1 - p) of that draw's relaxation; `"concrete"` back-propagates through
+   the sampled sigmoid, whose gradient is a rare 1/tau spike (the task loss then reaches a logit only now
+   and then, too seldom in a search of a few epochs).
 2. The penalty is the expected cost: the core cost model evaluated at the keep-probabilities, which makes
    each layer's cost the product of its input and output groups' expected widths (the paper's eq. 6), for
    FLOPs and parameters alike. It is exact when the probabilities are 0 or 1. Its gradient is rescaled so
-   that every group's logits feel the same mean push (the paper trains the logits with Adam, which
-   normalises each coordinate likewise): with the raw gradient, the costliest group (a full-resolution
-   residual stream) collapses long before the rare task-loss signal of a 1e-3 temperature can defend it.
+   that every group's logits feel the same mean push (`cost_balance="group"`): with the raw gradient the
+   costliest group (a full-resolution residual stream) collapses to one channel in a short search. The
+   logits are trained with the paper's optimiser, Adam with eps = 1 (lr 1.6).
 3. The exported architecture gives each group floor(sum of its keep-probabilities) channels, the most
    probable ones (ties, e.g. channels the search never touched, go to the larger filter norm); the budget
    projection then scales those widths so the plan meets every target.
+4. The search decides the architecture only: the compressed network starts from the baseline's weights of
+   the kept channels (`weights="baseline"`), as the paper retrains its exported architecture rather than
+   keeping the search's weights, which were trained under random channel drops.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ class Figs(Method):
         self.gates = ConcreteGates(tuple(g.size for g in graph.groups), init_logit=config.init_logit, temperature=config.temperature,
                                    estimator=config.estimator)
         self.baseline = graph.cost()
+        self.keeps_search_weights = config.weights == "search"
 
     def prepare(self):
         return InsertChannelGatesPass(self.graph.record, self.graph.slot_of_label, self.gates)(self.graph.gm).gm
