@@ -81,7 +81,14 @@ def main() -> None:
     parser.add_argument("--methods", default="figs,l1,uniform")
     parser.add_argument("--cache", default=".cache/benchmarks")
     parser.add_argument("--out", default="out/benchmark")
+    parser.add_argument("--time-only", action="store_true",
+                        help="only re-time the baseline and the compressed models already in OUT/<method>/ "
+                             "(run it on an idle machine; rounds interleave the models so drift hits all alike)")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    if args.time_only:
+        time_models(args)
+        return
     data = cascomp.load_data(args.data, limit_train=args.limit_train or None, batch_size=128, seed=0)
     cache = Path(args.cache) / f"resnet20-fmnist-{args.limit_train}-{args.baseline_epochs}.pt"
     baseline = train_baseline(data, args.baseline_epochs, cache)
@@ -107,6 +114,38 @@ def main() -> None:
               f"{row['seconds']:>7.0f}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "table.json").write_text(json.dumps(rows, indent=1))
+
+
+def time_models(args) -> None:
+    """Median onnxruntime latency (batch 1 and 32, one thread and the default) of the baseline and of every
+    compressed model in OUT/<method>/model.onnx, in interleaved rounds."""
+    out = Path(args.out)
+    cache = Path(args.cache) / f"resnet20-fmnist-{args.limit_train}-{args.baseline_epochs}.pt"
+    if not cache.is_file():
+        raise SystemExit(f"no cached baseline at {cache}; run the benchmark first")
+    baseline = ResNet20()
+    baseline.load_state_dict(torch.load(cache, weights_only=True))
+    out.mkdir(parents=True, exist_ok=True)
+    cascomp.export_onnx(baseline.eval(), (torch.zeros(1, 1, 28, 28),), out / "baseline.onnx")
+    models = {"baseline": out / "baseline.onnx"}
+    models.update({m: out / m / "model.onnx" for m in args.methods.split(",") if (out / m / "model.onnx").is_file()})
+    samples: dict[tuple[str, int | None, int], list[float]] = {}
+    for _ in range(args.rounds):
+        for name, path in models.items():
+            for threads in (1, None):
+                report = cascomp.profile(path, (1, 32), warmup=5, repeats=40, threads=threads)
+                for batch in (1, 32):
+                    samples.setdefault((name, threads, batch), []).append(report.latency_ms(batch))
+    median = {key: sorted(values)[len(values) // 2] for key, values in samples.items()}
+    print(f"{'model':<9} {'1 thread b1 ms':>14} {'b32 ms':>8} {'ratio b1':>8} {'b32':>6}   "
+          f"{'default threads b1 ms':>21} {'b32 ms':>8} {'ratio b1':>8} {'b32':>6}")
+    for name in models:
+        cells = []
+        for threads in (1, None):
+            b1, b32 = median[(name, threads, 1)], median[(name, threads, 32)]
+            r1, r32 = b1 / median[("baseline", threads, 1)], b32 / median[("baseline", threads, 32)]
+            cells.append(f"{b1:14.3f} {b32:8.3f} {r1:8.3f} {r32:6.3f}")
+        print(f"{name:<9} {cells[0]}   {cells[1]:>47}")
 
 
 if __name__ == "__main__":

@@ -401,3 +401,22 @@ def test_incremental_roots_equal_components_of_all_ties(batches) -> None:
             cols += b.tolist()
         graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(space.count, space.count))
         assert np.array_equal(space.roots(), connected_components(graph, directed=False)[1])
+
+
+class DictOutputNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return {"a": self.head(torch.relu(self.conv(x))), "b": x.mean()}
+
+
+def test_dict_outputs_are_never_pruned():
+    x = torch.randn(2, 3, 8, 8)
+    graph = cascomp.trace(DictOutputNet().eval(), (x,))
+    assert [g.size for g in graph.groups] == [8]  # the conv's channels; the head's outputs are model outputs
+    small = cascomp.apply_plan(graph, cascomp.Plan.random(graph, 0.5, seed=0))
+    reference = cascomp.mask_model(graph, cascomp.Plan.random(graph, 0.5, seed=0))
+    assert torch.allclose(small(x)["a"], reference(x)["a"], atol=1e-5)

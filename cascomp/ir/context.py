@@ -90,6 +90,9 @@ class Context:
         elif isinstance(labels, (tuple, list)):
             for item in labels:
                 self.freeze(item, reason)
+        elif isinstance(labels, dict):  # a model returning a dict of outputs
+            for item in labels.values():
+                self.freeze(item, reason)
 
     def freeze_param(self, name: str, reason: str) -> None:
         for dim, size in enumerate(self.param(name).shape):

@@ -25,6 +25,8 @@ gives that closure to both the cost model and RemoveBranchesPass, so predicted a
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,40 +101,69 @@ class DepthAnalysis:
 
 
 def removable_branches(gm: fx.GraphModule, record: Record, grouping: Grouping) -> DepthAnalysis:
-    """Cases 1-6 of the module docstring, for every group of `grouping`."""
+    """Cases 1-6 of the module docstring, for every group of `grouping`.
+
+    Each group's scan starts at its own tensors and follows their users only, and every table is built
+    once, so the work grows with the graph's size rather than with groups x nodes."""
     touched = _groups_of_nodes(record, grouping)
-    linked = _groups_of_params(record, grouping)
+    tensors_of_group = _by_group(touched)
+    params_of_group = _by_group(_groups_of_params(record, grouping))
     users = tensor_users(gm)
+    nodes = {node.name: node for node in gm.graph.nodes}
+    position = {node: index for index, node in enumerate(nodes.values())}
     branches, refused = {}, {}
     for index, group in enumerate(grouping.groups):
-        outcome = _Scan(gm, record, touched, index).run(group.name)
+        zero = tensors_of_group.get(index, set())
+        mixed = {name for name in zero if touched[name] != {index}}
+        outcome = _Scan(gm, record, zero, mixed, nodes, position).run(group.name)
         if isinstance(outcome, Branch):  # case 5
-            dead = dead_nodes(gm.graph, outcome.removed)
-            staying = sorted((name, min(users.get(name, frozenset()) - dead)) for name, seen in linked.items()
-                             if index in seen and users.get(name, frozenset()) - dead)
+            dead = _dead_closure(nodes[name] for name in outcome.removed if name in nodes)
+            readers = {name: users.get(name, frozenset()) - dead for name in params_of_group.get(index, ())}
+            staying = sorted((name, min(alive)) for name, alive in readers.items() if alive)
             if staying:
                 outcome = (f"parameter {staying[0][0]!r} follows its channels and is also read by "
                            f"{staying[0][1]!r}, which stays")
         (branches if isinstance(outcome, Branch) else refused)[group.name] = outcome
-    nodes = {node.name: node for node in gm.graph.nodes}
-    for name, branch in list(branches.items()):  # case 6
+    refused.update(_clashing_merges(branches, nodes))
+    return DepthAnalysis({k: v for k, v in branches.items() if k not in refused}, refused)
+
+
+def _clashing_merges(branches: dict[str, Branch], nodes: dict[str, fx.Node]) -> dict[str, str]:
+    """Case 6: the groups whose branch is merged with a constant of another removable group."""
+    order = {name: index for index, name in enumerate(branches)}
+    owners: dict[str, list[str]] = {}
+    for name, branch in branches.items():
+        for constant in branch.constants:
+            owners.setdefault(constant, []).append(name)
+    refused = {}
+    for name, branch in branches.items():
         partners = {i.name for fold in branch.folds for merge in fold.merges
                     for i in nodes[merge].all_input_nodes if i.name != fold.node}
-        clash = [other for other, b in branches.items() if other != name and partners & b.constants]
+        clash = sorted({other for partner in partners for other in owners.get(partner, ()) if other != name},
+                       key=order.get)
         if clash:
             refused[name] = f"its branch is merged with the constant branch of group {clash[0]!r}"
-    return DepthAnalysis({k: v for k, v in branches.items() if k not in refused}, refused)
+    return refused
 
 
 def dead_nodes(graph: fx.Graph, seeds: frozenset[str] | set[str]) -> frozenset[str]:
     """`seeds` plus every node all of whose users are dead (placeholders and the output stay)."""
-    dead: set[str] = set()
-    for node in reversed(graph.nodes):
-        if node.name in seeds:
-            dead.add(node.name)
-        elif node.op not in ("placeholder", "output") and node.users and all(u.name in dead for u in node.users):
-            dead.add(node.name)
-    return frozenset(dead)
+    return _dead_closure(node for node in graph.nodes if node.name in seeds)
+
+
+def _dead_closure(seeds: Iterable[fx.Node]) -> frozenset[str]:
+    """`dead_nodes` from the seed nodes upwards: a node dies when its last user does, so only the seeds'
+    ancestors are looked at."""
+    dead = set(seeds)
+    pending, dead_users = list(dead), {}
+    while pending:
+        for source in pending.pop().all_input_nodes:
+            dead_users[source] = dead_users.get(source, 0) + 1
+            if (source not in dead and source.op not in ("placeholder", "output")
+                    and dead_users[source] == len(source.users)):
+                dead.add(source)
+                pending.append(source)
+    return frozenset(node.name for node in dead)
 
 
 def tensor_users(gm: fx.GraphModule) -> dict[str, frozenset[str]]:
@@ -153,12 +184,14 @@ def tensor_users(gm: fx.GraphModule) -> dict[str, frozenset[str]]:
 
 
 class _Scan:
-    """One group's walk over the graph in order: zero tensors, frontier, chain, merges (cases 1-4)."""
+    """One group's walk, in graph order, over its tensors and the nodes that read them or the constants made
+    from them: zero tensors, frontier, chain, merges (cases 1-4). No other node can change the outcome."""
 
-    def __init__(self, gm: fx.GraphModule, record: Record, touched: dict[str, set[int]], index: int) -> None:
+    def __init__(self, gm: fx.GraphModule, record: Record, zero: set[str], mixed: set[str],
+                 nodes: dict[str, fx.Node], position: dict[fx.Node, int]) -> None:
         self.gm, self.record = gm, record
-        self.zero = {name for name, seen in touched.items() if index in seen}
-        self.mixed = {name for name in self.zero if touched[name] != {index}}
+        self.zero, self.mixed = zero, mixed
+        self.nodes, self.position = nodes, position
         self.constants: dict[str, tuple[tuple[int, ...], int]] = {}  # node -> (shape, channel dim)
         self.frontier: list[str] = []
         self.merges: dict[str, list[str]] = {}  # constant node -> merges reading it
@@ -166,10 +199,19 @@ class _Scan:
     def run(self, group: str) -> Branch | str:
         if not self.zero:
             return "no tensor carries its channels"
-        for node in self.gm.graph.nodes:
+        queued = {self.nodes[name] for name in self.zero if name in self.nodes}
+        pending = [(self.position[node], node) for node in queued]  # positions differ: no node compared
+        heapq.heapify(pending)
+        while pending:
+            _, node = heapq.heappop(pending)
             problem = self._visit(node)
             if problem:
                 return problem
+            if node.name in self.zero or node.name in self.constants:
+                for user in node.users:
+                    if user not in queued:
+                        queued.add(user)
+                        heapq.heappush(pending, (self.position[user], user))
         folds = tuple(Fold(n, tuple(m), self.constants[n][1]) for n, m in self.merges.items())
         return Branch(group, frozenset(self.zero), frozenset(self.constants), tuple(self.frontier), folds)
 
@@ -293,6 +335,15 @@ def _groups_of_params(record: Record, grouping: Grouping) -> dict[str, set[int]]
     return {name: {int(i) for v in axes if v is not None
                    for i in np.unique(group_of_slot[grouping.slot_of_label[v.numpy()]]) if i >= 0}
             for name, axes in record.param_axes.items()}
+
+
+def _by_group(indices_of_name: dict[str, set[int]]) -> dict[int, set[str]]:
+    """Invert a name -> group indices table."""
+    names: dict[int, set[str]] = {}
+    for name, indices in indices_of_name.items():
+        for index in indices:
+            names.setdefault(index, set()).add(name)
+    return names
 
 
 def _group_of_slot(grouping: Grouping) -> np.ndarray:

@@ -96,6 +96,19 @@ class Graph:
         """Prunable channels over all groups (the length of a keep vector)."""
         return sum(g.size for g in self.groups)
 
+    def output_shapes(self) -> list[tuple[int, ...]] | None:
+        """Shapes of the model's output tensors, in order (tuples, lists and dicts flattened), as the analysis
+        recorded them; None when an output holds a value whose tensors the record does not list (a
+        non-tensor, or a container other than a tuple or list)."""
+        output = next(node for node in reversed(self.gm.graph.nodes) if node.op == "output")
+        nodes: list[fx.Node] = []
+        fx.node.map_arg(output.args[0], nodes.append)
+        shapes: list[tuple[int, ...]] = []
+        for node in nodes:
+            if not _flatten_shapes(self.record.shapes.get(node.name), shapes):
+                return None
+        return shapes
+
     def group(self, name: str) -> ChannelGroup:
         for group in self.groups:
             if group.name == name:
@@ -126,3 +139,11 @@ class Graph:
         cost = self.cost()
         return (f"Graph({type(self.gm).__name__}: {len(self.gm.graph.nodes)} nodes, {len(self.groups)} groups, "
                 f"{cost.flops / 1e6:.2f} MFLOPs, {cost.params / 1e6:.3f} M params)")
+
+
+def _flatten_shapes(recorded, into: list[tuple[int, ...]]) -> bool:
+    """Append the tensor shapes in one node's recorded value; False when part of it is not described."""
+    if isinstance(recorded, tuple) and all(isinstance(size, int) for size in recorded):
+        into.append(recorded)  # a tensor's shape (an empty tuple: a scalar)
+        return True
+    return isinstance(recorded, tuple) and all(_flatten_shapes(item, into) for item in recorded)
