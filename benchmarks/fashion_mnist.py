@@ -6,6 +6,7 @@ prints one table: FLOPs ratio reached, params, top-1, onnxruntime latency ratio,
 
     python benchmarks/fashion_mnist.py                       # 20k training images, 1 + 3 epochs
     python benchmarks/fashion_mnist.py --limit-train 0 --search-epochs 5 --finetune-epochs 5   # full data
+    python benchmarks/fashion_mnist.py --time-only           # re-time the saved models back to back (idle machine)
 
 Needs Debian's dataset-fashion-mnist package (apt-get install -y dataset-fashion-mnist).
 """

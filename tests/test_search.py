@@ -169,3 +169,17 @@ def test_expected_estimator_draws_bernoulli_gates_with_the_mean_derivative():
 def test_figs_config_refuses_unknown_choices(field, value):
     with pytest.raises(ConfigError, match=f"FigsConfig.{field} must be one of"):
         FigsConfig(**{field: value})
+
+
+def test_controller_tracks_the_annealed_target_without_overshooting_the_budget():
+    # a first-order plant: the expected ratio falls by what is asked, and the task loss pulls channels back
+    controller, ratio, start, budget, steps = PenaltyController(), 0.9, 0.9, 0.33, 160
+    trail = []
+    for step in range(steps):
+        now = scheduled_target(start, budget, step / steps)
+        goal = scheduled_target(start, budget, (step + 1) / steps)
+        asked = controller.weight(ratio, goal, lr=1.0, squared_gradient=1.0, scheduled_decrease=now - goal)
+        ratio = ratio - asked + 0.002
+        trail.append(ratio)
+    assert min(trail) > budget - 0.01  # no plunge below the budget when the annealing ends
+    assert trail[-1] == pytest.approx(budget, abs=0.005)

@@ -2,10 +2,13 @@
 
 The target is annealed from the starting expected cost to the budget over the first `RAMP` of the search
 (channels go gradually), then held. Each step the controller asks for a decrease d of the expected cost
-ratio r, a proportional-integral law on the gap to the next step's scheduled target g:
-    d = gain_proportional * (r - g) + I,      I += gain_integral * (r - g)      (d clipped at 0)
-and converts it into a penalty weight with the first-order effect of one SGD step of the architecture
-parameters on r: a step along the penalty gradient lowers r by lr * λ * |∂r/∂θ|², so
+ratio r: the scheduled decrease of this step (feed-forward, so tracking the annealed target needs no
+integral build-up that would overshoot the budget when the annealing ends) plus a proportional-integral law
+on the gap to the next step's scheduled target g:
+    d = (g_now - g) + gain_proportional * (r - g) + I,   I += gain_integral * (r - g)   (d clipped at 0)
+and converts it into a penalty weight with the first-order effect of the penalty step, which the driver
+takes directly (outside the optimiser's momentum): a step along the penalty gradient lowers r by
+lr * λ * |∂r/∂θ|², so
     λ = d / (lr * |∂r/∂θ|²).
 The proportional part does the tracking; the integral part absorbs the steady push of the task loss (which
 wants channels back). No hand sweep of λ: the budget itself sets it.
@@ -16,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 RAMP = 0.6  # fraction of the search over which the target is annealed to the budget
+INTEGRAL_LIMIT = 0.01  # most of a step's asked decrease that the integral term may hold (anti-windup)
 
 
 @dataclass
@@ -25,11 +29,12 @@ class PenaltyController:
     integral: float = 0.0
     last_weight: float = 0.0
 
-    def weight(self, expected: float, goal: float, lr: float, squared_gradient: float) -> float:
+    def weight(self, expected: float, goal: float, lr: float, squared_gradient: float,
+               scheduled_decrease: float = 0.0) -> float:
         """λ for this step; also updates the integral term."""
         gap = expected - goal
-        self.integral = max(-0.05, min(0.05, self.integral + self.gain_integral * gap))
-        decrease = max(0.0, self.gain_proportional * gap + self.integral)
+        self.integral = max(-INTEGRAL_LIMIT, min(INTEGRAL_LIMIT, self.integral + self.gain_integral * gap))
+        decrease = max(0.0, scheduled_decrease + self.gain_proportional * gap + self.integral)
         self.last_weight = decrease / (lr * squared_gradient) if squared_gradient > 0 else 0.0
         return self.last_weight
 

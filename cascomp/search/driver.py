@@ -145,18 +145,16 @@ class SearchLoop:
             logits = self.model(x)
             task = self._task_loss(x, y, logits)
             expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
-            goal_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
-            pushes = [self._cost_push(m, ratio, goal_next) for m, ratio in expected.items()]
+            progress_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
+            pushes = [self._cost_push(m, ratio, progress, progress_next) for m, ratio in expected.items()]
             loss = task
             _finite(loss, f"search epoch {epoch + 1}")
             self.weight_optimizer.zero_grad(set_to_none=True)
             self.arch_optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            for push in pushes:  # the penalty's gradient, λ times the method's cost direction
-                for param, direction in zip(self.method.arch_parameters(), push):
-                    param.grad = direction if param.grad is None else param.grad + direction
             self.weight_optimizer.step()
             self.arch_optimizer.step()
+            self._take_cost_step(pushes)
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(task.detach()) * len(y)
@@ -172,6 +170,17 @@ class SearchLoop:
         self.reporter.line(f"search {epoch + 1}/{epochs}  {self._describe(status)}  val top-1 {row['val_acc']:.4f}  "
                            f"({row['seconds']:.0f} s)")
 
+    def _take_cost_step(self, pushes: list[list[torch.Tensor]]) -> None:
+        """The penalty's step, λ times the method's cost direction, taken directly rather than through the
+        architecture optimiser: its size is then exactly what the controller asked for, whatever momentum or
+        normalisation that optimiser applies to the task gradient (Adam's momentum made the expected cost
+        overshoot the budget)."""
+        lr = self.arch_optimizer.param_groups[0]["lr"]
+        with torch.no_grad():
+            for push in pushes:
+                for param, direction in zip(self.method.arch_parameters(), push):
+                    param.sub_(lr * direction)
+
     def _task_loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         if self.teacher is None:
             return F.cross_entropy(logits, y)
@@ -180,7 +189,7 @@ class SearchLoop:
         distill = self.config.distill
         return distillation_loss(logits, teacher, y, temperature=distill.temperature, weight=distill.weight)
 
-    def _cost_push(self, metric: str, ratio: torch.Tensor, progress: float) -> list[torch.Tensor]:
+    def _cost_push(self, metric: str, ratio: torch.Tensor, progress: float, progress_next: float) -> list[torch.Tensor]:
         """λ times the method's cost direction for `metric` this step (see cascomp.search.control):
         λ is chosen so that one optimiser step lowers the expected ratio by what the controller asks for."""
         params = self.method.arch_parameters()
@@ -188,9 +197,10 @@ class SearchLoop:
                      zip(torch.autograd.grad(ratio, params, retain_graph=True, allow_unused=True), params)]
         directions = self.method.cost_direction(gradients)
         first_order = sum(float((g * d).sum()) for g, d in zip(gradients, directions))
-        goal = scheduled_target(self.start[metric], self.goals[metric], progress)
+        goal_now = scheduled_target(self.start[metric], self.goals[metric], progress)
+        goal = scheduled_target(self.start[metric], self.goals[metric], progress_next)
         lr = self.arch_optimizer.param_groups[0]["lr"]
-        weight = self.controllers[metric].weight(float(ratio.detach()), goal, lr, first_order)
+        weight = self.controllers[metric].weight(float(ratio.detach()), goal, lr, first_order, goal_now - goal)
         return [weight * d for d in directions]
 
     def _cost_fields(self, status: dict) -> dict:
