@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -23,8 +22,7 @@ import torch
 from torch import nn
 
 import cascomp
-from cascomp.demo import DemoBlock  # the same basic block: two 3x3 convs plus a shortcut
-from cascomp.search.driver import evaluate
+from cascomp.demo import DemoBlock, train_demo_model  # the demo's basic block and training recipe
 
 
 class ResNet20(nn.Module):
@@ -52,20 +50,7 @@ def train_baseline(data, epochs: int, cache: Path) -> nn.Module:
         print(f"baseline: loaded {cache}", flush=True)
         return model.eval()
     torch.manual_seed(0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    total = epochs * len(data.train)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
-    for epoch in range(epochs):
-        model.train()
-        started = time.perf_counter()
-        for x, y in data.train:
-            loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        print(f"baseline epoch {epoch + 1}/{epochs}: val top-1 {evaluate(model, data.val):.4f} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+    train_demo_model(model, data, epochs, lr=0.05, log=lambda line: print(line, flush=True), label="baseline")
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), cache)
     return model.eval()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from torch import Tensor, nn
 
+from cascomp._imports import ImportFailure, error_reason as _reason, import_object
 from cascomp.errors import ConfigError, ModelLoadError
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")  # where training checkpoints keep weights
@@ -15,18 +15,16 @@ _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")  # where training
 
 def build_model(spec: str) -> nn.Module:
     """Import `spec` ("pkg.module:function", attributes may be dotted) and call it with no arguments."""
-    module_name, colon, attribute = spec.partition(":")
-    if not colon or not module_name or not attribute:
-        raise ConfigError(f"--factory must look like pkg.module:function, got {spec!r}")
+    module_name = spec.partition(":")[0]
     try:
-        target = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as error:
-        raise ModelLoadError(f"cannot import --factory {spec}: {_reason(error)}; make {module_name!r} importable "
-                             "(run from its directory or add it to PYTHONPATH)") from error
-    except Exception as error:  # the user's module ran and raised while importing
-        raise ModelLoadError(f"importing {module_name!r} for --factory failed: {_reason(error)}") from error
+        target = import_object(spec)
+    except ImportFailure as failure:
+        if failure.malformed:
+            raise ConfigError(f"--factory must look like pkg.module:function, got {spec!r}") from None
+        if failure.raised:
+            raise ModelLoadError(f"importing {module_name!r} for --factory failed: {failure.reason}") from failure
+        raise ModelLoadError(f"cannot import --factory {spec}: {failure.reason}; make {module_name!r} importable "
+                             "(run from its directory or add it to PYTHONPATH)") from failure
     try:
         model = target()
     except Exception as error:
@@ -68,8 +66,3 @@ def fit_state_dict(model: nn.Module, state: dict[str, Tensor], file: Path, spec:
 
 def _first(items: Sequence[str], shown: int = 3) -> str:
     return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
-
-
-def _reason(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -73,7 +73,7 @@ class FigsConfig:
     def __post_init__(self) -> None:
         _positive(self, "temperature", "logit_lr")
         _choice(self, "estimator", ("concrete", "expected"))
-        _choice(self, "cost_balance", ("group", "channel", "raw"))
+        _choice(self, "cost_balance", ("group", "raw"))
         _choice(self, "logit_optimizer", ("sgd", "adam"))
         _choice(self, "weights", ("baseline", "search"))
 

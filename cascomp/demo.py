@@ -68,7 +68,8 @@ def demo_model(seed: int = 0, *, num_classes: int = NUM_CLASSES, in_channels: in
     return model.eval()
 
 
-def train_demo_model(model: DemoNet, data, epochs: int, *, lr: float = 0.05, log=print) -> float:
+def train_demo_model(model: nn.Module, data, epochs: int, *, lr: float = 0.05, log=print,
+                     label: str = "demo model") -> float:
     """Train `model` on `data` (a cascomp DataBundle) with SGD and cosine decay; returns validation top-1."""
     from cascomp.search.driver import evaluate  # the demo network itself needs none of the compiler
 
@@ -85,7 +86,7 @@ def train_demo_model(model: DemoNet, data, epochs: int, *, lr: float = 0.05, log
             optimizer.step()
             schedule.step()
         accuracy = evaluate(model, data.val)
-        log(f"demo model: epoch {epoch + 1}/{epochs}, validation top-1 {accuracy:.4f}")
+        log(f"{label}: epoch {epoch + 1}/{epochs}, validation top-1 {accuracy:.4f}")
     model.eval()
     return accuracy
 

@@ -30,6 +30,7 @@ from cascomp.ir.context import Record
 from cascomp.ir.groups import ChannelGroup, FrozenChannels, GroupMember, build_groups
 from cascomp.ir.labels import LabelSpace
 from cascomp.passes import MaskChannelsPass, ResizeShapeArgsPass
+from tests.exactness import check_exact, relative_error
 from tests.models import ZOO, example_inputs
 
 
@@ -162,19 +163,6 @@ def graph_of(name: str) -> cascomp.Graph:
     return _GRAPHS[name]
 
 
-def random_plan(graph: cascomp.Graph, keep: float, seed: int) -> cascomp.Plan:
-    generator = torch.Generator().manual_seed(seed)
-    chosen = {}
-    for group in graph.groups:
-        width = max(1, round(keep * group.size))
-        chosen[group.name] = tuple(sorted(torch.randperm(group.size, generator=generator)[:width].tolist()))
-    return cascomp.Plan(chosen)
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
-
-
 def members(graph: cascomp.Graph) -> set[tuple[str, int]]:
     return {(m.param, m.dim) for group in graph.groups for m in group.members}
 
@@ -189,15 +177,7 @@ def call_nodes(gm, name: str) -> list:
 @given(keep=st.floats(0.05, 1.0), seed=st.integers(0, 2**16))
 def test_pruned_equals_masked_and_cost_is_exact(name: str, keep: float, seed: int) -> None:
     graph = graph_of(name)
-    plan = random_plan(graph, keep, seed)
-    small = cascomp.apply_plan(graph, plan)
-    reference = graph.run(cascomp.mask_model(graph, plan))
-    assert bool(torch.isfinite(reference).all())
-    assert relative_error(graph.run(small), reference) <= 1e-4
-    rebuilt = cascomp.trace(small, graph.example_inputs, graph.example_kwargs)
-    predicted, measured = graph.cost(plan), rebuilt.cost()
-    assert predicted.params == measured.params == sum(p.numel() for p in small.parameters())
-    assert predicted.flops == pytest.approx(measured.flops, rel=1e-9)
+    check_exact(graph, cascomp.Plan.random(graph, keep, seed))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

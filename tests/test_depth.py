@@ -16,37 +16,8 @@ from hypothesis import strategies as st
 import cascomp
 from cascomp.ir import depth
 from cascomp.passes import RemoveBranchesPass
-from tests.models import ZOO, Bottleneck, ResNet, example_inputs
-
-_GRAPHS: dict[str, cascomp.Graph] = {}
-
-
-def graph_of(name: str) -> cascomp.Graph:
-    if name not in _GRAPHS:
-        torch.manual_seed(0)
-        _GRAPHS[name] = cascomp.trace(ZOO[name].build(), example_inputs(name))
-    return _GRAPHS[name]
-
-
-def first(value) -> torch.Tensor:
-    return value if isinstance(value, torch.Tensor) else first(value[0])
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
-
-
-def check_exact(graph: cascomp.Graph, plan: cascomp.Plan) -> torch.nn.Module:
-    """The pruned model computes what the masked one does and costs what the cost model predicts."""
-    small = cascomp.apply_plan(graph, plan)
-    reference = cascomp.mask_model(graph, plan)
-    assert relative_error(first(graph.run(small)), first(graph.run(reference))) <= 1e-4
-    predicted = graph.cost(plan)
-    measured = cascomp.trace(small, graph.example_inputs, graph.example_kwargs).cost()
-    assert predicted.params == measured.params == sum(p.numel() for p in small.parameters())
-    assert predicted.flops == pytest.approx(measured.flops, rel=1e-9)
-    return small
-
+from tests.exactness import check_exact, zoo_graph as graph_of
+from tests.models import ZOO, Bottleneck, ResNet
 
 class BiasedBlock(nn.Module):
     """A residual branch whose constant is not trivial: conv bias, a layer scale, an in-place merge."""

@@ -9,48 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cascomp
-from tests.models import ZOO, example_inputs
-
-_GRAPHS: dict[str, cascomp.Graph] = {}
-
-
-def graph_of(name: str) -> cascomp.Graph:
-    if name not in _GRAPHS:
-        torch.manual_seed(0)
-        _GRAPHS[name] = cascomp.trace(ZOO[name].build(), example_inputs(name))
-    return _GRAPHS[name]
-
-
-def first(value) -> torch.Tensor:
-    return value if isinstance(value, torch.Tensor) else first(value[0])
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
-
-
-def random_plan(graph: cascomp.Graph, draw_keep, seed: int) -> cascomp.Plan:
-    generator = torch.Generator().manual_seed(seed)
-    keep = {}
-    for group in graph.groups:
-        width = max(1, round(draw_keep * group.size))
-        keep[group.name] = tuple(sorted(torch.randperm(group.size, generator=generator)[:width].tolist()))
-    return cascomp.Plan(keep)
-
+from tests.exactness import check_exact, first, relative_error, zoo_graph as graph_of
+from tests.models import ZOO
 
 @pytest.mark.parametrize("name", sorted(ZOO))
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(keep=st.floats(0.05, 1.0), seed=st.integers(0, 2**16))
 def test_pruned_equals_masked_and_cost_is_exact(name: str, keep: float, seed: int) -> None:
     graph = graph_of(name)
-    plan = random_plan(graph, keep, seed)
-    small = cascomp.apply_plan(graph, plan)
-    reference = cascomp.mask_model(graph, plan)
-    assert relative_error(first(graph.run(small)), first(graph.run(reference))) <= 1e-4
-    rebuilt = cascomp.trace(small, graph.example_inputs, graph.example_kwargs)
-    predicted, measured = graph.cost(plan), rebuilt.cost()
-    assert predicted.params == measured.params == sum(p.numel() for p in small.parameters())
-    assert predicted.flops == pytest.approx(measured.flops, rel=1e-9)
+    check_exact(graph, cascomp.Plan.random(graph, keep, seed))
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))

@@ -17,6 +17,7 @@ from torch import nn
 import cascomp
 from cascomp.export import export_onnx
 from cascomp.ir.keep import kept_along
+from tests.exactness import check_exact
 from tests.models import ZOO, example_inputs
 
 
@@ -86,19 +87,6 @@ def graph_of(name: str) -> cascomp.Graph:
         model, inputs = MODELS[name]()
         _GRAPHS[name] = cascomp.trace(model, inputs)
     return _GRAPHS[name]
-
-
-def random_plan(graph: cascomp.Graph, keep: float, seed: int) -> cascomp.Plan:
-    generator = torch.Generator().manual_seed(seed)
-    chosen = {}
-    for group in graph.groups:
-        width = max(1, round(keep * group.size))
-        chosen[group.name] = tuple(sorted(torch.randperm(group.size, generator=generator)[:width].tolist()))
-    return cascomp.Plan(chosen)
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
 
 
 def grouped_layers(module: nn.Module) -> dict[str, nn.Module]:
@@ -183,14 +171,7 @@ def test_round_to_counts_slots() -> None:
 @given(keep=st.floats(0.05, 1.0), seed=st.integers(0, 2**16))
 def test_pruned_equals_masked_and_cost_is_exact(name: str, keep: float, seed: int) -> None:
     graph = graph_of(name)
-    plan = random_plan(graph, keep, seed)
-    small = cascomp.apply_plan(graph, plan)
-    reference = cascomp.mask_model(graph, plan)
-    assert relative_error(graph.run(small), graph.run(reference)) <= 1e-4
-    rebuilt = cascomp.trace(small, graph.example_inputs)
-    predicted, measured = graph.cost(plan), rebuilt.cost()
-    assert predicted.params == measured.params == sum(p.numel() for p in small.parameters())
-    assert predicted.flops == pytest.approx(measured.flops, rel=1e-9)
+    check_exact(graph, cascomp.Plan.random(graph, keep, seed))
 
 
 def test_masked_group_norm_uses_kept_channels_of_each_group() -> None:

@@ -18,7 +18,7 @@ import cascomp
 from cascomp.ir.decompose import MultiheadAttentionParts, ObservedCall
 from cascomp.ir.trace import trace_module
 from tests.models import ZOO, example_inputs
-from tests.test_equivalence import first, random_plan, relative_error
+from tests.exactness import check_exact
 
 EMBED, HEADS, BATCH, TARGET, SOURCE = 16, 4, 3, 5, 7
 
@@ -222,13 +222,7 @@ def graph_of(name: str) -> cascomp.Graph:
 def test_pruned_equals_masked_and_cost_is_exact(name: str, keep: float, seed: int) -> None:
     graph = graph_of(name)
     assert graph.group("attn.q_proj").size == 4  # the heads are a group: there is something to prune
-    plan = random_plan(graph, keep, seed)
-    small = cascomp.apply_plan(graph, plan)
-    assert relative_error(first(graph.run(small)), first(graph.run(cascomp.mask_model(graph, plan)))) <= 1e-4
-    rebuilt = cascomp.trace(small, graph.example_inputs, graph.example_kwargs)
-    predicted, measured = graph.cost(plan), rebuilt.cost()
-    assert predicted.params == measured.params == sum(p.numel() for p in small.parameters())
-    assert predicted.flops == pytest.approx(measured.flops, rel=1e-9)
+    check_exact(graph, cascomp.Plan.random(graph, keep, seed))
 
 
 def test_removing_heads_resizes_the_head_split() -> None:

@@ -9,12 +9,12 @@ label in the first few batches of each loader (set `classes` when rare classes m
 
 from __future__ import annotations
 
-import importlib
 import itertools
 
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from cascomp._imports import ImportFailure, error_reason as _reason, import_object
 from cascomp.data.bundle import DataBundle
 from cascomp.errors import DataError
 
@@ -39,19 +39,17 @@ def load_factory(name: str, target: str) -> DataBundle:
 
 
 def _resolve(target: str):
-    module_name, colon, attribute = target.partition(":")
-    if not colon or not module_name or not attribute:
-        raise DataError(f"dataset spec python:{target} must look like python:pkg.module:function")
+    module_name = target.partition(":")[0]
     try:
-        found = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as error:
-        raise DataError(f"cannot import python:{target} ({_reason(error)}); make {module_name!r} importable "
+        found = import_object(target)
+    except ImportFailure as failure:
+        if failure.malformed:
+            raise DataError(f"dataset spec python:{target} must look like python:pkg.module:function") from None
+        if failure.raised:
+            raise DataError(f"importing {module_name!r} for python:{target} failed: {failure.reason}") from failure
+        raise DataError(f"cannot import python:{target} ({failure.reason}); make {module_name!r} importable "
                         "(run from its directory or add it to PYTHONPATH) and check the function name"
-                        ) from error
-    except Exception as error:  # the user's module ran and raised while importing
-        raise DataError(f"importing {module_name!r} for python:{target} failed: {_reason(error)}") from error
+                        ) from failure
     if not callable(found):
         raise DataError(f"python:{target} is a {type(found).__name__}, not a function; name a function that "
                         "returns the data")
@@ -112,8 +110,3 @@ def _describe(value) -> str:
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)} ({', '.join(type(v).__name__ for v in value[:3])})"
     return f"a {type(value).__name__}"
-
-
-def _reason(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

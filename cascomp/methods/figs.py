@@ -59,8 +59,6 @@ class Figs(Method):
         (gradient,) = gradients
         if self.config.cost_balance == "raw":
             return [gradient]
-        if self.config.cost_balance == "channel":
-            return [gradient / gradient.abs().clamp_min(1e-30) * gradient.abs().mean()]
         magnitude = gradient.abs()
         overall = magnitude.mean()
         direction = torch.zeros_like(gradient)

@@ -1,0 +1,43 @@
+"""The core guarantee, checked one way for every test file: for a plan, the physically pruned model computes
+what the masked reference computes, and costs what the cost model predicted."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cascomp
+from tests.models import ZOO, example_inputs
+
+_ZOO_GRAPHS: dict[str, cascomp.Graph] = {}
+
+
+def zoo_graph(name: str) -> cascomp.Graph:
+    """The traced zoo model `name`, built once per test session (seeded)."""
+    if name not in _ZOO_GRAPHS:
+        torch.manual_seed(0)
+        _ZOO_GRAPHS[name] = cascomp.trace(ZOO[name].build(), example_inputs(name))
+    return _ZOO_GRAPHS[name]
+
+
+def first(value) -> torch.Tensor:
+    """The first tensor of a model output (a tensor, or nested tuples/lists of them)."""
+    return value if isinstance(value, torch.Tensor) else first(value[0])
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
+
+
+def check_exact(graph: cascomp.Graph, plan: cascomp.Plan, tolerance: float = 1e-4) -> torch.nn.Module:
+    """Assert pruned == masked (relative error <= tolerance, finite reference) and predicted cost == the cost
+    of the re-traced pruned model; returns the pruned model."""
+    small = cascomp.apply_plan(graph, plan)
+    reference = first(graph.run(cascomp.mask_model(graph, plan)))
+    assert bool(torch.isfinite(reference).all())
+    assert relative_error(first(graph.run(small)), reference) <= tolerance
+    predicted = graph.cost(plan)
+    measured = cascomp.trace(small, graph.example_inputs, graph.example_kwargs).cost()
+    assert predicted.params == measured.params == sum(p.numel() for p in small.parameters())
+    assert predicted.flops == pytest.approx(measured.flops, rel=1e-9)
+    return small
