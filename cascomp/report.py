@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from rich.table import Table
 from cascomp._atomic import atomic_output
 from cascomp.config import CompressConfig
 from cascomp.errors import ConfigError
-from cascomp.export import export_onnx, profile
+from cascomp.export import OnnxExportResult, profile
 from cascomp.ir.graph import Graph
 from cascomp.ir.plan import Plan
 from cascomp.plots import plot_search, plot_widths
@@ -26,13 +27,14 @@ REPORT_FORMAT = 1
 
 
 def build_report(*, graph: Graph, teacher: nn.Module, small: nn.Module, fit: Fit, data, config: CompressConfig,
-                 example_inputs, search: History, finetune: History) -> dict:
+                 example_inputs, search: History, finetune: History, exported: OnnxExportResult) -> dict:
+    """`exported`: the checked ONNX export of `small`, timed as it is rather than exported again."""
     baseline_cost, cost = graph.cost(), graph.cost(fit.plan)
     batches = config.latency_batch_sizes
     baseline = {**baseline_cost.to_dict(), "top1": evaluate(teacher, data.val),
                 "latency_ms": _latency(teacher, example_inputs, batches)}
     compressed = {**cost.to_dict(), "top1": evaluate(small, data.val),
-                  "latency_ms": _latency(small, example_inputs, batches)}
+                  "latency_ms": _latency(small, example_inputs, batches, exported)}
     ratios = {"flops": cost.flops / baseline_cost.flops, "params": cost.params / baseline_cost.params}
     ratios.update({f"latency_b{b}": compressed["latency_ms"][str(b)] / baseline["latency_ms"][str(b)] for b in batches})
     within = fit.within()
@@ -50,8 +52,9 @@ def build_report(*, graph: Graph, teacher: nn.Module, small: nn.Module, fit: Fit
     }
 
 
-def _latency(model: nn.Module, example_inputs, batches) -> dict[str, float]:
-    report = profile(model, batches, example_inputs=example_inputs, warmup=5, repeats=20)
+def _latency(model: nn.Module, example_inputs, batches,
+             exported: OnnxExportResult | None = None) -> dict[str, float]:
+    report = profile(model, batches, example_inputs=example_inputs, warmup=5, repeats=20, exported=exported)
     return {str(b): report.latency_ms(b) for b in batches}
 
 
@@ -90,11 +93,12 @@ class Outputs:
         except OSError as error:
             raise ConfigError(f"cannot create output folder {str(self.directory)!r}: {error.strerror}") from error
 
-    def write(self, model: nn.Module, plan: Plan, report: dict, example_inputs) -> None:
+    def write(self, model: nn.Module, plan: Plan, report: dict, exported: OnnxExportResult) -> None:
+        """`exported`: the model's ONNX export, already checked against torch; model.onnx is a copy of it."""
         model = model.eval()
         self._save(lambda path: torch.save(model, path), "model.pt")
         self._save(lambda path: torch.save(model.state_dict(), path), "state_dict.pt")
-        export_onnx(model, example_inputs, self.directory / "model.onnx")
+        self._save(lambda path: shutil.copyfile(exported.path, path), "model.onnx")
         self._save(lambda path: Path(path).write_text(plan.to_json()), "plan.json")
         self._save(lambda path: plot_widths(report, path), "widths.png")
         if report["search"]["trajectory"]:

@@ -17,7 +17,8 @@ import torch.fx as fx
 
 from cascomp.errors import PassError
 from cascomp.ir.context import Record
-from cascomp.ir.depth import Branch, Fold, dead_nodes, tensor_users
+from cascomp.ir.depth import Branch, Fold
+from cascomp.ir.graph_index import dead_nodes, tensor_users
 from cascomp.ir.labels import along
 from cascomp.ir.rules_tensor import align
 from cascomp.passes.base import Pass, PassResult

@@ -12,6 +12,7 @@ import torch
 
 import cascomp
 from cascomp.cli import main
+from cascomp.export import onnx as onnx_export
 from tests.search_fixtures import quadrant_task, quick_config, trained_tiny
 
 
@@ -65,6 +66,34 @@ def test_the_compressed_model_loads_without_cascomp(task, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "torch.Size([1, 4])" in done.stdout
     assert result.report["finetune"]["epochs"] == []
+
+
+def test_the_compressed_model_is_exported_to_onnx_once(task, tmp_path, monkeypatch):
+    """Its latency is measured on the very file written to OUT/model.onnx, checked once against torch."""
+    _, data, model, _ = task
+    exported, checked = [], []
+    real_exporter, real_check = onnx_export.run_exporter, onnx_export.check_file
+
+    def exporter(name, module, *args, **kwargs):
+        exported.append(module)
+        return real_exporter(name, module, *args, **kwargs)
+
+    def check(path, *args, **kwargs):
+        checked.append(path)
+        return real_check(path, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "run_exporter", exporter)
+    monkeypatch.setattr(onnx_export, "check_file", check)
+    out = tmp_path / "out"
+    result = cascomp.compress(model, quick_config(method="l1", search_epochs=0, finetune_epochs=0), data=data,
+                              out_dir=out, progress=False)
+    assert sum(module is result.model for module in exported) == 1
+    assert len(exported) == 2 and len(checked) == 2  # the baseline once more, for its own latency
+    x = next(iter(data.val))[0]
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert torch.allclose(torch.from_numpy(onnx_out), result.model(x), atol=1e-4)
+    assert not list(out.glob(".*"))
 
 
 @pytest.mark.parametrize("stop_at", [("search", 1), ("finetune", 1)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import onnx
@@ -17,6 +18,7 @@ from cascomp.export import BatchLatency, LatencyReport, NodeTime, export_onnx, p
 from cascomp.export._node_times import module_from_scoped_name
 
 QUICK = {"warmup": 1, "repeats": 3}
+profile_module = importlib.import_module("cascomp.export.profile")  # cascomp.export.profile is the function
 
 
 class Block(nn.Module):
@@ -105,6 +107,21 @@ def test_torch_latency_leaves_the_model_as_it_was():
     assert [r.batch_size for r in report.torch_results] == [1, 2]
     assert all(r.median_ms > 0 for r in report.torch_results)
     assert model.training and torch.get_num_threads() == threads
+
+
+def test_a_module_with_its_export_is_not_exported_again(tmp_path, monkeypatch):
+    model, x = SmallNet(), torch.randn(2, 3, 8, 8)
+    exported = export_onnx(model, x, tmp_path / "small.onnx")
+    monkeypatch.setattr(profile_module, "export_onnx", lambda *args, **kwargs: pytest.fail("exported again"))
+    report = profile(model, (1, 3), example_inputs=x, exported=exported, torch_latency=True, by_node=True,
+                     **QUICK)
+    assert report.onnx_path == exported.path and (tmp_path / "small.onnx").is_file()
+    assert [r.batch_size for r in report.results] == [1, 3] and report.torch_results is not None
+    assert any(n.module.startswith("layer1") for n in report.by_node)
+    with pytest.raises(ConfigError, match="exported= goes with the nn.Module"):
+        profile(exported.path, exported=exported)
+    with pytest.raises(ConfigError, match="what export_onnx returned"):
+        profile(model, example_inputs=x, exported=exported.path)
 
 
 def test_onnx_file_with_integer_inputs(tmp_path):

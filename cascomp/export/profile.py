@@ -1,7 +1,8 @@
 """How fast does a model run in onnxruntime? Latency per batch size, optionally time per node and torch's own.
 
 `profile` runs these steps in order:
-  1. an nn.Module is exported to a temporary ONNX file with export_onnx (dynamic batch, checked);
+  1. an nn.Module is exported to a temporary ONNX file with export_onnx (dynamic batch, checked), unless
+     the caller passes that export as `exported`;
   2. inputs per batch size (see cascomp.export._inputs): cycled examples, or random data of each input's
      dtype with the batch dimension filled in;
   3. per batch size, `warmup` untimed runs, then `repeats` runs timed with time.perf_counter;
@@ -30,7 +31,7 @@ from cascomp.errors import ConfigError, ModelLoadError, ProfileError
 from cascomp.export._exporters import one_line_reason
 from cascomp.export._inputs import batch_feeds, repeat_samples
 from cascomp.export._node_times import NodeTime, module_namer, node_times
-from cascomp.export.onnx import export_onnx
+from cascomp.export.onnx import OnnxExportResult, export_onnx
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _TABLE_NODES = 15
@@ -114,6 +115,7 @@ def profile(
     provider: str = "cpu",
     by_node: bool = False,
     torch_latency: bool = False,
+    exported: OnnxExportResult | None = None,
 ) -> LatencyReport:
     """Time a model (an .onnx path, or an nn.Module plus example_inputs) in onnxruntime per batch size.
 
@@ -121,8 +123,10 @@ def profile(
     threads: onnxruntime's intra-op threads (inter-op is 1); None leaves onnxruntime's default.
     provider: "cpu", or "cuda" (needs onnxruntime-gpu and a GPU; never falls back to the CPU).
     by_node: also time each ONNX node and name the torch module it came from.
-    torch_latency: also time the torch model (needs an nn.Module). Raises ConfigError, ProfileError,
-    ExportError (the module's export) or ModelLoadError (the file).
+    torch_latency: also time the torch model (needs an nn.Module).
+    exported: export_onnx's result for this very module (with dynamic_batch), when the caller keeps that
+    file: it is timed instead of a fresh export, and the report's onnx_path names it.
+    Raises ConfigError, ProfileError, ExportError (the module's export) or ModelLoadError (the file).
     """
     settings = _Settings(batch_sizes=_valid_batch_sizes(batch_sizes), warmup=_count(warmup, "warmup", 0),
                          repeats=_count(repeats, "repeats", 1), threads=_valid_threads(threads),
@@ -130,6 +134,8 @@ def profile(
     examples = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else example_inputs
     examples = (examples,) if isinstance(examples, Tensor) else examples
     if not isinstance(model_or_path, nn.Module):
+        if exported is not None:
+            raise ConfigError("exported= goes with the nn.Module it was exported from; a file is timed as is")
         if torch_latency:
             raise ConfigError("torch_latency=True needs the torch model; pass an nn.Module, not a file")
         return _profile_file(_existing_file(model_or_path), settings, examples, None, by_node,
@@ -137,13 +143,24 @@ def profile(
     if examples is None:
         raise ConfigError("profiling an nn.Module needs example_inputs to export it, e.g. "
                           "example_inputs=torch.randn(1, 3, 224, 224)")
+    if exported is not None:
+        if not isinstance(exported, OnnxExportResult):
+            raise ConfigError(f"exported must be what export_onnx returned, got {type(exported).__name__}")
+        return _profile_export(model_or_path, exported, examples, settings, by_node, torch_latency,
+                               onnx_path=_existing_file(exported.path))
     with tempfile.TemporaryDirectory(prefix="cascomp-profile-") as directory:
         path = os.path.join(directory, "model.onnx")
         exported = export_onnx(model_or_path, examples, path, dynamic_batch=True)
-        named = dict(zip(exported.input_names, examples))
-        report = _profile_file(path, settings, named, model_or_path if torch_latency else None, by_node,
-                               onnx_path=None, known_modules=[n for n, _ in model_or_path.named_modules()])
-    return report
+        return _profile_export(model_or_path, exported, examples, settings, by_node, torch_latency,
+                               onnx_path=None)
+
+
+def _profile_export(model: nn.Module, exported: OnnxExportResult, examples: tuple[Tensor, ...],
+                    settings: _Settings, by_node: bool, torch_latency: bool, *,
+                    onnx_path: str | None) -> LatencyReport:
+    named = dict(zip(exported.input_names, examples))
+    return _profile_file(exported.path, settings, named, model if torch_latency else None, by_node,
+                         onnx_path=onnx_path, known_modules=[n for n, _ in model.named_modules()])
 
 
 def _profile_file(path: str, settings: _Settings, examples, model: nn.Module | None, by_node: bool, *,

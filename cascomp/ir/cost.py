@@ -21,7 +21,8 @@ import torch
 import torch.fx as fx
 
 from cascomp.ir.context import Context
-from cascomp.ir.depth import DepthAnalysis, dead_nodes, tensor_users
+from cascomp.ir.depth import DepthAnalysis
+from cascomp.ir.graph_index import dead_nodes, tensor_users
 from cascomp.ir.groups import Grouping
 
 

@@ -19,22 +19,23 @@ A group is *removable* when all of these hold (otherwise it is refused, with the
 5. parameters that follow G's channels are read by nothing that stays;
 6. a merge partner is not itself a constant of another removable group (two folded constants would no
    longer broadcast to the merge's shape).
-What goes when G keeps nothing is `Branch.removed` plus every node then left without a user: `dead_nodes`
-gives that closure to both the cost model and RemoveBranchesPass, so predicted and measured cost agree.
+What goes when G keeps nothing is `Branch.removed` plus every node then left without a user:
+`dead_nodes` (in cascomp.ir.graph_index) gives that closure to both the cost model and RemoveBranchesPass,
+so predicted and measured cost agree.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from cascomp.ir.context import Record
+from cascomp.ir.graph_index import (by_group, dead_closure, describe_node, groups_of_nodes, groups_of_params,
+                                    tensor_users)
 from cascomp.ir.groups import Grouping
 from cascomp.ir.labels import ParamRef, varying_dims
 from cascomp.ir.rules_ops import (BATCH_NORMS, CONV_TRANSPOSES, CONVS, POINTWISE, POINTWISE_MODULES, SPATIAL,
@@ -105,9 +106,9 @@ def removable_branches(gm: fx.GraphModule, record: Record, grouping: Grouping) -
 
     Each group's scan starts at its own tensors and follows their users only, and every table is built
     once, so the work grows with the graph's size rather than with groups x nodes."""
-    touched = _groups_of_nodes(record, grouping)
-    tensors_of_group = _by_group(touched)
-    params_of_group = _by_group(_groups_of_params(record, grouping))
+    touched = groups_of_nodes(record, grouping)
+    tensors_of_group = by_group(touched)
+    params_of_group = by_group(groups_of_params(record, grouping))
     users = tensor_users(gm)
     nodes = {node.name: node for node in gm.graph.nodes}
     position = {node: index for index, node in enumerate(nodes.values())}
@@ -117,7 +118,7 @@ def removable_branches(gm: fx.GraphModule, record: Record, grouping: Grouping) -
         mixed = {name for name in zero if touched[name] != {index}}
         outcome = _Scan(gm, record, zero, mixed, nodes, position).run(group.name)
         if isinstance(outcome, Branch):  # case 5
-            dead = _dead_closure(nodes[name] for name in outcome.removed if name in nodes)
+            dead = dead_closure(nodes[name] for name in outcome.removed if name in nodes)
             readers = {name: users.get(name, frozenset()) - dead for name in params_of_group.get(index, ())}
             staying = sorted((name, min(alive)) for name, alive in readers.items() if alive)
             if staying:
@@ -144,43 +145,6 @@ def _clashing_merges(branches: dict[str, Branch], nodes: dict[str, fx.Node]) -> 
         if clash:
             refused[name] = f"its branch is merged with the constant branch of group {clash[0]!r}"
     return refused
-
-
-def dead_nodes(graph: fx.Graph, seeds: frozenset[str] | set[str]) -> frozenset[str]:
-    """`seeds` plus every node all of whose users are dead (placeholders and the output stay)."""
-    return _dead_closure(node for node in graph.nodes if node.name in seeds)
-
-
-def _dead_closure(seeds: Iterable[fx.Node]) -> frozenset[str]:
-    """`dead_nodes` from the seed nodes upwards: a node dies when its last user does, so only the seeds'
-    ancestors are looked at."""
-    dead = set(seeds)
-    pending, dead_users = list(dead), {}
-    while pending:
-        for source in pending.pop().all_input_nodes:
-            dead_users[source] = dead_users.get(source, 0) + 1
-            if (source not in dead and source.op not in ("placeholder", "output")
-                    and dead_users[source] == len(source.users)):
-                dead.add(source)
-                pending.append(source)
-    return frozenset(node.name for node in dead)
-
-
-def tensor_users(gm: fx.GraphModule) -> dict[str, frozenset[str]]:
-    """Parameter or buffer name -> the nodes that read it (get_attr, or a call of its module)."""
-    found: dict[str, set[str]] = {}
-    for node in gm.graph.nodes:
-        if node.op not in ("call_module", "get_attr"):
-            continue
-        target = str(node.target)
-        owner = _attribute(gm, target)
-        if isinstance(owner, nn.Module):
-            names = [f"{target}.{n}" for n, _ in list(owner.named_parameters()) + list(owner.named_buffers())]
-        else:
-            names = [target]
-        for name in names:
-            found.setdefault(name, set()).add(node.name)
-    return {name: frozenset(nodes) for name, nodes in found.items()}
 
 
 class _Scan:
@@ -218,7 +182,7 @@ class _Scan:
     def _visit(self, node: fx.Node) -> str | None:
         inputs = node.all_input_nodes
         if node.name in self.mixed:  # case 1
-            return f"{_describe(self.gm, node)} holds its channels together with other channels"
+            return f"{describe_node(self.gm, node)} holds its channels together with other channels"
         if node.name in self.zero:
             return _zero_problem(self.gm, self.record, node)
         if any(i.name in self.zero for i in inputs):
@@ -235,7 +199,7 @@ class _Scan:
         if node.op == "output":
             return "its channels reach the model output"
         if not dense or len(node.all_input_nodes) != 1 or node.kwargs:
-            return (f"its channels reach {_describe(self.gm, node)}, which is not a dense convolution or "
+            return (f"its channels reach {describe_node(self.gm, node)}, which is not a dense convolution or "
                     "linear layer")
         shape = self.record.shapes.get(node.name)
         self.constants[node.name] = (shape, len(shape) - 1 if isinstance(module, nn.Linear) else 1)
@@ -249,13 +213,13 @@ class _Scan:
         known = {self.constants[i.name] for i in inputs if i.name in self.constants}
         shape, dim = next(iter(known))
         if len(known) > 1 or self.record.shapes.get(node.name) != shape:
-            return f"{_describe(self.gm, node)} changes the shape of the constant its branch becomes"
+            return f"{describe_node(self.gm, node)} changes the shape of the constant its branch becomes"
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         if isinstance(module, BATCH_NORMS) and dim != 1:
-            return f"{_describe(self.gm, node)} normalises another dim than the constant's channels"
+            return f"{describe_node(self.gm, node)} normalises another dim than the constant's channels"
         for other in inputs:
             if other.name not in self.constants and not _per_channel_parameter(self.record, other, shape, dim):
-                return f"{_describe(self.gm, node)} combines the branch's constant with {other.name!r}"
+                return f"{describe_node(self.gm, node)} combines the branch's constant with {other.name!r}"
         self.constants[node.name] = (shape, dim)
         return None
 
@@ -267,13 +231,13 @@ class _Scan:
         if node.op == "output":
             return "its branch reaches the model output without being merged"
         if name not in MERGES or len(ours) != 1 or len(others) != 1 or len(node.args) != 2:
-            return (f"its branch reaches {_describe(self.gm, node)}, which is neither a per-channel op nor a "
-                    "residual merge")
+            return (f"its branch reaches {describe_node(self.gm, node)}, which is neither a per-channel op "
+                    "nor a residual merge")
         if name.startswith("i") and node.args[0] is ours[0]:
-            return f"{_describe(self.gm, node)} adds into the branch's constant in place"
+            return f"{describe_node(self.gm, node)} adds into the branch's constant in place"
         shape = self.record.shapes.get(node.name)
         if not isinstance(shape, tuple) or self.record.shapes.get(others[0].name) != shape:
-            return f"{_describe(self.gm, node)} merges with a tensor of another shape than its result"
+            return f"{describe_node(self.gm, node)} merges with a tensor of another shape than its result"
         self.merges.setdefault(ours[0].name, []).append(node.name)
         return None
 
@@ -281,9 +245,9 @@ class _Scan:
 def _zero_problem(gm: fx.GraphModule, record: Record, node: fx.Node) -> str | None:
     labels = record.labels.get(node.name)
     if not isinstance(labels, torch.Tensor) or len(varying_dims(labels)) > 1:
-        return f"{_describe(gm, node)} holds its channels along several dims or in several outputs"
+        return f"{describe_node(gm, node)} holds its channels along several dims or in several outputs"
     if node.name not in record.floating:
-        return f"{_describe(gm, node)} holds its channels in a non-floating tensor"
+        return f"{describe_node(gm, node)} holds its channels in a non-floating tensor"
     if node.op == "call_module":
         if isinstance(gm.get_submodule(str(node.target)), ZERO_SAFE_MODULES):
             return None
@@ -292,7 +256,7 @@ def _zero_problem(gm: fx.GraphModule, record: Record, node: fx.Node) -> str | No
         divisor = node.args[1] if len(node.args) > 1 else None
         if name in ZERO_SAFE_FUNCTIONS and not (name in _DIVISIONS and isinstance(divisor, fx.Node)):
             return None
-    return f"{_describe(gm, node)} would see only zeros in its channels and is not known to stay finite"
+    return f"{describe_node(gm, node)} would see only zeros in its channels and is not known to stay finite"
 
 
 def _is_chain_op(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -317,58 +281,3 @@ def _parameter_expression(record: Record, node: fx.Node) -> bool:
         return True
     return isinstance(record.labels.get(node.name), ParamRef) and all(
         _parameter_expression(record, i) for i in node.all_input_nodes)
-
-
-def _groups_of_nodes(record: Record, grouping: Grouping) -> dict[str, set[int]]:
-    """For every node, the indices of the groups whose channels its value (or values) carry."""
-    group_of_slot = _group_of_slot(grouping)
-    touched = {}
-    for name, labels in record.labels.items():
-        found = [group_of_slot[grouping.slot_of_label[t.numpy()]] for t in _label_tensors(labels)]
-        touched[name] = {int(i) for part in found for i in np.unique(part)}  # -1: frozen channels
-    return touched
-
-
-def _groups_of_params(record: Record, grouping: Grouping) -> dict[str, set[int]]:
-    """For every parameter linked to channel labels, the indices of the groups its dims follow."""
-    group_of_slot = _group_of_slot(grouping)
-    return {name: {int(i) for v in axes if v is not None
-                   for i in np.unique(group_of_slot[grouping.slot_of_label[v.numpy()]]) if i >= 0}
-            for name, axes in record.param_axes.items()}
-
-
-def _by_group(indices_of_name: dict[str, set[int]]) -> dict[int, set[str]]:
-    """Invert a name -> group indices table."""
-    names: dict[int, set[str]] = {}
-    for name, indices in indices_of_name.items():
-        for index in indices:
-            names.setdefault(index, set()).add(name)
-    return names
-
-
-def _group_of_slot(grouping: Grouping) -> np.ndarray:
-    group_of_slot = np.full(1 + sum(g.size for g in grouping.groups), -1, dtype=np.int64)
-    for index, (group, offset) in enumerate(zip(grouping.groups, grouping.offsets)):
-        group_of_slot[1 + offset:1 + offset + group.size] = index
-    return group_of_slot
-
-
-def _label_tensors(labels) -> list[torch.Tensor]:
-    if isinstance(labels, torch.Tensor):
-        return [labels]
-    if isinstance(labels, (tuple, list)):
-        return [t for item in labels for t in _label_tensors(item)]
-    return []
-
-
-def _attribute(gm: fx.GraphModule, target: str):
-    owner = gm
-    for part in target.split("."):
-        owner = getattr(owner, part, None)
-    return owner
-
-
-def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
-    if node.op == "call_module":
-        return f"node {node.name!r} ({type(gm.get_submodule(str(node.target))).__name__} {node.target!r})"
-    return f"node {node.name!r} ({op_name(node) if node.op != 'get_attr' else node.target})"
