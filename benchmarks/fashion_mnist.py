@@ -2,10 +2,13 @@
 
 Trains a ResNet-20-style baseline (cached in --cache), then compresses it to flops=0.33 with each method at
 the same epoch budget (FiGS: search + fine-tune epochs; l1 and uniform spend all of them fine-tuning) and
-prints one table: FLOPs ratio reached, params, top-1, onnxruntime latency ratio, wall time.
+prints one table: FLOPs ratio reached, params, top-1, onnxruntime latency ratio, wall time. With --seeds N
+every method runs with seeds 0..N-1 (data order, random draws; the baseline stays the same) and the table
+adds each method's mean and standard deviation of top-1: single runs differ by a few tenths of a point.
 
     python benchmarks/fashion_mnist.py                       # 20k training images, 1 + 3 epochs
     python benchmarks/fashion_mnist.py --limit-train 0 --search-epochs 5 --finetune-epochs 5   # full data
+    python benchmarks/fashion_mnist.py --seeds 3             # each method with seeds 0, 1, 2: mean ± std
     python benchmarks/fashion_mnist.py --time-only           # re-time the saved models back to back (idle machine)
 
 Needs Debian's dataset-fashion-mnist package (apt-get install -y dataset-fashion-mnist).
@@ -71,6 +74,7 @@ def main() -> None:
                         help="only re-time the baseline and the compressed models already in OUT/<method>/ "
                              "(run it on an idle machine; rounds interleave the models so drift hits all alike)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=1, help="runs per method, with seeds 0..N-1 (default 1)")
     args = parser.parse_args()
     if args.time_only:
         time_models(args)
@@ -80,26 +84,43 @@ def main() -> None:
     baseline = train_baseline(data, args.baseline_epochs, cache)
     rows = []
     for method in args.methods.split(","):
-        config = cascomp.CompressConfig(method=method, targets=(args.target,), search_epochs=args.search_epochs,
-                                        finetune_epochs=args.finetune_epochs)
-        started = time.perf_counter()
-        result = cascomp.compress(baseline, config, data=data, out_dir=Path(args.out) / method)
-        report = result.report
-        rows.append({"method": method, "flops": report["ratios"]["flops"], "params": report["compressed"]["params"],
-                     "top1": report["compressed"]["top1"], "baseline_top1": report["baseline"]["top1"],
-                     "latency_b1": report["ratios"]["latency_b1"], "latency_b32": report["ratios"]["latency_b32"],
-                     "seconds": time.perf_counter() - started})
+        for seed in range(args.seeds):
+            config = cascomp.CompressConfig(method=method, targets=(args.target,), search_epochs=args.search_epochs,
+                                            finetune_epochs=args.finetune_epochs, seed=seed)
+            started = time.perf_counter()
+            out_dir = Path(args.out) / (method if seed == 0 else f"{method}-seed{seed}")
+            report = cascomp.compress(baseline, config, data=data, out_dir=out_dir).report
+            rows.append({"method": method, "seed": seed, "flops": report["ratios"]["flops"],
+                         "params": report["compressed"]["params"], "top1": report["compressed"]["top1"],
+                         "baseline_top1": report["baseline"]["top1"], "latency_b1": report["ratios"]["latency_b1"],
+                         "latency_b32": report["ratios"]["latency_b32"], "seconds": time.perf_counter() - started})
     base = cascomp.trace(baseline, torch.zeros(1, 1, 28, 28)).cost()
     print(f"\nbaseline ResNet-20: {base.flops / 1e6:.2f} MFLOPs, {base.params:,.0f} params, "
           f"top-1 {rows[0]['baseline_top1']:.4f}; {data.train_size} training images, {data.val_size} validation")
-    print(f"{'method':<8} {'FLOPs ratio':>11} {'params':>8} {'top-1':>7} {'Δ top-1':>8} {'lat b1':>7} {'lat b32':>8} "
-          f"{'wall s':>7}")
+    print(f"{'method':<8} {'seed':>4} {'FLOPs ratio':>11} {'params':>8} {'top-1':>7} {'Δ top-1':>8} {'lat b1':>7} "
+          f"{'lat b32':>8} {'wall s':>7}")
     for row in rows:
-        print(f"{row['method']:<8} {row['flops']:>11.4f} {row['params']:>8,.0f} {row['top1']:>7.4f} "
-              f"{100 * (row['top1'] - row['baseline_top1']):>+7.2f}pt {row['latency_b1']:>7.3f} {row['latency_b32']:>8.3f} "
-              f"{row['seconds']:>7.0f}")
+        print(f"{row['method']:<8} {row['seed']:>4} {row['flops']:>11.4f} {row['params']:>8,.0f} {row['top1']:>7.4f} "
+              f"{100 * (row['top1'] - row['baseline_top1']):>+7.2f}pt {row['latency_b1']:>7.3f} "
+              f"{row['latency_b32']:>8.3f} {row['seconds']:>7.0f}")
+    if args.seeds > 1:
+        print(f"\n{'method':<8} {'runs':>4} {'mean top-1':>10} {'std':>6} {'Δ mean':>8}")
+        for method, summary in summarise(rows).items():
+            print(f"{method:<8} {summary['runs']:>4} {summary['mean']:>10.4f} {summary['std']:>6.4f} "
+                  f"{100 * summary['delta']:>+7.2f}pt")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "table.json").write_text(json.dumps(rows, indent=1))
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    """Per method: number of runs, mean and sample standard deviation of top-1, mean change from the baseline."""
+    summary = {}
+    for method in dict.fromkeys(row["method"] for row in rows):
+        top1 = torch.tensor([row["top1"] for row in rows if row["method"] == method], dtype=torch.float64)
+        spread = float(top1.std()) if len(top1) > 1 else 0.0
+        summary[method] = {"runs": len(top1), "mean": float(top1.mean()), "std": spread,
+                           "delta": float(top1.mean()) - rows[0]["baseline_top1"]}
+    return summary
 
 
 def time_models(args) -> None:
