@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -116,10 +117,10 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
     """Per method: number of runs, mean and sample standard deviation of top-1, mean change from the baseline."""
     summary = {}
     for method in dict.fromkeys(row["method"] for row in rows):
-        top1 = torch.tensor([row["top1"] for row in rows if row["method"] == method], dtype=torch.float64)
-        spread = float(top1.std()) if len(top1) > 1 else 0.0
-        summary[method] = {"runs": len(top1), "mean": float(top1.mean()), "std": spread,
-                           "delta": float(top1.mean()) - rows[0]["baseline_top1"]}
+        top1 = [row["top1"] for row in rows if row["method"] == method]
+        mean = statistics.mean(top1)
+        summary[method] = {"runs": len(top1), "mean": mean, "std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+                           "delta": mean - rows[0]["baseline_top1"]}
     return summary
 
 

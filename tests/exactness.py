@@ -3,21 +3,31 @@ what the masked reference computes, and costs what the cost model predicted."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
 import cascomp
 from tests.models import ZOO, example_inputs
 
-_ZOO_GRAPHS: dict[str, cascomp.Graph] = {}
+
+def traced_graphs(builders: dict[str, Callable[[], tuple]]) -> Callable[[str], cascomp.Graph]:
+    """A look-up `name -> traced graph` that traces each model once per test session (seeded).
+    builders[name]() returns (model, example_inputs) or (model, example_inputs, example_kwargs)."""
+    graphs: dict[str, cascomp.Graph] = {}
+
+    def graph_of(name: str) -> cascomp.Graph:
+        if name not in graphs:
+            torch.manual_seed(0)
+            graphs[name] = cascomp.trace(*builders[name]())
+        return graphs[name]
+
+    return graph_of
 
 
-def zoo_graph(name: str) -> cascomp.Graph:
-    """The traced zoo model `name`, built once per test session (seeded)."""
-    if name not in _ZOO_GRAPHS:
-        torch.manual_seed(0)
-        _ZOO_GRAPHS[name] = cascomp.trace(ZOO[name].build(), example_inputs(name))
-    return _ZOO_GRAPHS[name]
+zoo_graph = traced_graphs(  # the zoo models (tests/models.py)
+    {name: (lambda name=name: (ZOO[name].build(), example_inputs(name))) for name in ZOO})
 
 
 def first(value) -> torch.Tensor:

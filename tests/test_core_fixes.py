@@ -30,7 +30,7 @@ from cascomp.ir.context import Record
 from cascomp.ir.groups import ChannelGroup, FrozenChannels, GroupMember, build_groups
 from cascomp.ir.labels import LabelSpace
 from cascomp.passes import MaskChannelsPass, ResizeShapeArgsPass
-from tests.exactness import check_exact, relative_error
+from tests.exactness import check_exact, relative_error, traced_graphs
 from tests.models import ZOO, example_inputs
 
 
@@ -152,15 +152,7 @@ MODELS = {
     "none_in_the_middle": lambda: (NoneInTheMiddleNet(), (torch.randn(2, 8), None, torch.rand(2, 1)), None),
     "causal_attention": lambda: (CausalAttentionNet(), (torch.randn(2, 6, 16),), None),
 }
-_GRAPHS: dict[str, cascomp.Graph] = {}
-
-
-def graph_of(name: str) -> cascomp.Graph:
-    if name not in _GRAPHS:
-        torch.manual_seed(0)
-        model, inputs, kwargs = MODELS[name]()
-        _GRAPHS[name] = cascomp.trace(model.eval(), inputs, kwargs)
-    return _GRAPHS[name]
+graph_of = traced_graphs(MODELS)
 
 
 def members(graph: cascomp.Graph) -> set[tuple[str, int]]:

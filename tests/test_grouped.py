@@ -17,7 +17,7 @@ from torch import nn
 import cascomp
 from cascomp.export import export_onnx
 from cascomp.ir.keep import kept_along
-from tests.exactness import check_exact
+from tests.exactness import check_exact, traced_graphs
 from tests.models import ZOO, example_inputs
 
 
@@ -78,15 +78,7 @@ MODELS = {
     "two_group": lambda: (_randomised(TwoGroupNet()), (torch.randn(2, 3, 8, 8),)),
     "extras": lambda: (_randomised(ExtrasNet()), (torch.randn(2, 3, 6, 6),)),
 }
-_GRAPHS: dict[str, cascomp.Graph] = {}
-
-
-def graph_of(name: str) -> cascomp.Graph:
-    if name not in _GRAPHS:
-        torch.manual_seed(0)
-        model, inputs = MODELS[name]()
-        _GRAPHS[name] = cascomp.trace(model, inputs)
-    return _GRAPHS[name]
+graph_of = traced_graphs(MODELS)
 
 
 def grouped_layers(module: nn.Module) -> dict[str, nn.Module]:

@@ -18,7 +18,7 @@ import cascomp
 from cascomp.ir.decompose import MultiheadAttentionParts, ObservedCall
 from cascomp.ir.trace import trace_module
 from tests.models import ZOO, example_inputs
-from tests.exactness import check_exact
+from tests.exactness import check_exact, traced_graphs
 
 EMBED, HEADS, BATCH, TARGET, SOURCE = 16, 4, 3, 5, 7
 
@@ -193,27 +193,18 @@ class CrossAttentionModel(nn.Module):
         return self.head(out.relu()).mean(0)
 
 
-def _cross_attention_graph(dropout: float) -> cascomp.Graph:
-    torch.manual_seed(0)
+def _cross_attention_case(dropout: float) -> tuple:
     padding = torch.zeros(2, 6, dtype=torch.bool)
     padding[:, -1] = True
     mask = torch.rand(5, 6) < 0.3
     mask[:, 0] = False
     inputs = (torch.randn(2, 5, 8), torch.randn(2, 6, 8), padding, mask)
-    return cascomp.trace(CrossAttentionModel(dropout).eval(), inputs)
+    return CrossAttentionModel(dropout), inputs  # built after its inputs, as the seeded draws expect
 
 
-_GRAPHS: dict[str, cascomp.Graph] = {}
-
-
-def graph_of(name: str) -> cascomp.Graph:
-    if name not in _GRAPHS:
-        torch.manual_seed(0)
-        if name.startswith("cross"):
-            _GRAPHS[name] = _cross_attention_graph(0.1 if name == "cross_dropout" else 0.0)
-        else:
-            _GRAPHS[name] = cascomp.trace(ZOO[name].build(), example_inputs(name))
-    return _GRAPHS[name]
+graph_of = traced_graphs({"mha": lambda: (ZOO["mha"].build(), example_inputs("mha")),
+                          "cross": lambda: _cross_attention_case(0.0),
+                          "cross_dropout": lambda: _cross_attention_case(0.1)})
 
 
 @pytest.mark.parametrize("name", ["mha", "cross", "cross_dropout"])
