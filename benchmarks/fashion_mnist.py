@@ -119,8 +119,8 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
     for method in dict.fromkeys(row["method"] for row in rows):
         top1 = [row["top1"] for row in rows if row["method"] == method]
         mean = statistics.mean(top1)
-        summary[method] = {"runs": len(top1), "mean": mean, "std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
-                           "delta": mean - rows[0]["baseline_top1"]}
+        spread = statistics.stdev(top1) if len(top1) > 1 else 0.0
+        summary[method] = {"runs": len(top1), "mean": mean, "std": spread, "delta": mean - rows[0]["baseline_top1"]}
     return summary
 
 
