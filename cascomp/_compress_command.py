@@ -6,6 +6,7 @@ OUT/run.json records what the run was started with (model, data, loader options,
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -59,11 +60,25 @@ def add_compress(commands, formatter) -> None:
                               "weights of the kept channels)")
     command.add_argument("--kd-weight", type=float, default=0.9, help="weight of the distillation loss (default 0.9)")
     command.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature (default 4)")
-    command.add_argument("--round-to", type=int, default=1, metavar="N", help="widths are multiples of N")
+    command.add_argument("--round-to", type=_round_to, default="auto", metavar="N|auto",
+                         help="pruned widths are multiples of N; 'auto' (default) takes 8, else 4, 2 or 1, the "
+                              "largest that still hits the budget within 1 %% (odd widths run slower)")
     command.add_argument("--min-keep", type=int, default=1, metavar="N", help="no group below N channels")
     command.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                          help="module-name patterns whose channels stay, e.g. 'fc' (repeatable)")
     command.add_argument("--json", action="store_true", help="print report.json on stdout instead of a summary")
+
+
+def _round_to(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}")
+    return value
 
 
 def compress_command(args) -> Output:

@@ -27,7 +27,7 @@ from cascomp.methods import METHODS
 from cascomp.passes import (EliminateDeadCodePass, MaskChannelsPass, PruneChannelsPass, RemoveBranchesPass,
                             ResizeShapeArgsPass)
 from cascomp.report import Outputs, build_report, summary_table
-from cascomp.search.budget import fit_of_plan, fit_widths, target_ratios
+from cascomp.search.budget import PREFERRED_MULTIPLES, fit_of_plan, fit_preferring_multiples, target_ratios
 from cascomp.search.checkpoint import CheckpointStore
 from cascomp.search.driver import FinetuneLoop, History, SearchLoop, recalibrate_batch_norm, seed_epoch
 from cascomp.search.progress import Reporter
@@ -120,7 +120,8 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
     state = store.load() if resume else None
 
     with clock("trace"):  # 1. trace and analyse
-        graph = trace(model, example_inputs, ignore=config.ignore, round_to=config.round_to, min_keep=config.min_keep)
+        multiples = PREFERRED_MULTIPLES if config.round_to == "auto" else (config.round_to,)
+        graph = trace(model, example_inputs, ignore=config.ignore, round_to=multiples[-1], min_keep=config.min_keep)
         teacher = copy.deepcopy(graph.gm).eval()
         goals = target_ratios(graph, config.targets)
         method = METHODS[config.method](graph, config.method_config)
@@ -131,12 +132,13 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         else:
             trained, search_history = _search(method, graph, teacher, data, config, goals, reporter, store, state,
                                               on_epoch)
-    with clock("decide"):  # 3. decide what survives and project it onto the budget
-        if resumed:
+    with clock("decide"):  # 3. decide what survives and project it onto the budget, in the widest width
+        if resumed:        # multiple that still lands it; the graph goes on under that multiple
+            graph = graph.with_width_multiple(state.get("round_to", multiples[-1]))
             fit = fit_of_plan(graph, Plan.from_dict(state["plan"]), goals)
         else:
             decision = method.decide(trained)
-            fit = fit_widths(graph, decision.scores, decision.family, goals)
+            graph, fit = fit_preferring_multiples(graph, decision.scores, decision.family, goals, multiples)
             if method.keeps_search_weights:
                 _take_trained_weights(graph.gm, trained)
         small = apply_plan(graph, fit.plan)  # 4. physical rewrite
@@ -148,7 +150,8 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         loop = FinetuneLoop(small, teacher, data, config, epochs, reporter)
         if resumed:
             loop.load_state_dict(state["finetune"])
-        checkpoint = {"phase": "finetune", "plan": fit.plan.to_dict(), "search_history": vars(search_history)}
+        checkpoint = {"phase": "finetune", "plan": fit.plan.to_dict(), "round_to": graph.constraints.round_to,
+                      "search_history": vars(search_history)}
         save = None if store is None else (lambda finetune: store.save({**checkpoint, "finetune": finetune}))
         finetune_history = loop.run(save, on_epoch)
     with tempfile.TemporaryDirectory(prefix="cascomp-") as scratch:  # the result's one ONNX export: 6 and 7

@@ -45,6 +45,7 @@ def build_report(*, graph: Graph, teacher: nn.Module, small: nn.Module, fit: Fit
         "targets": {m: {"goal": g, "reached": fit.reached[m], "within_1pct": within[m]} for m, g in fit.goals.items()},
         "baseline": baseline, "compressed": compressed, "ratios": ratios,
         "widths": {g.name: {"before": g.size, "after": fit.widths[g.name]} for g in graph.groups},
+        "round_to": graph.constraints.round_to,  # the multiple every pruned width is (config round_to "auto": chosen)
         "search": {"epochs": search.epochs, "trajectory": search.trajectory},
         "finetune": {"epochs": finetune.epochs},
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
@@ -72,6 +73,8 @@ def summary_table(report: dict) -> str:
     for batch, ms in base["latency_ms"].items():
         table.add_row(f"latency b{batch} (ms)", f"{ms:.3f}", f"{small['latency_ms'][batch]:.3f}",
                       f"{ratios[f'latency_b{batch}']:.3f}")
+    if "round_to" in report:
+        table.add_row("widths", "", f"multiples of {report['round_to']}", "")
     for metric, target in report["targets"].items():
         mark = "yes" if target["within_1pct"] else "NO"
         table.add_row(f"target {metric}", f"{target['goal']:.3f}", f"{target['reached']:.4f}", f"within 1 %: {mark}")

@@ -39,6 +39,9 @@ def test_compress_meets_the_budget_and_writes_every_output(task, tmp_path, metho
     report = result.report
     assert 0.5 * 0.99 <= report["ratios"]["flops"] <= 0.5
     assert report["targets"]["flops"]["within_1pct"]
+    multiple = report["round_to"]  # round_to="auto": the largest multiple of 8, 4, 2, 1 that lands the budget
+    assert multiple in (8, 4, 2, 1)
+    assert all(w["after"] % multiple == 0 or w["after"] == w["before"] for w in report["widths"].values())
     assert {"model.pt", "state_dict.pt", "model.onnx", "plan.json", "report.json", "widths.png"} <= {
         p.name for p in out.iterdir()}
     assert ("search.png" in {p.name for p in out.iterdir()}) == (method == "figs")
@@ -110,7 +113,7 @@ def test_resume_after_an_interruption_gives_the_same_result(task, tmp_path, stop
         cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", progress=False, on_epoch=interrupt)
     assert (tmp_path / "broken" / "checkpoint.pt").exists()
     resumed = cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", resume=True, progress=False)
-    assert resumed.plan == straight.plan
+    assert resumed.plan == straight.plan and resumed.report["round_to"] == straight.report["round_to"]
     for key, value in straight.model.state_dict().items():
         assert torch.allclose(resumed.model.state_dict()[key].float(), value.float(), atol=1e-6), key
     untimed = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
@@ -151,6 +154,8 @@ def test_cli_compress_and_resume_errors(task, tmp_path, capsys):
     (["--target", "flops=0.0001"], "below this model's floor"),
     (["--target", "latency=0.3"], "unknown target metric"),
     (["--temperature", "0.1", "--method", "l1"], "FiGS option"),
+    (["--round-to", "0"], "expected 'auto' or a positive integer, got '0'"),
+    (["--round-to", "8", "--target", "flops=0.05"], "lower --round-to (now 8; 1 allows any width)"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(task, tmp_path, capsys, arguments, message):
     spec, _, _, path = task

@@ -124,6 +124,16 @@ def test_a_module_with_its_export_is_not_exported_again(tmp_path, monkeypatch):
         profile(model, example_inputs=x, exported=exported.path)
 
 
+def test_a_static_batch_export_is_timed_only_at_its_batch_size(tmp_path):
+    model, x = SmallNet(), torch.randn(2, 3, 8, 8)
+    exported = export_onnx(model, x, tmp_path / "static.onnx", dynamic_batch=False)
+    assert not exported.dynamic_batch and export_onnx(model, x, tmp_path / "dynamic.onnx").dynamic_batch
+    with pytest.raises(ConfigError, match=r"dynamic_batch=False \(batch 2\), so it cannot run at batch size\(s\) 1, 3"):
+        profile(model, (1, 2, 3), example_inputs=x, exported=exported, **QUICK)
+    report = profile(model, (2,), example_inputs=x, exported=exported, **QUICK)
+    assert [r.batch_size for r in report.results] == [2]
+
+
 def test_onnx_file_with_integer_inputs(tmp_path):
     path = export_onnx(EmbeddingNet(), torch.randint(0, 10, (2, 5)), tmp_path / "e.onnx").path
     report = profile(path, (1, 3), **QUICK)  # random token ids in {0, 1}: valid for any vocabulary

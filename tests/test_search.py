@@ -10,7 +10,7 @@ import cascomp
 from cascomp.config import CompressConfig, FigsConfig, Target
 from cascomp.errors import ConfigError, SearchError
 from cascomp.methods import METHODS
-from cascomp.search.budget import fit_widths, target_ratios
+from cascomp.search.budget import PREFERRED_MULTIPLES, fit_preferring_multiples, fit_widths, target_ratios
 from cascomp.search.control import PenaltyController, scheduled_target
 from cascomp.search.distill import distillation_loss
 from tests.models import ZOO, example_inputs
@@ -64,8 +64,8 @@ def test_expected_cost_is_the_real_cost_at_zero_one_probabilities(name):
     assert float(expected["flops"].detach()) == pytest.approx(real.flops / baseline.flops, rel=1e-5)
     assert float(expected["params"].detach()) == pytest.approx(real.params / baseline.params, rel=1e-5)
     decision = method.decide(graph.gm)
-    widths = decision.family(1.0)  # whole groups at s = 1 ...
-    assert all(widths[g.name] == g.size for g in graph.groups)
+    fractions = decision.family(1.0)  # whole groups at s = 1 ...
+    assert all(fractions[g.name] == 1.0 for g in graph.groups)
     for group in graph.groups:  # ... and the most probable channels rank first
         top = torch.argsort(decision.scores[group.name], descending=True)[:len(plan.keep[group.name])]
         assert sorted(top.tolist()) == list(plan.keep[group.name])
@@ -103,10 +103,46 @@ def test_two_targets_both_hold():
     assert any(fit.within().values())  # the binding target is hit within 1 %
 
 
+def _lands(graph, decision, goals, multiple) -> bool:
+    try:
+        return any(fit_widths(graph.with_width_multiple(multiple), decision.scores, decision.family, goals).within().values())
+    except SearchError:
+        return False
+
+
+@pytest.mark.parametrize("model, inputs, expected", [(lambda: ZOO["resnet_basic"].build(), example_inputs("resnet_basic"), 8),
+                                                     (TinyNet, torch.randn(2, 1, 8, 8), 1)])
+def test_auto_widths_take_the_largest_multiple_that_lands_the_budget(model, inputs, expected):
+    torch.manual_seed(0)
+    graph = cascomp.trace(model(), inputs)
+    decision = METHODS["uniform"](graph, None).decide(graph.gm)
+    goals = target_ratios(graph, (Target.parse("flops=0.5"),))
+    view, fit = fit_preferring_multiples(graph, decision.scores, decision.family, goals)
+    multiple = view.constraints.round_to
+    assert multiple == expected and fit.within()["flops"]
+    assert all(width % multiple == 0 or width == graph.group(name).size for name, width in fit.widths.items())
+    fit.plan.validate(view)
+    assert not any(_lands(graph, decision, goals, larger) for larger in PREFERRED_MULTIPLES if larger > multiple)
+    assert graph.constraints.round_to == 1 and view.gm is graph.gm  # a view: the traced graph is untouched
+
+
+def test_a_given_width_multiple_is_a_hard_rule():
+    torch.manual_seed(0)
+    graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
+    decision = METHODS["uniform"](graph, None).decide(graph.gm)
+    goals = target_ratios(graph, (Target.parse("flops=0.5"),))
+    view, fit = fit_preferring_multiples(graph, decision.scores, decision.family, goals, multiples=(8,))
+    assert view.constraints.round_to == 8 and not fit.within()["flops"] and fit.reached["flops"] <= 0.5
+    assert all(width % 8 == 0 or width == graph.group(name).size for name, width in fit.widths.items())
+
+
 def test_targets_below_the_floor_are_refused_naming_it():
     graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8), min_keep=4)
-    with pytest.raises(SearchError, match="floor of 0.[0-9]+"):
+    with pytest.raises(SearchError, match=r"floor of 0.[0-9]+.*lower --min-keep \(now 4\)"):
         target_ratios(graph, (Target.parse("flops=0.01"),))
+    rounded = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8), round_to=8)
+    with pytest.raises(SearchError, match=r"lower --round-to \(now 8; 1 allows any width\)$"):
+        target_ratios(rounded, (Target.parse("flops=0.01"),))
     absolute = Target.parse("flops=20K")
     assert absolute.absolute and absolute.value == 20e3
 
@@ -125,6 +161,10 @@ def test_config_round_trips_and_rejects_mistakes():
         CompressConfig(method="darts")
     with pytest.raises(ConfigError, match="one target"):
         CompressConfig(targets=("flops=0.3", "flops=0.4"))
+    assert CompressConfig().round_to == "auto" and CompressConfig.from_dict(CompressConfig(round_to=4).to_dict()).round_to == 4
+    for bad in (0, -8, 2.5, "eight", True):
+        with pytest.raises(ConfigError, match="round_to must be"):
+            CompressConfig(round_to=bad)
 
 
 def test_controller_asks_for_the_gap_and_nothing_under_target():

@@ -50,6 +50,7 @@ class OnnxExportResult:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     seconds: float
+    dynamic_batch: bool = True  # dim 0 of every input and output is symbolic (checked at batch + 1)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -115,7 +116,7 @@ def export_onnx(
     return OnnxExportResult(
         path=os.fspath(path), opset=opset_used, exporter=used, max_abs_error=max_abs,
         max_rel_error=max_rel, input_names=job.input_names, output_names=job.output_names,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, dynamic_batch=job.dynamic_batch,
     )
 
 

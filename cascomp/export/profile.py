@@ -146,6 +146,7 @@ def profile(
     if exported is not None:
         if not isinstance(exported, OnnxExportResult):
             raise ConfigError(f"exported must be what export_onnx returned, got {type(exported).__name__}")
+        _check_batch_sizes(exported, examples, settings.batch_sizes)
         return _profile_export(model_or_path, exported, examples, settings, by_node, torch_latency,
                                onnx_path=_existing_file(exported.path))
     with tempfile.TemporaryDirectory(prefix="cascomp-profile-") as directory:
@@ -179,6 +180,18 @@ def _profile_file(path: str, settings: _Settings, examples, model: nn.Module | N
         torch_results=_torch_latencies(model, tuple(named.values()), settings) if model is not None else None,
         onnx_path=onnx_path,
     )
+
+
+def _check_batch_sizes(exported: OnnxExportResult, examples: tuple[Tensor, ...], batch_sizes: tuple[int, ...]) -> None:
+    """A static-batch export runs only at the batch size it was exported with."""
+    if exported.dynamic_batch:
+        return
+    fixed = examples[0].shape[0] if examples and examples[0].dim() else None
+    other = [b for b in batch_sizes if b != fixed]
+    if other:
+        raise ConfigError(f"{exported.path} was exported with dynamic_batch=False (batch {fixed}), so it cannot "
+                          f"run at batch size(s) {', '.join(map(str, other))}; export with dynamic_batch=True "
+                          f"or profile batch_sizes=({fixed},)")
 
 
 def _examples_by_name(examples, graph_inputs) -> dict[str, Tensor] | None:

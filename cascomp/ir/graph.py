@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 
 import torch
 import torch.fx as fx
@@ -74,6 +75,13 @@ class Graph:
         self.offsets = grouping.offsets
         self.depth: DepthAnalysis = removable_branches(self.gm, self._ctx.record, grouping)
         self.cost_model = CostModel(self._ctx, grouping, self.gm, self.depth)
+
+    def with_width_multiple(self, round_to: int) -> "Graph":
+        """The same traced model and analysis under another width multiple (nothing is traced again; the
+        grouping does not depend on it). The copy shares `gm`, the groups and the cost model."""
+        view = copy.copy(self)
+        view.constraints = replace(self.constraints, round_to=round_to)
+        return view
 
     def run(self, module: nn.Module):
         """Call a module built from this graph (or the model itself) on the example inputs, passed by

@@ -1,6 +1,7 @@
-"""Families of widths: s in [0, 1] -> width per group, growing with s (s = 0: every group at its minimum,
-s = 1: every group whole). Methods propose one; `cascomp.search.budget.fit_widths` picks the member that
-meets the targets."""
+"""Families of widths: s in [0, 1] -> keep fraction per group, growing with s (s = 0: every group at its
+minimum, s = 1: every group whole). Methods propose one; `cascomp.search.budget.fit_widths` rounds its members
+to legal widths under the constraints it projects with and picks the member that meets the targets. A family
+gives fractions rather than widths so that one proposal can be projected under several width multiples."""
 
 from __future__ import annotations
 
@@ -10,19 +11,18 @@ import torch
 
 from cascomp.ir.graph import Graph
 
-Family = Callable[[float], dict[str, int]]
+Family = Callable[[float], dict[str, float]]
 
 
 def uniform_family(graph: Graph) -> Family:
     """The same keep fraction s in every group."""
-    return lambda s: {g.name: graph.constraints.width(g.size, max(s, 1e-9)) for g in graph.groups}
+    return lambda s: {g.name: max(s, 1e-9) for g in graph.groups}
 
 
 def scaled_family(graph: Graph, proposal: dict[str, float]) -> Family:
     """Every group's proposed width scaled by one factor; s = 1 / the largest size/proposal is the proposal."""
     widest = max((g.size / max(proposal[g.name], 1e-9) for g in graph.groups), default=1.0)
-    return lambda s: {g.name: graph.constraints.width(g.size, min(1.0, max(s, 1e-9) * widest * proposal[g.name] / g.size))
-                      for g in graph.groups}
+    return lambda s: {g.name: min(1.0, max(s, 1e-9) * widest * proposal[g.name] / g.size) for g in graph.groups}
 
 
 def ranked_family(graph: Graph, scores: dict[str, torch.Tensor]) -> Family:
@@ -30,12 +30,11 @@ def ranked_family(graph: Graph, scores: dict[str, torch.Tensor]) -> Family:
     everything = torch.cat([scores[g.name].double() for g in graph.groups]) if graph.groups else torch.zeros(0)
     ordered = torch.sort(everything, descending=True).values
 
-    def widths(s: float) -> dict[str, int]:
+    def fractions(s: float) -> dict[str, float]:
         count = int(round(s * len(ordered)))
         if count == 0:
-            return {g.name: graph.constraints.smallest(g.size) for g in graph.groups}
+            return {g.name: 0.0 for g in graph.groups}
         threshold = ordered[min(count, len(ordered)) - 1]
-        return {g.name: graph.constraints.width(g.size, max(int((scores[g.name].double() >= threshold).sum()), 1) / g.size)
-                for g in graph.groups}
+        return {g.name: max(int((scores[g.name].double() >= threshold).sum()), 1) / g.size for g in graph.groups}
 
-    return widths
+    return fractions

@@ -1,13 +1,17 @@
 """Budgets that are hit, not approximated: turn a method's proposal into a plan within 1 % below every target.
 
-A method proposes channel scores and a one-parameter *family* of widths (s in [0, 1] -> width per group,
-growing with s: s = 0 is every group at its minimum, s = 1 every group whole). The projection
+A method proposes channel scores and a one-parameter *family* of widths (s in [0, 1] -> keep fraction per
+group, growing with s: s = 0 is every group at its minimum, s = 1 every group whole), which the projection
+rounds to the legal widths of the constraints it works under. The projection
 1. refuses targets below the floor (every group at its minimum width; frozen channels stay);
 2. bisects s for the widest member of the family that fits every target;
 3. fills the remaining budget one legal width step at a time, always taking the step whose channels score
    highest among the steps that still fit, until none fits;
 4. when a small model's steps are too coarse for that to land within 1 %, trades one step of one group for
    steps of others while that brings the binding cost closer to its target.
+5. with round_to="auto" (compress's default), does all this under widths in multiples of 8 first, then 4, 2
+   and 1, and keeps the first whose binding target lands within 1 %: hardware-friendly widths where the
+   budget allows them, an exact budget always.
 Widths are then cut from each group's channels in score order. Costs depend only on widths (products of kept
 counts), so every candidate is priced exactly by the cost model.
 """
@@ -25,6 +29,9 @@ from cascomp.ir.plan import Plan
 from cascomp.methods.families import Family
 
 TOLERANCE = 0.01
+# Width multiples `compress` tries by default (round_to="auto"), largest first: onnxruntime's CPU kernels run
+# widths in multiples of 8 much faster than odd ones (see the README's latency table).
+PREFERRED_MULTIPLES = (8, 4, 2, 1)
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,21 @@ def target_ratios(graph: Graph, targets: tuple[Target, ...]) -> dict[str, float]
             raise SearchError(f"target {target} ({goal:.3f} of the baseline) is below this model's floor of "
                               f"{lowest:.3f}: every group at its minimum width ({graph.constraints.min_keep} channel, "
                               f"round_to={graph.constraints.round_to}) with {frozen} frozen channel(s); "
-                              f"choose {target.metric}≥{lowest:.3f} or lower --min-keep")
+                              f"choose {target.metric}≥{lowest:.3f} or {_floor_levers(graph)}")
         goals[target.metric] = goal
     return goals
+
+
+def _floor_levers(graph: Graph) -> str:
+    """What lowers the floor, besides a larger target: the constraints that keep channels."""
+    constraints, levers = graph.constraints, []
+    if constraints.round_to > 1:
+        levers.append(f"lower --round-to (now {constraints.round_to}; 1 allows any width)")
+    if constraints.min_keep > 1:
+        levers.append(f"lower --min-keep (now {constraints.min_keep})")
+    if constraints.ignore:
+        levers.append("drop --ignore patterns (their channels stay)")
+    return " or ".join(levers) if levers else "compress a larger model"
 
 
 def fit_widths(graph: Graph, scores: dict[str, torch.Tensor], family: Family, goals: dict[str, float]) -> Fit:
@@ -71,17 +90,39 @@ def fit_widths(graph: Graph, scores: dict[str, torch.Tensor], family: Family, go
         return {m: getattr(cost, m) / getattr(baseline, m) for m in goals}
 
     fits = lambda widths: all(r <= goals[m] + 1e-12 for m, r in ratios(widths).items())  # noqa: E731
+    member = lambda s: _rounded(graph, family(s))  # noqa: E731
     low, high = 0.0, 1.0
-    if not fits(family(0.0)):
+    if not fits(member(0.0)):
         raise SearchError("even the smallest widths of this method miss the target; lower --min-keep or raise "
                           "the target")
     for _ in range(40):  # case 2
         middle = (low + high) / 2
-        low, high = (middle, high) if fits(family(middle)) else (low, middle)
-    widths = _fill(graph, family(low), scores, orders, fits)  # case 3
+        low, high = (middle, high) if fits(member(middle)) else (low, middle)
+    widths = _fill(graph, member(low), scores, orders, fits)  # case 3
     widths = _tighten(graph, widths, ratios, goals)  # case 4
     plan = Plan({name: tuple(sorted(orders[name][:width].tolist())) for name, width in widths.items()})
     return Fit(plan=plan, widths=widths, reached=ratios(widths), goals=dict(goals))
+
+
+def fit_preferring_multiples(graph: Graph, scores: dict[str, torch.Tensor], family: Family, goals: dict[str, float],
+                             multiples: tuple[int, ...] = PREFERRED_MULTIPLES) -> tuple[Graph, Fit]:
+    """Case 5: the first of `multiples` (largest first) whose widths land the binding target within 1 %, with
+    the graph under that multiple (the plan validates against it). The last multiple is taken whatever it
+    reaches, as `fit_widths` alone would."""
+    for multiple in multiples[:-1]:
+        view = graph.with_width_multiple(multiple)
+        try:
+            fit = fit_widths(view, scores, family, goals)
+        except SearchError:  # even its smallest widths miss a target
+            continue
+        if any(fit.within().values()):
+            return view, fit
+    view = graph.with_width_multiple(multiples[-1])
+    return view, fit_widths(view, scores, family, goals)
+
+
+def _rounded(graph: Graph, fractions: dict[str, float]) -> dict[str, int]:
+    return {g.name: graph.constraints.width(g.size, fractions[g.name]) for g in graph.groups}
 
 
 def fit_of_plan(graph: Graph, plan: Plan, goals: dict[str, float]) -> Fit:
