@@ -9,5 +9,6 @@ from cascomp.passes.remove_branches import RemoveBranchesPass
 from cascomp.passes.resize_shape_args import ResizeShapeArgsPass
 
 __all__ = [
-    "EliminateDeadCodePass", "InsertChannelGatesPass", "MaskChannelsPass", "Pass", "PassResult", "PruneChannelsPass", "ResizeShapeArgsPass",
+    "EliminateDeadCodePass", "InsertChannelGatesPass", "MaskChannelsPass", "Pass", "PassResult", "PruneChannelsPass",
+    "RemoveBranchesPass", "ResizeShapeArgsPass",
 ]

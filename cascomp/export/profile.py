@@ -31,9 +31,10 @@ from cascomp.errors import ConfigError, ModelLoadError, ProfileError
 from cascomp.export._exporters import one_line_reason
 from cascomp.export._inputs import batch_feeds, repeat_samples
 from cascomp.export._node_times import NodeTime, module_namer, node_times
+from cascomp.export._profile_checks import (available_provider, check_batch_sizes, count,
+                                             examples_by_name, existing_file, valid_batch_sizes, valid_threads)
 from cascomp.export.onnx import OnnxExportResult, export_onnx
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _TABLE_NODES = 15
 
 
@@ -128,9 +129,9 @@ def profile(
     file: it is timed instead of a fresh export, and the report's onnx_path names it.
     Raises ConfigError, ProfileError, ExportError (the module's export) or ModelLoadError (the file).
     """
-    settings = _Settings(batch_sizes=_valid_batch_sizes(batch_sizes), warmup=_count(warmup, "warmup", 0),
-                         repeats=_count(repeats, "repeats", 1), threads=_valid_threads(threads),
-                         provider=_available_provider(provider), input_shapes=input_shapes)
+    settings = _Settings(batch_sizes=valid_batch_sizes(batch_sizes), warmup=count(warmup, "warmup", 0),
+                         repeats=count(repeats, "repeats", 1), threads=valid_threads(threads),
+                         provider=available_provider(provider), input_shapes=input_shapes)
     examples = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else example_inputs
     examples = (examples,) if isinstance(examples, Tensor) else examples
     if not isinstance(model_or_path, nn.Module):
@@ -138,7 +139,7 @@ def profile(
             raise ConfigError("exported= goes with the nn.Module it was exported from; a file is timed as is")
         if torch_latency:
             raise ConfigError("torch_latency=True needs the torch model; pass an nn.Module, not a file")
-        return _profile_file(_existing_file(model_or_path), settings, examples, None, by_node,
+        return _profile_file(existing_file(model_or_path), settings, examples, None, by_node,
                              onnx_path=os.fspath(model_or_path))
     if examples is None:
         raise ConfigError("profiling an nn.Module needs example_inputs to export it, e.g. "
@@ -146,9 +147,9 @@ def profile(
     if exported is not None:
         if not isinstance(exported, OnnxExportResult):
             raise ConfigError(f"exported must be what export_onnx returned, got {type(exported).__name__}")
-        _check_batch_sizes(exported, examples, settings.batch_sizes)
+        check_batch_sizes(exported, examples, settings.batch_sizes)
         return _profile_export(model_or_path, exported, examples, settings, by_node, torch_latency,
-                               onnx_path=_existing_file(exported.path))
+                               onnx_path=existing_file(exported.path))
     with tempfile.TemporaryDirectory(prefix="cascomp-profile-") as directory:
         path = os.path.join(directory, "model.onnx")
         exported = export_onnx(model_or_path, examples, path, dynamic_batch=True)
@@ -168,7 +169,7 @@ def _profile_file(path: str, settings: _Settings, examples, model: nn.Module | N
                   onnx_path: str | None, known_modules: Sequence[str] = ()) -> LatencyReport:
     session = _session(path, settings)
     graph_inputs = session.get_inputs()
-    named = _examples_by_name(examples, graph_inputs)
+    named = examples_by_name(examples, graph_inputs)
     feeds = {batch: batch_feeds(graph_inputs, batch, examples=named, input_shapes=settings.input_shapes)
              for batch in settings.batch_sizes}
     results = tuple(_latency(batch, _runner(session, feeds[batch], batch), settings)
@@ -180,34 +181,6 @@ def _profile_file(path: str, settings: _Settings, examples, model: nn.Module | N
         torch_results=_torch_latencies(model, tuple(named.values()), settings) if model is not None else None,
         onnx_path=onnx_path,
     )
-
-
-def _check_batch_sizes(exported: OnnxExportResult, examples: tuple[Tensor, ...], batch_sizes: tuple[int, ...]) -> None:
-    """A static-batch export runs only at the batch size it was exported with."""
-    if exported.dynamic_batch:
-        return
-    fixed = examples[0].shape[0] if examples and examples[0].dim() else None
-    other = [b for b in batch_sizes if b != fixed]
-    if other:
-        raise ConfigError(f"{exported.path} was exported with dynamic_batch=False (batch {fixed}), so it cannot "
-                          f"run at batch size(s) {', '.join(map(str, other))}; export with dynamic_batch=True "
-                          f"or profile batch_sizes=({fixed},)")
-
-
-def _examples_by_name(examples, graph_inputs) -> dict[str, Tensor] | None:
-    if examples is None or isinstance(examples, dict):
-        return examples
-    if not isinstance(examples, tuple) or len(examples) != len(graph_inputs) \
-            or not all(isinstance(t, Tensor) for t in examples):
-        raise ConfigError("example_inputs must hold one tensor per input of the file "
-                          f"({', '.join(i.name for i in graph_inputs)}), got {_describe(examples)}")
-    return {graph_input.name: example for graph_input, example in zip(graph_inputs, examples)}
-
-
-def _describe(examples) -> str:
-    if isinstance(examples, tuple):
-        return f"{len(examples)} values: " + ", ".join(type(t).__name__ for t in examples)
-    return f"a {type(examples).__name__}"
 
 
 def _session(path: str, settings: _Settings, profile_prefix: str | None = None):
@@ -288,41 +261,3 @@ def _torch_latencies(model: nn.Module, examples: tuple[Tensor, ...],
         torch.set_num_threads(threads_before)
         for module, flag in training_flags:
             module.training = flag
-
-
-def _valid_batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:
-    sizes = (batch_sizes,) if isinstance(batch_sizes, int) else tuple(batch_sizes)
-    if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in sizes):
-        raise ConfigError(f"batch_sizes must be positive ints, got {batch_sizes!r}; e.g. batch_sizes=(1, 32)")
-    return sizes
-
-
-def _count(value: int, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _valid_threads(threads: int | None) -> int | None:
-    return None if threads is None else _count(threads, "threads", 1)
-
-
-def _available_provider(provider: str) -> str:
-    if provider not in PROVIDERS:
-        raise ConfigError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
-    name = PROVIDERS[provider]
-    if name not in onnxruntime.get_available_providers():
-        raise ProfileError(
-            f"provider {provider!r} needs onnxruntime's {name}, which this onnxruntime lacks (it has "
-            f"{', '.join(onnxruntime.get_available_providers())}); install onnxruntime-gpu on a machine "
-            "with a GPU (pip install 'cascomp[gpu]') or use provider='cpu'"
-        )
-    return name
-
-
-def _existing_file(path: str | os.PathLike) -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise ConfigError(f"profile needs an nn.Module or a path to an .onnx file, got {type(path).__name__}")
-    if not os.path.isfile(path):
-        raise ModelLoadError(f"no ONNX file at {os.fspath(path)!r}; export one with export_onnx first")
-    return os.fspath(path)

@@ -1,0 +1,83 @@
+"""What width multiples buy in onnxruntime: a ResNet-20 pruned to a FLOPs target with widths in multiples of
+1, 4, 8 (and 16 where the target allows it), timed against the unpruned baseline.
+
+Each model is the uniform method's projection onto the target under that multiple (the widths `compress`
+builds; latency does not depend on the weights, so none are trained). The models are timed in interleaved
+rounds (median of the rounds' medians) at batch 1 and 32, on one thread and on onnxruntime's default
+threads. Run it on an otherwise idle machine.
+
+    python benchmarks/width_multiples.py [--targets flops=0.33,flops=0.5] [--rounds 3] [--repeats 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cascomp  # noqa: E402
+from cascomp.config import Target  # noqa: E402
+from cascomp.errors import SearchError  # noqa: E402
+from cascomp.methods import METHODS  # noqa: E402
+from cascomp.search.budget import fit_widths, target_ratios  # noqa: E402
+from fashion_mnist import ResNet20  # noqa: E402
+
+MULTIPLES = (1, 4, 8, 16)
+
+
+def pruned_models(baseline, x, target: str) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """multiple -> (pruned module, widths) for every multiple under which the target is reachable."""
+    models = {}
+    for multiple in MULTIPLES:
+        graph = cascomp.trace(baseline, x, round_to=multiple)
+        try:
+            goals = target_ratios(graph, (Target.parse(target),))
+        except SearchError as error:
+            print(f"{target}, multiple {multiple}: skipped ({str(error).split(':')[0]})")
+            continue
+        decision = METHODS["uniform"](graph, None).decide(graph.gm)
+        fit = fit_widths(graph, decision.scores, decision.family, goals)
+        models[f"x{multiple}"] = (cascomp.apply_plan(graph, fit.plan), fit)
+    return models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", default="flops=0.33,flops=0.5")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    baseline, x = ResNet20().eval(), torch.zeros(1, 1, 28, 28)
+    for target in args.targets.split(","):
+        pruned = pruned_models(baseline, x, target)
+        models = {"baseline": baseline, **{name: module for name, (module, _) in pruned.items()}}
+        samples: dict[tuple[str, int | None, int], list[float]] = {}
+        for _ in range(args.rounds):
+            for name, module in models.items():
+                for threads in (1, None):
+                    report = cascomp.profile(module, (1, 32), example_inputs=x, warmup=10, repeats=args.repeats,
+                                             threads=threads)
+                    for batch in (1, 32):
+                        samples.setdefault((name, threads, batch), []).append(report.latency_ms(batch))
+        median = {key: statistics.median(values) for key, values in samples.items()}
+        print(f"\n{target}: latency in ms (ratio to the baseline)")
+        print(f"{'widths':<9} {'FLOPs':>6} {'1 thread b1':>16} {'b32':>16} {'default b1':>16} {'b32':>16}  widths")
+        for name in models:
+            cells = []
+            for threads in (1, None):
+                for batch in (1, 32):
+                    ms = median[(name, threads, batch)]
+                    cells.append(f"{ms:8.3f} ({ms / median[('baseline', threads, batch)]:.2f})")
+            flops, widths = (1.0, "") if name == "baseline" else (pruned[name][1].reached["flops"],
+                                                                  list(pruned[name][1].widths.values()))
+            print(f"{name:<9} {flops:>6.3f} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} {cells[3]:>16}  {widths}")
+
+
+if __name__ == "__main__":
+    main()
