@@ -132,8 +132,10 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         else:
             trained, search_history = _search(method, graph, teacher, data, config, goals, reporter, store, state,
                                               on_epoch)
-    with clock("decide"):  # 3. decide what survives and project it onto the budget, in the widest width
-        if resumed:        # multiple that still lands it; the graph goes on under that multiple
+    # 3. decide what survives and project it onto the budget under the largest width multiple that lands it;
+    # from here on the graph carries that multiple (the plan validates against it)
+    with clock("decide"):
+        if resumed:
             graph = graph.with_width_multiple(state.get("round_to", multiples[-1]))
             fit = fit_of_plan(graph, Plan.from_dict(state["plan"]), goals)
         else:
