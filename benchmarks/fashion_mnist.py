@@ -124,6 +124,22 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
     return summary
 
 
+def interleaved_latency(models: dict, rounds: int, *, warmup: int, repeats: int, example_inputs=None,
+                        batches=(1, 32)) -> dict[tuple[str, int | None, int], float]:
+    """(name, threads, batch) -> median onnxruntime latency in ms over `rounds` rounds; each round times every
+    model (an .onnx path, or a module with `example_inputs`) on one thread and on the default threads in turn,
+    so drift of the machine hits all models alike."""
+    samples: dict[tuple[str, int | None, int], list[float]] = {}
+    for _ in range(rounds):
+        for name, model in models.items():
+            for threads in (1, None):
+                report = cascomp.profile(model, batches, example_inputs=example_inputs, warmup=warmup,
+                                         repeats=repeats, threads=threads)
+                for batch in batches:
+                    samples.setdefault((name, threads, batch), []).append(report.latency_ms(batch))
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
 def time_models(args) -> None:
     """Median onnxruntime latency (batch 1 and 32, one thread and the default) of the baseline and of every
     compressed model in OUT/<method>/model.onnx, in interleaved rounds."""
@@ -137,14 +153,7 @@ def time_models(args) -> None:
     cascomp.export_onnx(baseline.eval(), (torch.zeros(1, 1, 28, 28),), out / "baseline.onnx")
     models = {"baseline": out / "baseline.onnx"}
     models.update({m: out / m / "model.onnx" for m in args.methods.split(",") if (out / m / "model.onnx").is_file()})
-    samples: dict[tuple[str, int | None, int], list[float]] = {}
-    for _ in range(args.rounds):
-        for name, path in models.items():
-            for threads in (1, None):
-                report = cascomp.profile(path, (1, 32), warmup=5, repeats=40, threads=threads)
-                for batch in (1, 32):
-                    samples.setdefault((name, threads, batch), []).append(report.latency_ms(batch))
-    median = {key: sorted(values)[len(values) // 2] for key, values in samples.items()}
+    median = interleaved_latency(models, args.rounds, warmup=5, repeats=40)
     print(f"{'model':<9} {'1 thread b1 ms':>14} {'b32 ms':>8} {'ratio b1':>8} {'b32':>6}   "
           f"{'default threads b1 ms':>21} {'b32 ms':>8} {'ratio b1':>8} {'b32':>6}")
     for name in models:

@@ -12,7 +12,6 @@ threads. Run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -24,25 +23,25 @@ import cascomp  # noqa: E402
 from cascomp.config import Target  # noqa: E402
 from cascomp.errors import SearchError  # noqa: E402
 from cascomp.methods import METHODS  # noqa: E402
-from cascomp.search.budget import fit_widths, target_ratios  # noqa: E402
-from fashion_mnist import ResNet20  # noqa: E402
+from cascomp.search.budget import Fit, fit_widths, target_ratios  # noqa: E402
+from fashion_mnist import ResNet20, interleaved_latency  # noqa: E402
 
 MULTIPLES = (1, 4, 8, 16)
 
 
-def pruned_models(baseline, x, target: str) -> dict[str, tuple[torch.nn.Module, dict]]:
-    """multiple -> (pruned module, widths) for every multiple under which the target is reachable."""
+def pruned_models(graph, target: str) -> dict[str, tuple[torch.nn.Module, Fit]]:
+    """"x<multiple>" -> (pruned module, its fit) for every multiple under which the target is reachable."""
+    decision = METHODS["uniform"](graph, None).decide(graph.gm)
     models = {}
     for multiple in MULTIPLES:
-        graph = cascomp.trace(baseline, x, round_to=multiple)
+        view = graph.with_width_multiple(multiple)
         try:
-            goals = target_ratios(graph, (Target.parse(target),))
+            goals = target_ratios(view, (Target.parse(target),))
         except SearchError as error:
             print(f"{target}, multiple {multiple}: skipped ({str(error).split(':')[0]})")
             continue
-        decision = METHODS["uniform"](graph, None).decide(graph.gm)
-        fit = fit_widths(graph, decision.scores, decision.family, goals)
-        models[f"x{multiple}"] = (cascomp.apply_plan(graph, fit.plan), fit)
+        fit = fit_widths(view, decision.scores, decision.family, goals)
+        models[f"x{multiple}"] = (cascomp.apply_plan(view, fit.plan), fit)
     return models
 
 
@@ -54,18 +53,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     baseline, x = ResNet20().eval(), torch.zeros(1, 1, 28, 28)
+    graph = cascomp.trace(baseline, x)
     for target in args.targets.split(","):
-        pruned = pruned_models(baseline, x, target)
+        pruned = pruned_models(graph, target)
         models = {"baseline": baseline, **{name: module for name, (module, _) in pruned.items()}}
-        samples: dict[tuple[str, int | None, int], list[float]] = {}
-        for _ in range(args.rounds):
-            for name, module in models.items():
-                for threads in (1, None):
-                    report = cascomp.profile(module, (1, 32), example_inputs=x, warmup=10, repeats=args.repeats,
-                                             threads=threads)
-                    for batch in (1, 32):
-                        samples.setdefault((name, threads, batch), []).append(report.latency_ms(batch))
-        median = {key: statistics.median(values) for key, values in samples.items()}
+        median = interleaved_latency(models, args.rounds, warmup=10, repeats=args.repeats, example_inputs=(x,))
         print(f"\n{target}: latency in ms (ratio to the baseline)")
         print(f"{'widths':<9} {'FLOPs':>6} {'1 thread b1':>16} {'b32':>16} {'default b1':>16} {'b32':>16}  widths")
         for name in models:

@@ -72,13 +72,9 @@ def add_compress(commands, formatter) -> None:
 def _round_to(text: str) -> int | str:
     if text == "auto":
         return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}")
-    return value
+    return int(text)
 
 
 def compress_command(args) -> Output:

@@ -73,8 +73,7 @@ def summary_table(report: dict) -> str:
     for batch, ms in base["latency_ms"].items():
         table.add_row(f"latency b{batch} (ms)", f"{ms:.3f}", f"{small['latency_ms'][batch]:.3f}",
                       f"{ratios[f'latency_b{batch}']:.3f}")
-    if "round_to" in report:
-        table.add_row("widths", "", f"multiples of {report['round_to']}", "")
+    table.add_row("widths", "", f"multiples of {report['round_to']}", "")
     for metric, target in report["targets"].items():
         mark = "yes" if target["within_1pct"] else "NO"
         table.add_row(f"target {metric}", f"{target['goal']:.3f}", f"{target['reached']:.4f}", f"within 1 %: {mark}")

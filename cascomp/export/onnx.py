@@ -50,7 +50,7 @@ class OnnxExportResult:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     seconds: float
-    dynamic_batch: bool = True  # dim 0 of every input and output is symbolic (checked at batch + 1)
+    dynamic_batch: bool  # dim 0 of every input and output is symbolic (checked at batch + 1)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

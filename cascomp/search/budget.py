@@ -93,8 +93,8 @@ def fit_widths(graph: Graph, scores: dict[str, torch.Tensor], family: Family, go
     member = lambda s: _rounded(graph, family(s))  # noqa: E731
     low, high = 0.0, 1.0
     if not fits(member(0.0)):
-        raise SearchError("even the smallest widths of this method miss the target; lower --min-keep or raise "
-                          "the target")
+        raise SearchError(f"even the smallest widths of this method miss the target; raise the target or "
+                          f"{_floor_levers(graph)}")
     for _ in range(40):  # case 2
         middle = (low + high) / 2
         low, high = (middle, high) if fits(member(middle)) else (low, middle)
