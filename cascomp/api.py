@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.utils.data import TensorDataset
 
 from cascomp.config import CompressConfig
 from cascomp.data import load_data
@@ -102,27 +103,30 @@ class CompressResult:
 
 
 def compress(model: nn.Module, config: CompressConfig | None = None, *, data, example_inputs=None,
-             out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
-             on_epoch: Callable[[str, int], None] | None = None) -> CompressResult:
+             out_dir: str | os.PathLike | None = None, resume: bool = False, force: bool = False,
+             progress: bool = True, on_epoch: Callable[[str, int], None] | None = None) -> CompressResult:
     """Compress `model` to `config.targets` with `config.method`, fine-tune it with distillation, measure it.
 
     data: a `DataBundle` or a spec string such as "fashion-mnist:/usr/share/datasets/fashion-mnist".
     out_dir: where the model, ONNX file, report and plots go (and the per-epoch checkpoint; `resume=True`
-    continues an interrupted run from it). The caller's model is never modified.
+    continues an interrupted run from it). A folder holding another run's outputs is refused unless
+    `force=True`, which removes them first. The caller's model is never modified.
     """
     config = config or CompressConfig()
     if not isinstance(config, CompressConfig):
         raise ConfigError(f"config must be a cascomp.CompressConfig, got {type(config).__name__}")
     data = load_data(data, seed=config.seed) if isinstance(data, str) else data
     example_inputs = example_inputs if example_inputs is not None else _example_batch(data)
-    reporter, clock, out = Reporter(progress), Clock(), Outputs(out_dir) if out_dir is not None else None
     store = CheckpointStore(out_dir) if out_dir is not None else None
     state = store.load() if resume else None
+    reporter, clock = Reporter(progress), Clock()
+    out = Outputs(out_dir, force=force, resume=resume) if out_dir is not None else None
 
     with clock("trace"):  # 1. trace and analyse
         multiples = PREFERRED_MULTIPLES if config.round_to == "auto" else (config.round_to,)
         graph = trace(model, example_inputs, ignore=config.ignore, round_to=multiples[-1], min_keep=config.min_keep)
         teacher = copy.deepcopy(graph.gm).eval()
+        _check_classifier(teacher, example_inputs, data)
         goals = target_ratios(graph, config.targets)
         method = METHODS[config.method](graph, config.method_config)
     resumed = state is not None and state["phase"] == "finetune"  # the plan is settled; only fine-tuning is left
@@ -186,6 +190,41 @@ def _take_trained_weights(target: fx.GraphModule, trained: nn.Module) -> None:
         return
     own = target.state_dict()
     target.load_state_dict({k: v for k, v in trained.state_dict().items() if k in own})
+
+
+def _check_classifier(model: nn.Module, example_inputs, data) -> None:
+    """compress trains and scores a classifier: its forward must return logits (batch, classes) with a class
+    for every label of both splits; anything else would fail deep in the loss, or score nonsense."""
+    with torch.no_grad():
+        output = model(*example_inputs)
+    fix = ("compress needs a classifier whose forward returns the logits, a tensor of shape (batch, classes); "
+           "wrap the model so that forward returns them (e.g. return self.model(x)[0])")
+    if not isinstance(output, torch.Tensor):
+        raise ConfigError(f"the model returns a {type(output).__name__}, not a tensor; {fix}")
+    if output.dim() != 2 or not output.is_floating_point():
+        raise ConfigError(f"the model returns a {output.dtype} tensor of shape {tuple(output.shape)}; {fix}")
+    classes = output.shape[1]
+    for split in ("train", "val"):
+        largest = _largest_label(getattr(data, split))
+        if largest is not None and largest >= classes:
+            raise ConfigError(f"the {'training' if split == 'train' else 'validation'} data holds label {largest}, "
+                              f"but the model has {classes} outputs (classes 0..{classes - 1}); give a model with "
+                              "one output per class of this data, or data whose labels it covers")
+
+
+def _largest_label(loader, batches: int = 16) -> int | None:
+    """The largest label of an in-memory split, or of its first `batches` batches for other loaders."""
+    dataset = getattr(loader, "dataset", None)
+    tensors = getattr(dataset, "tensors", None)
+    if isinstance(dataset, TensorDataset) and len(tensors) >= 2 and len(tensors[1]):
+        return int(tensors[1].max())
+    largest = None
+    for index, (_, y) in enumerate(loader):
+        if index == batches:
+            break
+        if len(y):
+            largest = max(int(y.max()), largest if largest is not None else int(y.max()))
+    return largest
 
 
 def _example_batch(data) -> tuple[torch.Tensor]:

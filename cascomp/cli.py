@@ -23,7 +23,7 @@ from rich.console import Console
 from cascomp import __version__
 from cascomp._commands import COMMANDS, Output
 from cascomp._compress_command import add_compress, compress_command
-from cascomp.errors import CascompError
+from cascomp.errors import CascompError, as_user_error
 
 _RAW = argparse.RawDescriptionHelpFormatter  # keeps the examples in the epilogs as written
 
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")
         return 1
     except Exception as error:
+        user_error = as_user_error(error)
+        if user_error is not None:
+            return _fail(user_error, 2, "", debug)
         prefix = f"internal error, please report it (CASCOMP_DEBUG=1 shows the traceback): {type(error).__name__}: "
         return _fail(error, 1, prefix, debug)
 

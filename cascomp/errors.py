@@ -6,6 +6,8 @@ to do about it. The CLI prints a CascompError as one line on stderr and exits no
 
 from __future__ import annotations
 
+import errno
+
 
 class CascompError(Exception):
     """Base class of every error cascomp raises on purpose."""
@@ -49,3 +51,25 @@ class DataError(CascompError):
 
 class SearchError(CascompError):
     """The search or fine-tuning could not run as configured (unreachable target, diverged training)."""
+
+
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC,
+                errno.EDQUOT, errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTEMPTY}
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory", "bad_alloc")
+
+
+def as_user_error(error: BaseException) -> CascompError | None:
+    """The user's mistake behind an exception cascomp did not raise on purpose, or None for a bug.
+
+    The two classes that are the user's wherever they surface: the operating system refusing a path the user
+    gave (permissions, a missing folder, a file where a folder should be, a full or read-only disk), and
+    running out of memory on sizes the user gave (batch sizes, input shapes, data)."""
+    if isinstance(error, OSError) and error.errno in _USER_ERRNOS:
+        where = f" {error.filename!r}" if error.filename else ""
+        return ConfigError(f"cannot use{where}: {error.strerror or error}; check the path, its folder and their "
+                           "permissions, or the free disk space")
+    text = str(error).lower()
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(s in text for s in _OUT_OF_MEMORY)):
+        return ConfigError("ran out of memory: the batch size, input shape or data asked for more than this "
+                           "machine has; lower --batch-size, --batch-sizes or --input-shape")
+    return None

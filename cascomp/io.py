@@ -14,6 +14,7 @@ Every failure is a ModelLoadError or ConfigError of one line that says what to d
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import zipfile
@@ -226,9 +227,11 @@ def _dtype(value: str | torch.dtype) -> torch.dtype:
     return DTYPES[value]
 
 
-def check_runs(loaded: LoadedModel, inputs: tuple[Tensor, ...]) -> None:
+def check_runs(loaded: LoadedModel, inputs: tuple[Tensor, ...], *, inputs_from: str | None = None) -> None:
     """Run the model once on `inputs` (eval mode, no grad); a failure is a ConfigError saying what the
-    model expects, so a wrong --input-shape is caught before any deeper work."""
+    model expects, so a wrong --input-shape is caught before any deeper work. `inputs_from`: where the
+    inputs come from when the user does not give their shape (compress: "the samples of DATA"), so the
+    message talks about the data rather than a flag that command does not have."""
     module = loaded.module
     flags = [(m, m.training) for m in module.modules()]
     module.eval()
@@ -237,11 +240,36 @@ def check_runs(loaded: LoadedModel, inputs: tuple[Tensor, ...]) -> None:
             module(*inputs)
     except Exception as error:  # whatever the user's forward raises on a wrong shape or dtype
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
-        raise ConfigError(f"the model does not run on inputs of shape {shapes}: {_reason(error)}"
-                          f"{_expectation(loaded)}") from error
+        if inputs_from is None:
+            raise ConfigError(f"the model does not run on inputs of shape {shapes}: {_reason(error)}"
+                              f"{_expectation(loaded)}") from error
+        raise ConfigError(f"the model does not run on {inputs_from} (shape {shapes}): {_reason(error)}"
+                          f"{_data_expectation(loaded, len(inputs))}") from error
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def _data_expectation(loaded: LoadedModel, given: int) -> str:
+    """Why the data's samples may not fit the model, and what to do: compress feeds it one input."""
+    parameters = _required_inputs(loaded.module)
+    if parameters is not None and len(parameters) > given:
+        return (f"; its forward takes {len(parameters)} inputs ({', '.join(parameters)}) but compress feeds it "
+                f"{given}, the data's samples: wrap it in a module whose forward takes the samples alone")
+    hint = _expectation(loaded).split(", e.g. --input-shape")[0]
+    return f"{hint}; give data whose samples the model takes, or a model for this data" if hint else (
+        "; give data whose samples the model takes, or a model for this data")
+
+
+def _required_inputs(module: nn.Module) -> list[str] | None:
+    """The names of forward's parameters without a default, or None when the signature cannot be read."""
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [name for name, parameter in signature.parameters.items()
+            if parameter.kind in kinds and parameter.default is inspect.Parameter.empty]
 
 
 def _expectation(loaded: LoadedModel) -> str:

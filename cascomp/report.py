@@ -21,6 +21,7 @@ from cascomp.ir.graph import Graph
 from cascomp.ir.plan import Plan
 from cascomp.plots import plot_search, plot_widths
 from cascomp.search.budget import Fit
+from cascomp.search.checkpoint import FILE as CHECKPOINT
 from cascomp.search.driver import History, evaluate
 
 REPORT_FORMAT = 1
@@ -84,16 +85,41 @@ def summary_table(report: dict) -> str:
 
 class Outputs:
     """The files of OUT/: model.pt (torch.save of the plain module), state_dict.pt, model.onnx, plan.json,
-    report.json, widths.png, search.png."""
+    widths.png, search.png and, last, report.json: a folder holding report.json holds a finished run.
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    A folder holding any of them (or a checkpoint) is another run's: refused unless `force` (its outputs are
+    then removed before the run starts, so an interrupted rerun never passes for the finished old one) or
+    `resume` (the run is that one)."""
+
+    FILES = ("report.json", "model.pt", "state_dict.pt", "model.onnx", "plan.json", "widths.png", "search.png")
+
+    def __init__(self, directory: str | os.PathLike, *, force: bool = False, resume: bool = False) -> None:
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise ConfigError(f"output folder {str(self.directory)!r} is a file; choose a folder with -o")
+        existing = [name for name in (*self.FILES, CHECKPOINT) if (self.directory / name).exists()]
+        if existing and not (force or resume):
+            raise ConfigError(f"output folder {str(self.directory)!r} already holds {', '.join(existing)} of another "
+                              "run; pass force=True to replace them, resume=True to continue an interrupted run, "
+                              "or choose another folder")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ConfigError(f"cannot create output folder {str(self.directory)!r}: {error.strerror}") from error
+        if force and not resume:
+            self.clear(self.directory, (CHECKPOINT,))
+
+    @classmethod
+    def clear(cls, directory: Path, extra: tuple[str, ...] = ()) -> None:
+        """Remove the outputs of a run from `directory`, report.json first, then the `extra` files."""
+        for name in (*cls.FILES, *extra):
+            path = Path(directory) / name
+            try:
+                if path.is_file() or path.is_symlink():
+                    path.unlink()
+            except OSError as error:
+                raise ConfigError(f"cannot remove {str(path)!r} of an earlier run: {error.strerror or error}; "
+                                  "remove it yourself or choose another output folder") from error
 
     def write(self, model: nn.Module, plan: Plan, report: dict, exported: OnnxExportResult) -> None:
         """`exported`: the model's ONNX export, already checked against torch; model.onnx is a copy of it."""

@@ -145,35 +145,7 @@ def test_cli_compress_and_resume_errors(task, tmp_path, capsys):
     assert main(["compress", str(path), "--data", spec, "-o", str(out)]) == 2  # a finished run is not overwritten
     assert "already holds a finished run" in capsys.readouterr().err
     assert main(["compress", "--resume", str(out)]) == 2
-    assert "holds no checkpoint" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("arguments, message", [
-    (["--method", "darts"], "unknown method 'darts'"),
-    (["--target", "flops=2"], "needs a suffix"),
-    (["--target", "flops=0.0001"], "below this model's floor"),
-    (["--target", "latency=0.3"], "unknown target metric"),
-    (["--temperature", "0.1", "--method", "l1"], "FiGS option"),
-    (["--round-to", "0"], "expected 'auto' or a positive integer, got '0'"),
-    (["--round-to", "8", "--target", "flops=0.05"], "lower --round-to (now 8; 1 allows any width)"),
-])
-def test_cli_bad_input_is_one_line_and_exit_2(task, tmp_path, capsys, arguments, message):
-    spec, _, _, path = task
-    code = main(["compress", str(path), "--data", spec, "-o", str(tmp_path / "o"), "--search-epochs", "0",
-                 "--finetune-epochs", "0", *arguments])
-    err = capsys.readouterr().err
-    assert code == 2 and message in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-
-
-def test_cli_bad_data_and_missing_arguments(task, tmp_path, capsys):
-    _, _, _, path = task
-    assert main(["compress", str(path), "--data", f"mnist:{tmp_path}/nowhere", "-o", str(tmp_path / "o")]) == 2
-    assert "nowhere" in capsys.readouterr().err
-    assert main(["compress", str(path), "-o", str(tmp_path / "o")]) == 2
-    assert "--data is required" in capsys.readouterr().err
-    assert main(["compress", "--resume", str(tmp_path)]) == 2
-    assert "not the output folder" in capsys.readouterr().err
+    assert "finished (its report.json is there)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("weights", ["baseline", "search"])

@@ -2,8 +2,9 @@
 `cascomp.cli.main` in a fresh copy of a workspace of input files, and held to the same rules:
 
 1. the exit status is the one declared (2 for a user mistake, never 1 "internal error");
-2. stderr has exactly one `cascomp: error:` line (for a failure), it names the problem, and nothing on
-   stderr is a traceback;
+2. stderr has exactly one error line (`cascomp: error:`, or `cascomp COMMAND: error:` for a usage error)
+   for a failure, and it names the problem; a success says `says` on stdout or stderr; nothing on stderr is
+   a traceback or an "internal error";
 3. no file that existed before the run changed (sha256 before and after), except those the case declares;
 4. a failed run leaves nothing behind: no new file or folder (a half-written output would pass for a
    complete one), and no temporary file anywhere.
@@ -14,6 +15,7 @@ The case tables live in the test modules beside this one (test_compress.py, test
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -26,7 +28,7 @@ import torch
 from cascomp.cli import main
 from tests.search_fixtures import TinyNet, quadrant_task
 
-ERROR = "cascomp: error:"
+ERROR_LINE = re.compile(r"cascomp( [a-z-]+)?: error: ")
 WARNING = "cascomp: warning:"
 
 
@@ -77,14 +79,15 @@ def run_case(case: Case, workspace: Path, directory: Path, capsys, monkeypatch) 
     monkeypatch.delenv("CASCOMP_DEBUG", raising=False)
     capsys.readouterr()
     status = main([argument.replace("{dir}", str(directory)) for argument in case.argv])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     after = fingerprint(directory)
 
     assert status == case.status, f"exit {status}, expected {case.status}; stderr:\n{err}"
     assert "Traceback" not in err and "internal error" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith(ERROR)]
+    errors = [line for line in err.splitlines() if ERROR_LINE.match(line)]
     if case.status == 0:
-        assert errors == [] and case.says in err, err
+        assert errors == [] and case.says in captured.out + err, err
     else:
         assert len(errors) == 1 and case.says in errors[0], err
     changed = sorted(key for key, digest in before.items() if after.get(key) != digest)
