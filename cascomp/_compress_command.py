@@ -41,7 +41,7 @@ RUN_FORMAT = 2
 # left out (a resumed run refuses the former); the real defaults are applied here.
 DEFAULTS = {"method": "figs", "target": ["flops=0.33"], "search_epochs": 3, "finetune_epochs": 3, "lr": 0.01,
             "batch_size": 128, "seed": 0, "kd_weight": 0.9, "kd_temperature": 4.0, "round_to": "auto",
-            "min_keep": 1, "ignore": []}
+            "min_keep": 1, "ignore": [], "output_index": None}
 _PATH_SCHEMES = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "tensors")  # SCHEME:PATH
 
 
@@ -87,6 +87,9 @@ def add_compress(commands, formatter) -> None:
     command.add_argument("--min-keep", type=int, metavar="N", help="no group below N channels (default 1)")
     command.add_argument("--ignore", action="append", metavar="PATTERN",
                          help="module-name patterns whose channels stay, e.g. 'fc' (repeatable)")
+    command.add_argument("--output-index", type=_index_or_key, metavar="N|KEY",
+                         help="when forward returns a tuple or dict: which output is the logits (the compressed "
+                              "model returns it alone)")
     command.add_argument("--json", action="store_true", help="print report.json on stdout instead of a summary")
 
 
@@ -96,6 +99,10 @@ def _round_to(text: str) -> int | str:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}")
     return int(text)
+
+
+def _index_or_key(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def compress_command(args) -> Output:
@@ -144,7 +151,7 @@ def _new_run(args) -> dict:
         method=method, targets=tuple(Target.parse(t) for t in options.target),
         method_config=METHOD_CONFIGS[method](**method_options), search_epochs=options.search_epochs,
         finetune_epochs=options.finetune_epochs, lr=options.lr, seed=options.seed, round_to=options.round_to,
-        min_keep=options.min_keep, ignore=tuple(options.ignore),
+        min_keep=options.min_keep, ignore=tuple(options.ignore), output_index=options.output_index,
         distill=DistillConfig(weight=options.kd_weight, temperature=options.kd_temperature))
     model = _absolute(args.model)
     return {"format": RUN_FORMAT, "model": model, "model_sha256": _sha256(model), "factory": args.factory,

@@ -117,6 +117,9 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         raise ConfigError(f"config must be a cascomp.CompressConfig, got {type(config).__name__}")
     data = load_data(data, seed=config.seed) if isinstance(data, str) else data
     example_inputs = example_inputs if example_inputs is not None else _example_batch(data)
+    if config.output_index is not None:
+        model = LogitsOf(model, config.output_index)
+        _check_output_index(model.model, example_inputs, config.output_index)
     store = CheckpointStore(out_dir) if out_dir is not None else None
     state = store.load() if resume else None
     reporter, clock = Reporter(progress), Clock()
@@ -192,13 +195,48 @@ def _take_trained_weights(target: fx.GraphModule, trained: nn.Module) -> None:
     target.load_state_dict({k: v for k, v in trained.state_dict().items() if k in own})
 
 
+class LogitsOf(nn.Module):
+    """`model` with its forward's output `index` (a tuple/list index or a dict key) as its only output; one
+    input, as compress feeds the data's samples (fx cannot trace through *args)."""
+
+    def __init__(self, model: nn.Module, index: int | str) -> None:
+        super().__init__()
+        self.model, self.index = model, index
+
+    def forward(self, x):
+        return self.model(x)[self.index]
+
+
+def _check_output_index(model: nn.Module, example_inputs, index) -> None:
+    """--output-index must name an output of the model; said before tracing, in the user's terms."""
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            output = model.eval()(*example_inputs)
+    finally:
+        for module, flag in flags:  # the caller's model is theirs: leave its train/eval flags as they were
+            module.training = flag
+    if isinstance(output, dict):
+        if index not in output:
+            raise ConfigError(f"--output-index {index!r}: the model returns a dict with the keys "
+                              f"{', '.join(map(repr, output))}; give the key of the logits")
+    elif isinstance(output, (tuple, list)):
+        if not isinstance(index, int) or not -len(output) <= index < len(output):
+            raise ConfigError(f"--output-index {index!r}: the model returns a {type(output).__name__} of "
+                              f"{len(output)} outputs; give the index of the logits, 0..{len(output) - 1}")
+    else:
+        raise ConfigError(f"--output-index {index!r}: the model returns a {type(output).__name__}, not a tuple "
+                          "or dict; leave --output-index out")
+
+
 def _check_classifier(model: nn.Module, example_inputs, data) -> None:
     """compress trains and scores a classifier: its forward must return logits (batch, classes) with a class
     for every label of both splits; anything else would fail deep in the loss, or score nonsense."""
     with torch.no_grad():
         output = model(*example_inputs)
     fix = ("compress needs a classifier whose forward returns the logits, a tensor of shape (batch, classes); "
-           "wrap the model so that forward returns them (e.g. return self.model(x)[0])")
+           "name them with --output-index (output_index=) when forward returns several outputs, or wrap the "
+           "model so that forward returns them")
     if not isinstance(output, torch.Tensor):
         raise ConfigError(f"the model returns a {type(output).__name__}, not a tensor; {fix}")
     if output.dim() != 2 or not output.is_floating_point():

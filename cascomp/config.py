@@ -125,6 +125,9 @@ class CompressConfig:
     min_keep: int = 1
     ignore: tuple[str, ...] = ()
     latency_batch_sizes: tuple[int, ...] = (1, 32)
+    # which output is the logits when forward returns a tuple/list (an index) or a dict (a key); the
+    # compressed model returns that output alone
+    output_index: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_CONFIGS:
@@ -153,6 +156,9 @@ class CompressConfig:
                               "e.g. --round-to 8")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ConfigError("momentum must be in [0, 1) and weight_decay ≥ 0")
+        if isinstance(self.output_index, bool) or not isinstance(self.output_index, (int, str, type(None))):
+            raise ConfigError(f"output_index must be an index or a key, got {self.output_index!r}; e.g. "
+                              "--output-index 0 or --output-index logits")
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "latency_batch_sizes", tuple(self.latency_batch_sizes))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -158,3 +159,26 @@ def test_figs_starts_fine_tuning_from_the_chosen_weights(task, weights):
     baseline = model.stem[0].weight[list(kept[stem_out])]
     same = torch.equal(result.model.get_submodule("stem.0").weight, baseline)
     assert same == (weights == "baseline")  # the search trains the weights; only "search" keeps them
+
+
+def test_output_index_picks_the_logits_of_a_model_with_several_outputs(task):
+    spec, data, model, _ = task
+
+    class WithAux(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = copy.deepcopy(model)
+
+        def forward(self, x):
+            return {"aux": x.mean(), "logits": self.net(x)}
+
+    wrapped = WithAux().train()
+    config = quick_config(method="l1", search_epochs=0, finetune_epochs=0, output_index="logits")
+    result = cascomp.compress(wrapped, config, data=data, progress=False)
+    x = next(iter(data.val))[0]
+    assert isinstance(result.model(x), torch.Tensor) and result.model(x).shape == (len(x), 4)
+    assert result.report["targets"]["flops"]["within_1pct"]
+    assert wrapped.training and all(m.training for m in wrapped.modules())  # the caller's model is untouched
+    with pytest.raises(cascomp.ConfigError, match="returns a dict"):
+        cascomp.compress(wrapped, quick_config(method="l1", search_epochs=0, finetune_epochs=0), data=data,
+                         progress=False)

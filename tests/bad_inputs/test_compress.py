@@ -28,6 +28,11 @@ class TupleNet(TinyNet):
         return super().forward(x), x.mean()
 
 
+class DictNet(TinyNet):
+    def forward(self, x):
+        return {"logits": super().forward(x), "x": x}
+
+
 class TwoInputNet(TinyNet):
     def forward(self, x, mask):
         return super().forward(x * mask)
@@ -167,6 +172,14 @@ CASES = {
     "resume a folder of no run": Case(("compress", "--resume", "{dir}"), "not the output folder"),
     # the model and the data must make a classifier
     "model returns a tuple": Case((*COMPRESS, "-o", "{dir}/out"), "returns a tuple", setup=_save(TupleNet)),
+    "output index of a tuple": Case((*COMPRESS, "-o", "{dir}/out", "--output-index", "0"), "wrote", status=0,
+                                    setup=_save(TupleNet)),
+    "output index out of range": Case((*COMPRESS, "-o", "{dir}/out", "--output-index", "2"),
+                                      "tuple of 2 outputs; give the index of the logits, 0..1", setup=_save(TupleNet)),
+    "output index of a tensor": Case((*COMPRESS, "-o", "{dir}/out", "--output-index", "logits"),
+                                     "not a tuple or dict; leave --output-index out"),
+    "output key of a dict": Case((*COMPRESS, "-o", "{dir}/out", "--output-index", "scores"), "keys 'logits', 'x'",
+                                 setup=_save(DictNet)),
     "model takes two inputs": Case((*COMPRESS, "-o", "{dir}/out"), "takes 2 inputs (x, mask)",
                                    setup=_save(TwoInputNet)),
     "model wants other samples": Case((*COMPRESS, "-o", "{dir}/out"), "takes 3 input channels",
