@@ -23,29 +23,57 @@ def analysis_report(graph: Graph, *, model: str, source: str, inputs: list[dict]
     shares = graph.cost_model.group_shares() if graph.groups else []
     groups = [{**group.to_dict(), "modules": list(group.modules), "flops_share": share.flops,
                "params_share": share.params} for group, share in zip(graph.groups, shares)]
+    uncounted = [{"op": what, "node": node} for what, node in graph.record.uncounted]
+    totals, smallest_totals, ratio = baseline.to_dict(), smallest.to_dict(), smallest.ratio(baseline).to_dict()
+    if uncounted and not baseline.macs:  # nothing counted is not "0 FLOPs": the cost is unknown (JSON null)
+        for values in (totals, smallest_totals, ratio):
+            values.update(flops=None, macs=None)
     return {
         "model": model,
         "source": source,
         "model_class": type(graph.gm).__name__,
         "inputs": inputs,
         "config": config,
-        "totals": baseline.to_dict(),
+        "totals": totals,
+        "uncounted": uncounted,  # ops holding weights whose multiply-adds the cost model cannot count
         "groups": groups,
-        "frozen": [{"node": f.node, "reason": f.reason, "channels": f.channels} for f in graph.frozen],
-        "search_space": {"smallest": smallest.to_dict(), "smallest_ratio": smallest.ratio(baseline).to_dict()},
-        "notes": _notes(source, groups, baseline.macs),
+        "frozen": [{"node": f.node, "reason": f.reason, "channels": f.channels}
+                   for f in graph.frozen + graph.output_frozen],
+        "search_space": {"smallest": smallest_totals, "smallest_ratio": ratio},
+        "notes": _notes(source, groups, graph.frozen + graph.output_frozen, baseline.macs, uncounted),
     }
 
 
-def _notes(source: str, groups: list[dict], macs: float) -> list[str]:
+def _notes(source: str, groups: list[dict], frozen, macs: float, uncounted: list[dict]) -> list[str]:
+    notes = []
+    if uncounted:
+        counted = "FLOPs and MACs are unknown" if not macs else "FLOPs and MACs are a lower bound"
+        nodes: dict[str, list[str]] = {}
+        for item in uncounted:
+            nodes.setdefault(item["op"], []).append(item["node"])
+        ops = [f"{op} (node{'s' * (len(names) > 1)} {_listed(names, 2, ', ')})" for op, names in nodes.items()]
+        notes.append(f"{counted}: the cost model counts the convolutions, linear layers and attention the "
+                     f"channel analysis understands, and cannot count {_listed(ops)}")
+    if uncounted and source == "torch.export":
+        notes.append("a .pt2 is understood when exported without decompositions (torch.export.export, then "
+                     "torch.export.save, no run_decompositions()); or analyse the model saved with torch.save, "
+                     "or --factory with a state dict")
     if groups:
-        return []
-    if source == "torch.export":
-        return ["nothing to prune found in this torch.export graph: the channel analysis reads the layers of "
-                "an nn.Module, not the ATen ops a .pt2 file holds; analyse the model saved with torch.save, "
-                "or --factory with a state dict"]
-    return ["no prunable channel groups: every channel is frozen (see the reasons above)" if macs else
-            "no prunable channel groups and no convolution, linear or attention MACs were found"]
+        return notes
+    if frozen:
+        reasons = list(dict.fromkeys(f.reason for f in frozen))
+        notes.append(f"nothing can be pruned: every channel is frozen (see the table above): {_listed(reasons)}")
+    elif uncounted:
+        notes.append("nothing can be pruned: the channel analysis understands none of the layers that hold "
+                     "weights (see the first note)")
+    else:
+        notes.append("nothing can be pruned: the model has no layer with channels to remove")
+    return notes
+
+
+def _listed(items: list[str], shown: int = 3, separator: str = "; ") -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return separator.join(items[:shown]) + more
 
 
 def render_analysis(report: dict, console: Console) -> None:
@@ -54,8 +82,12 @@ def render_analysis(report: dict, console: Console) -> None:
     console.print(Text.assemble(("Model   ", "bold"), f"{report['model']} ({report['model_class']}, "
                                 f"loaded from {report['source']})"))
     console.print(Text.assemble(("Inputs  ", "bold"), shapes))
-    console.print(Text.assemble(("Cost    ", "bold"), f"{_si(totals['params'])} params, {_si(totals['macs'])} MACs, "
-                                f"{_si(totals['flops'])} FLOPs per sample"))
+    if totals["macs"] is None:
+        cost = f"{_si(totals['params'])} params; MACs and FLOPs unknown (see the note below)"
+    else:
+        bound = "at least " if report["uncounted"] else ""
+        cost = f"{_si(totals['params'])} params, {bound}{_si(totals['macs'])} MACs, {_si(totals['flops'])} FLOPs per sample"
+    console.print(Text.assemble(("Cost    ", "bold"), cost))
     console.print()
     console.print(_groups_table(report["groups"]))
     console.print(_frozen_table(report["frozen"]))
@@ -68,7 +100,7 @@ def _groups_table(groups: list[dict]) -> Table | Text:
     if not groups:
         return Text("Channel groups: none", style="bold")
     channels = sum(g["size"] for g in groups)
-    table = Table(title=f"Channel groups: {len(groups)} groups, {channels} channels", title_justify="left",
+    table = Table(title=f"Channel groups: {len(groups)} group{'s' * (len(groups) != 1)}, {channels} channels", title_justify="left",
                   title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
                   caption="FLOPs, params: the share of the model's cost that scales with the group's width",
                   caption_justify="left")
@@ -87,7 +119,7 @@ def _groups_table(groups: list[dict]) -> Table | Text:
 
 def _frozen_table(frozen: list[dict]) -> Table | Text:
     if not frozen:
-        return Text("Frozen channels: none (model inputs and outputs always keep theirs)\n", style="bold")
+        return Text("Frozen channels: none (model inputs always keep theirs)\n", style="bold")
     table = Table(title="Frozen channels (never pruned)", title_justify="left", title_style="bold",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("node", no_wrap=True)
@@ -103,7 +135,10 @@ def _render_search_space(report: dict, console: Console) -> None:
     smallest, ratio = report["search_space"]["smallest"], report["search_space"]["smallest_ratio"]
     console.print(Text(f"Search space: every group at its smallest width (min_keep={config['min_keep']}, "
                        f"round_to={config['round_to']}) leaves", style="bold"))
-    console.print(f"  FLOPs  {_si(smallest['flops'])} of {_si(totals['flops'])} ({ratio['flops']:.2%})")
+    if totals["flops"] is None:
+        console.print("  FLOPs  unknown")
+    else:
+        console.print(f"  FLOPs  {_si(smallest['flops'])} of {_si(totals['flops'])} ({ratio['flops']:.2%})")
     console.print(f"  params {_si(smallest['params'])} of {_si(totals['params'])} ({ratio['params']:.2%})")
 
 

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from cascomp._analysis_report import analysis_report, render_analysis
+from cascomp._arguments import cli_flags
 from cascomp._atomic import check_output_path
+from cascomp._export_cli import (FLAGS, profiled_as, refuse_huge_inputs, refuse_oversized_run,
+                                 refuse_overwriting_model)
 from cascomp._graph_picture import draw_groups, require_matplotlib
 from cascomp.api import trace
 from cascomp.demo import INPUT_SHAPE, save_demo_model
@@ -30,20 +33,35 @@ class Output:
 
 
 def _demo_model(args) -> Output:
+    _check_demo_arguments(args)
+    check_output_path(args.output, force=args.force)  # before the data, which may take a while to load
     bundle = None
     if args.train:
         bundle = load_data(args.train, limit_train=args.limit_train, limit_val=args.limit_val, seed=0)
     log = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    model = save_demo_model(args.output, force=args.force, data=bundle, epochs=args.epochs, log=log)
+    epochs = (1 if args.epochs is None else args.epochs) if bundle is not None else 0
+    model = save_demo_model(args.output, force=args.force, data=bundle, epochs=epochs, log=log)
     params = sum(p.numel() for p in model.parameters())
     input_shape = (1, *bundle.input_shape) if bundle is not None else INPUT_SHAPE
     shape = ",".join(map(str, input_shape))
-    trained = f"trained {args.epochs} epoch(s) on {args.train}" if bundle is not None else "random weights"
+    trained = f"trained {epochs} epoch(s) on {args.train}" if bundle is not None else "random weights"
     data = {"path": args.output, "model_class": type(model).__name__, "input_shape": list(input_shape),
             "params": params, "trained_on": args.train}
     return Output(data, lambda console: console.print(
         f"wrote {args.output}: {type(model).__name__}, {params} parameters, {trained}\n"
         f"next: cascomp analyze {args.output} --input-shape {shape}"))
+
+
+def _check_demo_arguments(args) -> None:
+    training = {"--epochs": args.epochs, "--limit-train": args.limit_train, "--limit-val": args.limit_val}
+    for flag, value in training.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be a positive integer, got {value}; give one, or leave the flag out")
+    given = [flag for flag, value in training.items() if value is not None]
+    if given and not args.train:
+        raise ConfigError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --train; give "
+                          "the data to train on, e.g. "
+                          "--train fashion-mnist:/path/to/fashion-mnist, or leave them out for random weights")
 
 
 def _analyze(args) -> Output:
@@ -71,13 +89,20 @@ def _analyze(args) -> Output:
 
 def _export(args) -> Output:
     shapes = _input_shapes(args)
+    refuse_huge_inputs(shapes, args.input_dtype)
     check_output_path(args.output, force=args.force)
+    refuse_overwriting_model(args.model, args.output)
     loaded, inputs = _load(args, shapes)
     # A .pt2 exported with a static batch size only runs at that size, so its ONNX file keeps it fixed.
-    dynamic_batch = loaded.fixed_batch is None
-    result = export_onnx(loaded.module, inputs, args.output, opset=args.opset, dynamic_batch=dynamic_batch)
+    dynamic_batch = loaded.fixed_batch is None and not args.static_batch
+    with cli_flags(FLAGS["export"]):
+        result = export_onnx(loaded.module, inputs, args.output, opset=args.opset, dynamic_batch=dynamic_batch,
+                             rtol=args.rtol, atol=args.atol)
+    if result.opset != args.opset:  # dynamo keeps opset 18 where it cannot convert down: say so
+        print(f"cascomp: warning: the {result.exporter} exporter wrote opset {result.opset}, not --opset "
+              f"{args.opset}", file=sys.stderr)
     data = {"model": _model_name(args), "source": loaded.source, "inputs": _describe(inputs),
-            "dynamic_batch": dynamic_batch, **result.to_dict()}
+            "opset_requested": args.opset, **result.to_dict()}
 
     def render(console: Console) -> None:
         console.print(f"wrote {result.path}: opset {result.opset}, {result.exporter} exporter, {result.seconds:.2f} s")
@@ -91,21 +116,23 @@ def _export(args) -> Output:
 def _profile(args) -> Output:
     batch_sizes = _batch_sizes(args.batch_sizes)
     shapes = _input_shapes(args)
+    refuse_huge_inputs(shapes, args.input_dtype)
     options = {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
                "provider": args.provider, "by_node": args.by_node, "torch_latency": args.torch}
-    if str(args.model).endswith(".onnx"):
-        if args.factory:
-            raise ConfigError("--factory builds a torch model; it does not apply to an .onnx file")
-        examples = make_inputs(shapes, args.input_dtype) if shapes else None
-        report = profile(args.model, batch_sizes, example_inputs=examples, **options)
-    else:
-        loaded, inputs = _load(args, shapes)
-        if loaded.fixed_batch is not None:
-            raise ConfigError(f"{args.model} was exported with its batch size fixed at {loaded.fixed_batch}, and "
-                              "profile needs a model that runs at any batch size; export it again with a dynamic "
-                              "batch (torch.export dynamic_shapes with torch.export.Dim), or profile its .onnx "
-                              f"export with --batch-sizes {loaded.fixed_batch}")
-        report = profile(loaded.module, batch_sizes, example_inputs=inputs, **options)
+    with cli_flags(FLAGS["profile"]):
+        if profiled_as(args.model) == "onnx":
+            if args.factory:
+                raise ConfigError("--factory builds a torch model; it does not apply to an ONNX file")
+            examples = make_inputs(shapes, args.input_dtype) if shapes else None
+            report = profile(args.model, batch_sizes, example_inputs=examples, **options)
+        else:
+            loaded, inputs = _load(args, shapes)
+            if loaded.fixed_batch is not None:
+                raise ConfigError(f"{args.model} was exported with its batch size fixed at {loaded.fixed_batch}, "
+                                  "and profile needs a model that runs at any batch size; export it again with a "
+                                  "dynamic batch (torch.export dynamic_shapes with torch.export.Dim), or profile "
+                                  f"its .onnx export with --batch-sizes {loaded.fixed_batch}")
+            report = profile(loaded.module, batch_sizes, example_inputs=inputs, **options)
     data = {"model": _model_name(args), **report.to_dict()}
     return Output(data, lambda console: console.out(report.format_table()))
 
@@ -121,6 +148,7 @@ def _load(args, shapes: list[tuple[int, ...]]) -> tuple[LoadedModel, tuple]:
     if inputs is None:
         raise ConfigError(f"the input shape of {_model_name(args)} is unknown; pass --input-shape with the batch "
                           "first, e.g. --input-shape 1,3,224,224 (once per input)")
+    refuse_oversized_run(loaded.module, inputs)  # before check_runs runs the whole batch
     check_runs(loaded, inputs)
     return loaded, inputs
 

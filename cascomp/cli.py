@@ -138,7 +138,7 @@ def _add_demo_model(commands) -> None:
     command.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     command.add_argument("--train", metavar="SPEC", help="train it first on this data, e.g. "
                          "fashion-mnist:/usr/share/datasets/fashion-mnist (default: random weights)")
-    command.add_argument("--epochs", type=int, default=1, metavar="N", help="training epochs with --train (default 1)")
+    command.add_argument("--epochs", type=int, metavar="N", help="training epochs with --train (default 1)")
     command.add_argument("--limit-train", type=int, metavar="N", help="train on a seeded subset of N samples")
     command.add_argument("--limit-val", type=int, metavar="N", help="validate on a seeded subset of N samples")
 
@@ -167,10 +167,18 @@ def _add_export(commands) -> None:
     command = commands.add_parser(
         "export", help="export a model to ONNX, checked against torch in onnxruntime", formatter_class=_RAW,
         description=_wrapped("Export a model to ONNX (batch dimension dynamic) and check "
-        "that onnxruntime computes what torch computes. The file appears only when the check passed."), epilog="example:\n  cascomp export demo.pt --input-shape 1,1,28,28 -o demo.onnx")
+        "that onnxruntime computes what torch computes, on the example inputs, a batch one larger and other "
+        "input values. The file appears only when the check passed."), epilog="example:\n  cascomp export demo.pt --input-shape 1,1,28,28 -o demo.onnx")
     _model_arguments(command)
     command.add_argument("-o", "--output", required=True, metavar="PATH", help="the ONNX file to write")
-    command.add_argument("--opset", type=int, default=17, help="ONNX opset, at least 17 (default 17)")
+    command.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 up to the installed onnx's newest "
+                         "(default 17)")
+    command.add_argument("--static-batch", action="store_true", help="keep the batch size of --input-shape fixed "
+                         "in the file, for models that only run at that size")
+    command.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance of the check against torch "
+                         "(default 0.001)")
+    command.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance of the check against torch "
+                         "(default 0.0001)")
     command.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     _json_argument(command)
 
@@ -182,7 +190,7 @@ def _add_profile(commands) -> None:
         "per batch size. A torch model is exported to a temporary ONNX file first."),
         epilog="examples:\n  cascomp profile demo.onnx --batch-sizes 1,32 --threads 1\n"
         "  cascomp profile demo.pt --input-shape 1,1,28,28 --by-node --torch")
-    _model_arguments(command, "a model file (.pt, .pth, .pt2) or an .onnx file")
+    _model_arguments(command, "a model file (.pt, .pth, .pt2) or an ONNX file (told apart by content)")
     command.add_argument("--batch-sizes", default="1,32", metavar="N,N", help="batch sizes to time (default 1,32)")
     command.add_argument("--threads", type=int, metavar="N", help="onnxruntime intra-op threads (default: its own)")
     command.add_argument("--provider", choices=("cpu", "cuda"), default="cpu", help="execution provider")

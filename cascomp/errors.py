@@ -55,7 +55,13 @@ class SearchError(CascompError):
 
 _USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC,
                 errno.EDQUOT, errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTEMPTY}
-_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory", "bad_alloc")
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate memory",
+                  "bad_alloc", "bad allocation")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """An allocation failure, as torch (RuntimeError), numpy (MemoryError) or onnxruntime report it."""
+    return isinstance(error, MemoryError) or any(text in str(error).lower() for text in _OUT_OF_MEMORY)
 
 
 def as_user_error(error: BaseException) -> CascompError | None:
@@ -68,8 +74,7 @@ def as_user_error(error: BaseException) -> CascompError | None:
         where = f" {error.filename!r}" if error.filename else ""
         return ConfigError(f"cannot use{where}: {error.strerror or error}; check the path, its folder and their "
                            "permissions, or the free disk space")
-    text = str(error).lower()
-    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(s in text for s in _OUT_OF_MEMORY)):
+    if isinstance(error, (MemoryError, RuntimeError)) and is_out_of_memory(error):
         return ConfigError("ran out of memory: the batch size, input shape or data asked for more than this "
                            "machine has; lower --batch-size, --batch-sizes or --input-shape")
     return None

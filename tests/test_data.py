@@ -332,12 +332,13 @@ def test_missing_path_names_it(tmp_path, scheme):
 
 
 @pytest.mark.parametrize("option, message", [
-    ({"batch_size": 0}, "--batch-size must be an integer >= 1, got 0"),
-    ({"val_fraction": 1.0}, "--val-fraction must be between 0 and 1"),
-    ({"limit_train": 0}, "--limit-train must be"),
-    ({"limit_val": -2}, "--limit-val must be"),
-    ({"image_size": 0}, "--image-size must be"),
+    ({"batch_size": 0}, r"batch_size \(--batch-size\) must be an integer >= 1, got 0"),
+    ({"val_fraction": 1.0}, "^val_fraction must be between 0 and 1"),
+    ({"limit_train": 0}, r"limit_train \(--limit-train\) must be"),
+    ({"limit_val": -2}, r"limit_val \(--limit-val\) must be"),
+    ({"image_size": 0}, "^image_size must be"),
 ])
-def test_bad_arguments_name_the_flag(option, message):
+def test_bad_arguments_name_the_argument_and_the_flag(option, message):
+    """Each message names the argument, and the flag only where the command line has one."""
     with pytest.raises(DataError, match=message):
         load_data("digits:", **option)

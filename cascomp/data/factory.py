@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -73,7 +74,7 @@ def _batches(loader: DataLoader, count: int, target: str, split: str) -> list[tu
     if not batches:
         raise DataError(f"the {split} loader of python:{target} yields no batches; give it at least one "
                         "sample")
-    for batch in batches:
+    for number, batch in enumerate(batches):
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2
                 and all(isinstance(part, Tensor) for part in batch)):
             raise DataError(f"the {split} loader of python:{target} yields {_describe(batch)}; each batch "
@@ -82,16 +83,30 @@ def _batches(loader: DataLoader, count: int, target: str, split: str) -> list[tu
             raise DataError(f"the {split} loader of python:{target} yields labels y of dtype "
                             f"{batch[1].dtype} and shape {tuple(batch[1].shape)}; y must hold one integer "
                             "class per sample")
+        if len(batch[1]) and int(batch[1].min()) < 0:
+            raise DataError(f"the {split} loader of python:{target} yields the negative label "
+                            f"{int(batch[1].min())}; class labels must be 0..K-1")
+        if batch[0].is_floating_point() and batch[0].ndim and not bool(torch.isfinite(batch[0]).all()):
+            bad = ~torch.isfinite(batch[0])
+            sample = int((bad.flatten(1).any(dim=1) if bad.ndim > 1 else bad).nonzero()[0])
+            raise DataError(f"the {split} loader of python:{target} yields a non-finite value (NaN or inf) in x "
+                            f"of batch {number}, sample {sample}; fix or drop those samples in the factory")
     return batches
 
 
 def _num_classes(train: DataLoader, val: DataLoader, target: str) -> int:
+    labels = {split: [y for _, y in _batches(loader, _BATCHES_FOR_CLASSES, target, split) if len(y)]
+              for loader, split in ((train, "train"), (val, "val"))}
     classes = getattr(train.dataset, "classes", None)
-    if classes is not None and len(classes) > 0:
-        return len(classes)
-    labels = [y for loader, split in ((train, "train"), (val, "val"))
-              for _, y in _batches(loader, _BATCHES_FOR_CLASSES, target, split)]
-    return 1 + max((int(y.max()) for y in labels if len(y)), default=0)
+    if classes is None or len(classes) == 0:
+        return 1 + max((int(y.max()) for ys in labels.values() for y in ys), default=0)
+    for split, ys in labels.items():  # a label past `classes` would crash the loss far from here
+        largest = max((int(y.max()) for y in ys), default=0)
+        if largest >= len(classes):
+            raise DataError(f"the {split} loader of python:{target} yields label {largest}, but its training "
+                            f"dataset's classes lists {len(classes)} (labels 0..{len(classes) - 1}); make classes "
+                            "name every class, or drop it to count the classes from the labels")
+    return len(classes)
 
 
 def _size(loader: DataLoader, target: str, split: str) -> int:

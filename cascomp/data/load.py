@@ -54,7 +54,7 @@ def load_data(spec: str, *, batch_size: int = 128, val_fraction: float = 0.1, se
     """The DataBundle `spec` names (see SPEC_HELP); DataError, in one line, for anything that does not fit."""
     prepare.check_arguments(batch_size, val_fraction, limit_train, limit_val, image_size)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise DataError(f"--seed must be an integer, got {seed!r}")
+        raise DataError(f"seed (--seed) must be an integer, got {seed!r}")
     name, argument = _parse(spec)
     if _SCHEMES[name].read is None:
         _refuse_options_for_factories(spec, limit_train=limit_train, limit_val=limit_val,
@@ -71,9 +71,9 @@ def load_data(spec: str, *, batch_size: int = 128, val_fraction: float = 0.1, se
     val_x = prepare.resize(prepare.to_float(val.x), image_size, spec)
     if train_x.shape[1:] != val_x.shape[1:]:
         raise DataError(f"{spec}: training samples have shape {tuple(train_x.shape[1:])} but validation "
-                        f"samples {tuple(val_x.shape[1:])}; both splits need the same shape (or pass "
-                        "--image-size)")
-    mean, std = prepare.channel_stats(train_x)
+                        f"samples {tuple(val_x.shape[1:])}; both splits need the same shape (store them so, or "
+                        "resize both with load_data's image_size= in the Python API)")
+    mean, std = prepare.channel_stats(train_x, spec)
     return tensor_bundle(spec, Samples(x=prepare.normalise(train_x, mean, std), y=train.y),
                          Samples(x=prepare.normalise(val_x, mean, std), y=val.y),
                          num_classes=raw.num_classes, batch_size=batch_size, seed=seed, mean=mean, std=std)
@@ -99,7 +99,8 @@ def _parse(spec: str) -> tuple[str, str]:
 
 def _refuse_options_for_factories(spec: str, **options: int | None) -> None:
     # Silently training on the full data when a subset was asked for would be worse than stopping.
-    given = [f"--{option.replace('_', '-')}" for option, value in options.items() if value is not None]
+    flags = {"limit_train": "limit_train (--limit-train)", "limit_val": "limit_val (--limit-val)"}
+    given = [flags.get(option, option) for option, value in options.items() if value is not None]
     if given:
         raise DataError(f"{', '.join(given)} cannot apply to {spec}: its loaders are used as they come; "
-                        "subset or resize inside the factory, or leave the flag out")
+                        "subset or resize inside the factory, or leave them out")

@@ -15,16 +15,18 @@ _TRAIN_SUBSET_STREAM, _VAL_SUBSET_STREAM = 1, 2
 
 def check_arguments(batch_size: int, val_fraction: float, limit_train: int | None, limit_val: int | None,
                     image_size: int | None) -> None:
-    """Reject bad load_data arguments, naming the CLI flag that sets each one."""
+    """Reject bad load_data arguments, naming each as the API spells it and, where there is one, the flag."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
+        raise DataError(f"batch_size (--batch-size) must be an integer >= 1, got {batch_size!r}")
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
             or not 0 < val_fraction < 1:
-        raise DataError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction!r}; e.g. 0.1")
-    counts = (("--limit-train", limit_train), ("--limit-val", limit_val), ("--image-size", image_size))
-    for flag, value in counts:
+        raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}; e.g. "
+                        "val_fraction=0.1")
+    counts = (("limit_train (--limit-train)", limit_train), ("limit_val (--limit-val)", limit_val),
+              ("image_size", image_size))
+    for name, value in counts:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise DataError(f"{flag} must be an integer >= 1 (or left out), got {value!r}")
+            raise DataError(f"{name} must be an integer >= 1 (or left out), got {value!r}")
 
 
 def random_split(samples: Samples, val_fraction: float, seed: int, where: str) -> tuple[Samples, Samples]:
@@ -58,17 +60,21 @@ def resize(x: Tensor, image_size: int | None, where: str) -> Tensor:
     if image_size is None or tuple(x.shape[2:]) == (image_size, image_size):
         return x
     if x.ndim != 4:
-        raise DataError(f"{where}: --image-size needs images shaped (N, C, H, W), got {tuple(x.shape)}; "
-                        "leave --image-size out for this data")
+        raise DataError(f"{where}: image_size needs images shaped (N, C, H, W), got {tuple(x.shape)}; "
+                        "leave image_size out for this data")
     return F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True,
                          align_corners=False)
 
 
-def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(x: Tensor, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std over a float batch; samples with one axis count as one channel.
     A constant channel gets std 1 so normalising never divides by zero."""
     dims = tuple(d for d in range(x.ndim) if d != 1) if x.ndim >= 3 else tuple(range(x.ndim))
     std, mean = torch.std_mean(x, dim=dims, correction=0)
+    if not bool(torch.isfinite(std).all() and torch.isfinite(mean).all()):  # float32 overflow in the sums
+        raise DataError(f"{where}: the training samples' values are too large to normalise (per-channel mean "
+                        f"{mean.reshape(-1).tolist()[:4]}, std {std.reshape(-1).tolist()[:4]}); scale the data "
+                        "to a moderate range (e.g. [0, 1]) first")
     std = torch.where(std < 1e-8, torch.ones_like(std), std)
     return tuple(float(v) for v in mean.reshape(-1)), tuple(float(v) for v in std.reshape(-1))
 

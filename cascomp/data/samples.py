@@ -50,7 +50,22 @@ def as_samples(x, y, where: str) -> Samples:
     if int(y.min()) < 0:
         raise DataError(f"{where}: y holds the negative label {int(y.min())}; class labels must be 0..K-1")
     x = x if x.dtype == torch.uint8 else x.to(torch.float32)
+    check_finite(x, where)
     return Samples(x=x.contiguous(), y=y.to(torch.int64))
+
+
+def check_finite(x: Tensor, where: str) -> None:
+    """A NaN or inf sample turns every loss it touches into NaN, which would look like a learning rate
+    problem epochs later; name the first bad sample instead (`where`: the file or split, rows are samples).
+    Values beyond float32's range count too: training casts them to inf."""
+    if not x.is_floating_point():
+        return
+    bad = ~torch.isfinite(x.to(torch.float32)).flatten(1).all(dim=1)  # x has one row per sample (ndim >= 2)
+    if bool(bad.any()):
+        rows = bad.nonzero().reshape(-1)
+        raise DataError(f"{where}: {len(rows)} sample(s) hold a non-finite value (NaN or inf, or beyond "
+                        f"float32's range), the first at index {int(rows[0])}; fix or drop those samples and their "
+                        "labels: a single one makes every training loss NaN")
 
 
 def check_labels(samples: Samples, num_classes: int, where: str) -> None:

@@ -7,6 +7,7 @@ Keys: "x" (uint8 pixels or float values, one row per sample) and "y" (integer cl
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cascomp.data.paths import missing_reason
 from cascomp.data.samples import RawData, as_samples
 from cascomp.errors import DataError
 
+_NPY_MAGIC = b"\x93NUMPY"
 _HOW = ('save a dict with "x" (N, ...) and "y" (N,) class labels, and optionally "x_val"/"y_val", '
         'e.g. torch.save({"x": x, "y": y}, "data.pt") or numpy.savez("data.npz", x=x, y=y)')
 
@@ -66,11 +68,37 @@ def _load_pt(path: Path):
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The named arrays of an archive numpy.savez wrote; never unpickles (allow_pickle=False throughout)."""
+    with path.open("rb") as file:
+        start = file.read(len(_NPY_MAGIC))
+    if start == _NPY_MAGIC:  # a lone .npy array renamed to .npz
+        raise DataError(f"tensors: {str(path)!r} holds a single array, not named arrays; {_HOW}")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"tensors: {str(path)!r} is not an .npz archive numpy.savez wrote (it is not a zip file: "
+                        f"damaged, truncated, or another format); write it again: {_HOW}")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):  # a lone .npy array renamed to .npz
-            raise DataError(f"tensors: {str(path)!r} holds a single array, not named arrays; {_HOW}")
-        with archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise DataError(f"tensors: cannot read {str(path)!r} as a .npz archive ({error}); {_HOW}") from error
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: _array(archive, key, path) for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"tensors: {str(path)!r} is a damaged .npz archive ({reason}); write it again: "
+                        f"{_HOW}") from error
+
+
+def _array(archive, key: str, path: Path) -> np.ndarray:
+    if _holds_objects(archive, key):  # loading such an array means unpickling, which can run code
+        raise DataError(f"tensors: array {key!r} in {str(path)!r} holds Python objects (dtype=object), which "
+                        "load only by unpickling, and unpickling can run code: refused; save numeric arrays, "
+                        'e.g. numpy.savez("data.npz", x=x.astype("float32"), y=y.astype("int64"))')
+    return archive[key]
+
+
+def _holds_objects(archive, key: str) -> bool:
+    """Whether the array's .npy header declares a dtype with Python objects (read without loading it)."""
+    member = f"{key}.npy" if f"{key}.npy" in archive.zip.namelist() else key
+    with archive.zip.open(member) as file:
+        version = np.lib.format.read_magic(file)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read_header:
+            return False  # a version numpy itself will refuse with its own error
+        return bool(read_header[version](file)[2].hasobject)

@@ -1,4 +1,12 @@
-"""Does an exported ONNX file compute what torch computed? onnx.checker, then onnxruntime on each batch."""
+"""Does an exported ONNX file compute what torch computed? onnx.checker, then onnxruntime on each batch.
+
+Each failure says on which batch it happened, and its advice follows from the batch's role:
+  1. "example": the examples themselves; a numerical mismatch here is about tolerances;
+  2. "batch": the examples plus one sample, which proves the batch axis symbolic; a failure here means the
+     model fixes its batch size;
+  3. "values": other input values at the examples' shapes (negated, rescaled); a failure here, with the
+     examples passing, means the trace fixed something that depends on the values (an `if` on a tensor).
+"""
 
 from __future__ import annotations
 
@@ -10,26 +18,49 @@ import onnxruntime
 import torch
 from torch import Tensor
 
+from cascomp._arguments import named, setting
+from cascomp.errors import ConfigError
 from cascomp.export._exporters import one_line_reason
+from cascomp.errors import is_out_of_memory
 
 
 class AttemptFailed(Exception):
-    """One exporter's attempt failed; the message is the one-line reason shown to the user.
+    """One exporter's attempt failed; the message is the one-line reason shown to the user, `advice` what
+    to do about it (empty when the reason says it all).
 
     Private control flow of export_onnx, which turns the collected reasons into one ExportError.
     """
 
+    def __init__(self, reason: str, advice: str = "") -> None:
+        super().__init__(reason)
+        self.advice = advice
+
 
 @dataclass(frozen=True)
 class Batch:
-    """Inputs of one batch and torch's flattened outputs on them."""
+    """Inputs of one checked batch, torch's flattened outputs on them, and what the batch checks."""
 
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
+    description: str  # for messages: "the example inputs", "the example inputs negated", ...
+    role: str = "example"  # "example", "batch" or "values": see the module doc
 
-    @property
-    def size(self) -> int | str:
-        return self.inputs[0].shape[0] if self.inputs[0].dim() else "-"
+
+def fixed_batch_advice() -> str:
+    return f"if the model only runs at the batch size of its examples, use {setting('dynamic_batch', False)}"
+
+
+def data_dependent_advice() -> str:
+    return ("compute without turning tensors into Python values (if on a tensor, int(), float(), .item(), "
+            "iterating over a tensor): pick between branches with torch.where or torch.cond")
+
+
+def _advice(role: str) -> str:
+    if role == "batch":
+        return fixed_batch_advice()
+    if role == "values":
+        return data_dependent_advice()
+    return f"if errors this size are acceptable, loosen {named('atol')} or {named('rtol')}"
 
 
 def check_file(path: str, batches: tuple[Batch, ...], input_names: tuple[str, ...],
@@ -60,10 +91,13 @@ def check_file(path: str, batches: tuple[Batch, ...], input_names: tuple[str, ..
         try:
             produced = session.run(list(output_names), feeds)
         except Exception as error:
-            raise AttemptFailed(f"onnxruntime failed at batch size {batch.size}: "
-                                f"{one_line_reason(error)}") from error
+            if is_out_of_memory(error):
+                raise ConfigError(f"onnxruntime ran out of memory on {batch.description}; give smaller "
+                                  f"{named('example_inputs')}") from error
+            raise AttemptFailed(f"onnxruntime failed on {batch.description}: {one_line_reason(error)}",
+                                _advice(batch.role) if batch.role != "example" else "") from error
         for name, expected, actual in zip(output_names, batch.outputs, produced):
-            abs_error, rel_error = _compare(name, expected, actual, batch.size, rtol, atol)
+            abs_error, rel_error = _compare(name, expected, actual, batch, rtol, atol)
             max_abs, max_rel = max(max_abs, abs_error), max(max_rel, rel_error)
     return opset, max_abs, max_rel
 
@@ -77,7 +111,7 @@ def _cpu_session(path: str) -> onnxruntime.InferenceSession:
         raise AttemptFailed(f"onnxruntime could not load the file: {one_line_reason(error)}") from error
 
 
-def _compare(name: str, expected: Tensor, actual: np.ndarray, batch_size: int | str, rtol: float,
+def _compare(name: str, expected: Tensor, actual: np.ndarray, batch: Batch, rtol: float,
              atol: float) -> tuple[float, float]:
     """(max abs error, max rel error); fails where numpy.allclose would, naming the worst element.
 
@@ -88,19 +122,25 @@ def _compare(name: str, expected: Tensor, actual: np.ndarray, batch_size: int | 
     reference = np.asarray(reference, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if reference.shape != actual.shape:
-        raise AttemptFailed(f"output {name!r} at batch size {batch_size} has shape {actual.shape} in "
-                            f"onnxruntime but {reference.shape} in torch")
+        raise AttemptFailed(f"output {name!r} on {batch.description} has shape {actual.shape} in "
+                            f"onnxruntime but {reference.shape} in torch",
+                            _advice(batch.role) if batch.role != "example" else "")
     if reference.size == 0:
         return 0.0, 0.0
-    both_nan = np.isnan(actual) & np.isnan(reference)
-    difference = np.where(both_nan, 0.0, np.abs(actual - reference))
+    same = (actual == reference) | (np.isnan(actual) & np.isnan(reference))  # equal infinities too
+    with np.errstate(invalid="ignore"):
+        difference = np.where(same, 0.0, np.abs(actual - reference))
     excess = np.nan_to_num(difference - (atol + rtol * np.abs(reference)), nan=np.inf)
     worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
     if excess[worst] > 0:
+        why = " (it matches on the examples, so the trace fixed something that depends on the input values)" \
+            if batch.role == "values" else ""
         raise AttemptFailed(
-            f"output {name!r} at batch size {batch_size} differs from torch: |onnx - torch| = "
+            f"output {name!r} on {batch.description} differs from torch{why}: |onnx - torch| = "
             f"{difference[worst]:.3g} at index {tuple(int(i) for i in worst)} (torch {reference[worst]:.6g}, "
-            f"onnx {actual[worst]:.6g}), more than atol + rtol*|torch| with atol={atol:g}, rtol={rtol:g}"
+            f"onnx {actual[worst]:.6g}), more than atol + rtol*|torch| with {named('atol')}={atol:g}, "
+            f"{named('rtol')}={rtol:g}",
+            _advice(batch.role),
         )
     significant = np.abs(reference) > atol
     max_rel = float((difference[significant] / np.abs(reference[significant])).max()) if significant.any() \

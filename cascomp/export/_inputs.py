@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cascomp._arguments import named, setting
 from cascomp.errors import ConfigError, ProfileError
 
 _ONNX_TO_NUMPY = {"float": "float32", "double": "float64", "float16": "float16", "bool": "bool",
@@ -62,15 +63,16 @@ def _shape(graph_input, batch_size: int, input_shapes: Mapping[str, Sequence[int
         dims = [dims[0], *_given_sample_shape(name, input_shapes[name], len(dims))]
     if isinstance(dims[0], int) and dims[0] != batch_size:
         raise ConfigError(
-            f"input {name!r} has a fixed batch size of {dims[0]} in the ONNX file, so batch size "
-            f"{batch_size} cannot run; profile batch_sizes=({dims[0]},) or re-export with export_onnx(dynamic_batch=True)"
+            f"input {name!r} has a fixed batch size of {dims[0]} in the ONNX file, so batch size {batch_size} "
+            f"cannot run; profile {setting('batch_sizes', (dims[0],))}, or export the model again with a dynamic "
+            f"batch ({setting('dynamic_batch', True)})"
         )
     dynamic = [(axis, dim) for axis, dim in enumerate(dims) if axis > 0 and not isinstance(dim, int)]
     if dynamic:
         listed = ", ".join(f"dim {axis} ({dim!r})" for axis, dim in dynamic)
         example = tuple(d if isinstance(d, int) else 16 for d in dims[1:])
-        raise ConfigError(f"input {name!r} has dynamic {listed} besides the batch; give its sample shape, "
-                          f"e.g. input_shapes={{{name!r}: {example}}} (without the batch dimension)")
+        raise ConfigError(f"input {name!r} has dynamic {listed} besides the batch; give its shape, e.g. "
+                          f"{setting('input_shapes', {name: example})}")
     return (batch_size, *dims[1:])
 
 
@@ -78,8 +80,8 @@ def _given_sample_shape(name: str, given: Sequence[int], rank: int) -> list[int]
     """input_shapes may give the shape per sample (rank - 1 dims) or in full (its dim 0 is ignored)."""
     dims = list(given)
     if len(dims) not in (rank - 1, rank) or not all(isinstance(d, int) and d > 0 for d in dims):
-        raise ConfigError(f"input_shapes[{name!r}] must be {rank - 1} positive ints (the shape without the "
-                          f"batch dimension), got {given!r}")
+        raise ConfigError(f"{named('input_shapes')}[{name!r}] must be {rank - 1} positive ints (the shape "
+                          f"without the batch dimension), got {given!r}")
     return dims[1:] if len(dims) == rank else dims
 
 

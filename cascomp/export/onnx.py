@@ -1,12 +1,13 @@
 """Export a torch model to ONNX and prove that the file computes what the model computes.
 
 `export_onnx` runs these steps in order; nothing is left at `path` when any of them fails:
-  1. validate the arguments; run the model in eval mode on the examples (and, with dynamic_batch, on a
-     batch one larger) for reference outputs;
+  1. validate the arguments; run the model in eval mode for reference outputs on the examples, with
+     dynamic_batch on a batch one larger, and on other input values (cascomp.export._references);
   2. export to a temporary file beside `path`, first with the TorchScript exporter, then with the
-     torch.export-based ("dynamo") one if any later step fails for the first;
+     torch.export-based ("dynamo") one if any later step fails for the first. A TorchScript trace that
+     fixed a value the user's code took from a tensor (`if x.mean() > 0`) fails here, naming the line;
   3. onnx.checker, then onnxruntime (CPU) on every reference batch, compared with allclose(rtol, atol);
-  4. os.replace the temporary file onto `path`.
+  4. os.replace the temporary file onto `path` (cascomp._atomic: mode 0o666 less the umask).
 
 Why TorchScript first (measured with torch 2.13 on small conv, attention, roll/permute, MultiheadAttention,
 two-input and embedding models, plain and fx-traced): both exporters got every one right, but TorchScript
@@ -20,18 +21,21 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import onnx
 from torch import Tensor, nn
 
+from cascomp._arguments import named, setting
+from cascomp._atomic import publish, temporary_beside
 from cascomp.errors import ConfigError, ExportError
-from cascomp.export._check import AttemptFailed, Batch, check_file
-from cascomp.export._exporters import one_line_reason, run_exporter
+from cascomp.export._check import AttemptFailed, Batch, check_file, data_dependent_advice
+from cascomp.export._exporters import one_line_reason, run_exporter, user_frame
+from cascomp.errors import is_out_of_memory
+from cascomp.export._references import reference_batches
 
 MIN_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
@@ -43,7 +47,7 @@ class OnnxExportResult:
     """What export_onnx wrote and how closely onnxruntime reproduced torch on the checked batches."""
 
     path: str
-    opset: int
+    opset: int  # the file's; dynamo may raise opsets below 18 to 18 when it cannot convert down
     exporter: str
     max_abs_error: float
     max_rel_error: float  # over elements with |torch| > atol; smaller ones are judged by atol alone
@@ -59,7 +63,7 @@ class OnnxExportResult:
 @dataclass(frozen=True)
 class _Job:
     label: str
-    batches: tuple[Batch, ...]  # the examples first, then batch + 1 when dynamic_batch
+    batches: tuple[Batch, ...]  # the examples first, then batch + 1 when dynamic_batch, then other values
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     opset: int
@@ -85,10 +89,14 @@ def export_onnx(
 ) -> OnnxExportResult:
     """Export `model` (any nn.Module, fx GraphModules included) to `path` and check it in onnxruntime.
 
-    dynamic_batch makes dim 0 of every input and output symbolic and checks a batch one larger than the
-    examples. check=False skips onnx.checker and the onnxruntime comparison (errors are then NaN).
-    exporter: "auto" (TorchScript, then dynamo), "torchscript" or "dynamo". The model is not changed: its
-    modules' training flags are restored afterwards. Raises ExportError naming what failed.
+    The file is checked on the examples, on other values of the float inputs (negated and rescaled) and,
+    with dynamic_batch, on a batch one larger; dynamic_batch makes dim 0 of every input and output
+    symbolic. A trace that fixed a value the model's code took from a tensor is refused, naming the line.
+    check=False skips onnx.checker and the onnxruntime comparison (errors are then NaN).
+    opset: from 17 to the installed onnx's newest; the result's opset is the file's (dynamo may write 18
+    where it cannot convert down to 17). exporter: "auto" (TorchScript, then dynamo), "torchscript" or
+    "dynamo". The model is not changed: its modules' training flags are restored afterwards. Raises
+    ExportError naming what failed, ConfigError for arguments, paths the OS refuses and sizes beyond memory.
     """
     start = time.perf_counter()
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
@@ -99,7 +107,7 @@ def export_onnx(
     training_flags = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        batches = _reference_batches(model, inputs, dynamic_batch, label)
+        batches = reference_batches(model, inputs, dynamic_batch, label)
         job = _Job(
             label=label,
             batches=batches,
@@ -126,16 +134,22 @@ def _validate_arguments(model, inputs: tuple, opset, rtol, atol, exporter) -> No
     if not inputs or not all(isinstance(t, Tensor) for t in inputs):
         kinds = ", ".join(type(t).__name__ for t in inputs) or "nothing"
         raise ConfigError(f"example_inputs must be a Tensor or a non-empty tuple of Tensors, got {kinds}")
-    if not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ConfigError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}; e.g. opset=17")
-    if not all(isinstance(t, (int, float)) and t >= 0 for t in (rtol, atol)):  # also rejects NaN
-        raise ConfigError(f"rtol and atol must be >= 0, got rtol={rtol!r}, atol={atol!r}")
+    newest = onnx.defs.onnx_opset_version()  # the exporters write no opset onnx does not know
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= newest:
+        raise ConfigError(f"{named('opset')} must be from {MIN_OPSET} to {newest} (the newest opset of the "
+                          f"installed onnx {onnx.__version__}), got {opset!r}; e.g. {setting('opset', MIN_OPSET)}")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:  # also NaN
+            raise ConfigError(f"{named(name)} must be a number >= 0, got {value!r}")
     if exporter not in ("auto", *EXPORTERS):
         raise ConfigError(f"unknown exporter {exporter!r}; choose one of auto, {', '.join(EXPORTERS)}")
 
 
 def _target_path(path: str | os.PathLike) -> Path:
     target = Path(path)
+    if target.parent.exists() and not target.parent.is_dir():
+        raise ExportError(f"cannot write {os.fspath(path)!r}: {os.fspath(target.parent)!r} is a file, not a "
+                          "directory; choose another path")
     if not target.parent.is_dir():
         raise ExportError(
             f"cannot write {os.fspath(path)!r}: directory {os.fspath(target.parent)!r} does not exist; "
@@ -152,48 +166,6 @@ def _refuse_oversized(model: nn.Module, label: str) -> None:
     if size >= _PROTOBUF_LIMIT_BYTES:
         raise ExportError(f"{label} holds {size / 2**30:.1f} GiB of weights; one ONNX file holds under 2 GiB "
                           "and export_onnx does not write external data; prune or quantize it first")
-
-
-def _flatten_outputs(value, label: str) -> tuple[Tensor, ...]:
-    """Tensors in the order the exporters flatten them: tuples/lists in order, dicts by value order."""
-    if isinstance(value, Tensor):
-        return (value,)
-    if isinstance(value, (tuple, list)):
-        return tuple(t for item in value for t in _flatten_outputs(item, label))
-    if isinstance(value, dict):
-        return tuple(t for item in value.values() for t in _flatten_outputs(item, label))
-    if value is None:
-        return ()
-    raise ExportError(f"{label} returned a {type(value).__name__}; ONNX outputs must be tensors (in "
-                      "tuples, lists or dicts); return tensors from forward")
-
-
-def _reference_batches(model: nn.Module, inputs: tuple[Tensor, ...], dynamic_batch: bool,
-                       label: str) -> tuple[Batch, ...]:
-    input_batches = [inputs]
-    if dynamic_batch:
-        sizes = {t.shape[0] if t.dim() else None for t in inputs}
-        if len(sizes) != 1 or None in sizes:
-            shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
-            raise ExportError(f"{label}: dynamic_batch needs dim 0 of every input to be the same batch size, "
-                              f"got shapes {shapes}; pass dynamic_batch=False")
-        # One more sample than the examples: proves the batch axis really is symbolic in the file.
-        input_batches.append(tuple(torch.cat([t, t[:1]]) for t in inputs))
-    batches = []
-    for batch_inputs in input_batches:
-        try:
-            with torch.no_grad():
-                outputs = _flatten_outputs(model(*batch_inputs), label)
-        except ExportError:
-            raise
-        except Exception as error:
-            shapes = ", ".join(str(tuple(t.shape)) for t in batch_inputs)
-            raise ExportError(f"{label} failed on inputs of shape {shapes} before export: "
-                              f"{one_line_reason(error)}; fix the model or the example inputs") from error
-        if not outputs:
-            raise ExportError(f"{label} returned no tensors; ONNX needs at least one output")
-        batches.append(Batch(batch_inputs, tuple(t.detach().cpu() for t in outputs)))
-    return tuple(batches)
 
 
 def _default_input_names(model: nn.Module, count: int) -> list[str]:
@@ -220,26 +192,22 @@ def _names(given: Sequence[str] | None, default: list[str], what: str) -> tuple[
 def _first_that_works(model: nn.Module, job: _Job, order: tuple[str, ...],
                       target: Path) -> tuple[str, int, float, float]:
     """Try each exporter into a temporary file beside `target`; move the first that passes into place."""
-    reasons = []
+    reasons, advice = [], []
     for name in order:
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(handle)
-        try:
-            _export_with(name, model, job, temporary)
-            opset, max_abs, max_rel = check_file(temporary, job.batches, job.input_names, job.output_names,
-                                                  check=job.check, rtol=job.rtol, atol=job.atol)
-            os.replace(temporary, target)
+        with temporary_beside(target) as temporary:
+            try:
+                _export_with(name, model, job, temporary)
+                opset, max_abs, max_rel = check_file(temporary, job.batches, job.input_names, job.output_names,
+                                                      check=job.check, rtol=job.rtol, atol=job.atol)
+            except AttemptFailed as failure:
+                reasons.append(f"{name} exporter: {failure}")
+                advice.append(failure.advice)
+                continue
+            publish(temporary, target)
             return name, opset, max_abs, max_rel
-        except AttemptFailed as failure:
-            reasons.append(f"{name} exporter: {failure}")
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-    raise ExportError(
-        f"could not export {job.label} to ONNX (opset {job.opset}): " + "; ".join(reasons)
-        + ". Replace the op named there, pass dynamic_batch=False if the model fixes its batch size, "
-        "or loosen rtol/atol if the errors are small"
-    )
+    fixes = "; ".join(dict.fromkeys(a for a in advice if a))
+    raise ExportError(f"could not export {job.label} to ONNX (opset {job.opset}): " + "; ".join(reasons)
+                      + (f". To fix: {fixes}" if fixes else ""))
 
 
 def _export_with(name: str, model: nn.Module, job: _Job, destination: str) -> None:
@@ -248,7 +216,17 @@ def _export_with(name: str, model: nn.Module, job: _Job, destination: str) -> No
     if name == "dynamo" and job.dynamic_batch and examples[0].dim() and examples[0].shape[0] == 1:
         examples = job.batches[1].inputs
     try:
-        run_exporter(name, model, examples, destination, input_names=job.input_names,
-                     output_names=job.output_names, opset=job.opset, dynamic_batch=job.dynamic_batch)
+        constants = run_exporter(name, model, examples, destination, input_names=job.input_names,
+                                 output_names=job.output_names, opset=job.opset, dynamic_batch=job.dynamic_batch)
     except Exception as error:  # the exporters raise anything from TypeError to their own error types
-        raise AttemptFailed(f"export failed: {one_line_reason(error)}") from error
+        if is_out_of_memory(error):
+            raise ConfigError(f"the {name} exporter ran out of memory on {job.label}; give smaller "
+                              f"{named('example_inputs')}") from error
+        reason = one_line_reason(error)
+        data_dependent = "data-dependent" in reason or "data dependent" in reason
+        raise AttemptFailed(f"export failed{user_frame(error)}: {reason}",
+                            data_dependent_advice() if data_dependent else "replace the op or construct named there"
+                            ) from error
+    if constants:  # the file would take the examples' branch for every input: refuse it, whatever it matches
+        raise AttemptFailed(f"the trace fixed Python values that the code takes from tensors: {'; '.join(constants)}",
+                            data_dependent_advice())

@@ -4,7 +4,8 @@
   1. an nn.Module is exported to a temporary ONNX file with export_onnx (dynamic batch, checked), unless
      the caller passes that export as `exported`;
   2. inputs per batch size (see cascomp.export._inputs): cycled examples, or random data of each input's
-     dtype with the batch dimension filled in;
+     dtype with the batch dimension filled in; made one batch size at a time, after checking that the
+     largest fits in memory (cascomp.export._memory);
   3. per batch size, `warmup` untimed runs, then `repeats` runs timed with time.perf_counter;
   4. by_node: a second session with onnxruntime's profiler on repeats the runs. It uses the "extended"
      graph optimisations: the full level also rewrites convolutions into the NCHWc layout and renames
@@ -27,11 +28,13 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
+from cascomp._arguments import named, setting
 from cascomp.errors import ConfigError, ModelLoadError, ProfileError
 from cascomp.export._exporters import one_line_reason
 from cascomp.export._inputs import batch_feeds, repeat_samples
+from cascomp.errors import is_out_of_memory
 from cascomp.export._node_times import NodeTime, module_namer, node_times
-from cascomp.export._profile_checks import (available_provider, check_batch_sizes, count,
+from cascomp.export._profile_checks import (available_provider, check_batch_sizes, check_memory, count,
                                              examples_by_name, existing_file, valid_batch_sizes, valid_threads)
 from cascomp.export.onnx import OnnxExportResult, export_onnx
 
@@ -138,7 +141,8 @@ def profile(
         if exported is not None:
             raise ConfigError("exported= goes with the nn.Module it was exported from; a file is timed as is")
         if torch_latency:
-            raise ConfigError("torch_latency=True needs the torch model; pass an nn.Module, not a file")
+            raise ConfigError(f"{setting('torch_latency', True)} needs the torch model, which an ONNX file does not "
+                              "hold; drop it, or profile the torch model instead of its ONNX file")
         return _profile_file(existing_file(model_or_path), settings, examples, None, by_node,
                              onnx_path=os.fspath(model_or_path))
     if examples is None:
@@ -160,8 +164,8 @@ def profile(
 def _profile_export(model: nn.Module, exported: OnnxExportResult, examples: tuple[Tensor, ...],
                     settings: _Settings, by_node: bool, torch_latency: bool, *,
                     onnx_path: str | None) -> LatencyReport:
-    named = dict(zip(exported.input_names, examples))
-    return _profile_file(exported.path, settings, named, model if torch_latency else None, by_node,
+    by_name = dict(zip(exported.input_names, examples))
+    return _profile_file(exported.path, settings, by_name, model if torch_latency else None, by_node,
                          onnx_path=onnx_path, known_modules=[n for n, _ in model.named_modules()])
 
 
@@ -169,16 +173,19 @@ def _profile_file(path: str, settings: _Settings, examples, model: nn.Module | N
                   onnx_path: str | None, known_modules: Sequence[str] = ()) -> LatencyReport:
     session = _session(path, settings)
     graph_inputs = session.get_inputs()
-    named = examples_by_name(examples, graph_inputs)
-    feeds = {batch: batch_feeds(graph_inputs, batch, examples=named, input_shapes=settings.input_shapes)
-             for batch in settings.batch_sizes}
-    results = tuple(_latency(batch, _runner(session, feeds[batch], batch), settings)
+    by_name = examples_by_name(examples, graph_inputs)
+    check_memory(path, settings.batch_sizes)
+
+    def feeds(batch: int) -> dict[str, np.ndarray]:  # one batch size at a time: the largest may be large
+        return batch_feeds(graph_inputs, batch, examples=by_name, input_shapes=settings.input_shapes)
+
+    results = tuple(_latency(batch, _runner(session, feeds(batch), batch), settings)
                     for batch in settings.batch_sizes)
     nodes = _profile_nodes(path, settings, feeds, module_namer(path, known_modules)) if by_node else ()
     return LatencyReport(
         provider=settings.provider, threads=settings.threads if settings.threads is not None else "default",
         batch_sizes=settings.batch_sizes, results=results, by_node=nodes,
-        torch_results=_torch_latencies(model, tuple(named.values()), settings) if model is not None else None,
+        torch_results=_torch_latencies(model, tuple(by_name.values()), settings) if model is not None else None,
         onnx_path=onnx_path,
     )
 
@@ -208,10 +215,16 @@ def _runner(session, feeds: dict[str, np.ndarray], batch: int) -> Callable[[], o
         try:
             return session.run(None, feeds)
         except Exception as error:
+            if is_out_of_memory(error):
+                raise _out_of_memory("onnxruntime", batch) from error
             shapes = ", ".join(f"{name}{list(array.shape)}" for name, array in feeds.items())
             raise ProfileError(f"onnxruntime failed at batch size {batch} with inputs {shapes}: "
-                               f"{one_line_reason(error)}; check input_shapes / example_inputs") from error
+                               f"{one_line_reason(error)}; check {named('example_inputs')}") from error
     return run
+
+
+def _out_of_memory(runtime: str, batch: int) -> ConfigError:
+    return ConfigError(f"{runtime} ran out of memory at batch size {batch}; lower {named('batch_sizes')}")
 
 
 def _latency(batch: int, run: Callable[[], object], settings: _Settings) -> BatchLatency:
@@ -228,12 +241,13 @@ def _latency(batch: int, run: Callable[[], object], settings: _Settings) -> Batc
                         throughput=batch * 1000 / max(median, 1e-9), repeats=settings.repeats)
 
 
-def _profile_nodes(path: str, settings: _Settings, feeds, module_of) -> tuple[NodeTime, ...]:
+def _profile_nodes(path: str, settings: _Settings, feeds: Callable[[int], dict[str, np.ndarray]],
+                   module_of) -> tuple[NodeTime, ...]:
     # A separate session: the profiler's bookkeeping must not slow the headline timings down.
     with tempfile.TemporaryDirectory(prefix="cascomp-ort-profile-") as directory:
         session = _session(path, settings, profile_prefix=os.path.join(directory, "trace"))
         for batch in settings.batch_sizes:
-            run = _runner(session, feeds[batch], batch)
+            run = _runner(session, feeds(batch), batch)
             for _ in range(settings.warmup + settings.repeats):
                 run()
         with open(session.end_profiling()) as trace:
@@ -254,8 +268,13 @@ def _torch_latencies(model: nn.Module, examples: tuple[Tensor, ...],
         results = []
         with torch.inference_mode():
             for batch in settings.batch_sizes:
-                inputs = tuple(repeat_samples(t, batch).to(device) for t in examples)
-                results.append(_latency(batch, lambda: (model(*inputs), synchronize()), settings))
+                try:
+                    inputs = tuple(repeat_samples(t, batch).to(device) for t in examples)
+                    results.append(_latency(batch, lambda: (model(*inputs), synchronize()), settings))
+                except Exception as error:  # the model ran at the examples' batch size; only memory differs
+                    if is_out_of_memory(error):
+                        raise _out_of_memory("torch", batch) from error
+                    raise
         return tuple(results)
     finally:
         torch.set_num_threads(threads_before)

@@ -13,7 +13,7 @@ import torch.fx as fx
 
 from cascomp.errors import AnalysisError
 from cascomp.ir import rules_ops
-from cascomp.ir.context import Context
+from cascomp.ir.context import OUTPUT, Context
 from cascomp.ir.labels import ParamRef, frozen_like
 
 
@@ -49,7 +49,7 @@ class _Propagator(fx.Interpreter):
         if node.op == "get_attr":
             return ParamRef(str(node.target), tuple(range(value.dim()))) if isinstance(value, torch.Tensor) else None
         if node.op == "output":
-            self.ctx.freeze(fx.node.map_arg(node.args[0], self.labels.get), "model output")
+            self.ctx.freeze(fx.node.map_arg(node.args[0], self.labels.get), OUTPUT)
             return None
         args, kwargs = self.fetch_args_kwargs_from_env(node)
         largs = fx.node.map_arg(node.args, self.labels.get)

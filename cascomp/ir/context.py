@@ -14,6 +14,9 @@ import torch.fx as fx
 from cascomp.ir.labels import FROZEN, LabelSpace, ParamRef, frozen_like
 
 
+OUTPUT = "model output (every channel of the result is kept)"  # the reason the output's channels are frozen
+
+
 @dataclass(frozen=True)
 class MacsTerm:
     """MACs of one op for one sample: `scale` times the product of the kept counts of `factors`.
@@ -47,6 +50,8 @@ class Record:
     grids: list[tuple[str, torch.Tensor]] = field(default_factory=list)
     selects: list[SelectFact] = field(default_factory=list)
     floating: set[str] = field(default_factory=set)
+    # Ops the analysis did not understand that hold weights: their multiply-adds are missing from `macs`.
+    uncounted: list[tuple[str, str]] = field(default_factory=list)  # (what, node)
 
 
 class Context:

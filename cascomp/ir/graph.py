@@ -14,7 +14,7 @@ from cascomp.ir.analysis import analyze
 from cascomp.ir.context import Record
 from cascomp.ir.cost import Cost, CostModel
 from cascomp.ir.depth import DepthAnalysis, removable_branches
-from cascomp.ir.groups import ChannelGroup, FrozenChannels, build_groups, keep_mask_of_labels
+from cascomp.ir.groups import ChannelGroup, FrozenChannels, build_groups, check_patterns, keep_mask_of_labels
 from cascomp.ir.plan import Plan, round_width
 from cascomp.ir.trace import graph_inputs, trace_module
 
@@ -34,10 +34,14 @@ class Constraints:
     min_keep: int = 1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.round_to, int) or self.round_to < 1:
-            raise ConfigError(f"round_to must be a positive integer, got {self.round_to!r}; e.g. round_to=8")
-        if not isinstance(self.min_keep, int) or self.min_keep < 1:
-            raise ConfigError(f"min_keep must be a positive integer, got {self.min_keep!r}")
+        if isinstance(self.ignore, str) or not all(isinstance(p, str) for p in self.ignore):
+            raise ConfigError(f"ignore must be a tuple of module-name patterns, got {self.ignore!r}; "
+                              "e.g. ignore=('head.*',) (--ignore 'head.*' on the command line)")
+        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
+            raise ConfigError(f"round_to (--round-to) must be a positive integer, got {self.round_to!r}; "
+                              "e.g. --round-to 8")
+        if isinstance(self.min_keep, bool) or not isinstance(self.min_keep, int) or self.min_keep < 1:
+            raise ConfigError(f"min_keep (--min-keep) must be a positive integer, got {self.min_keep!r}")
 
     def width(self, size: int, keep: float) -> int:
         return round_width(size, keep, self.round_to, self.smallest(size))
@@ -58,7 +62,8 @@ class Constraints:
 
 
 class Graph:
-    """A traced model (`gm`, eval mode) with its `groups`, `frozen` channels and cost model."""
+    """A traced model (`gm`, eval mode) with its `groups`, `frozen` channels (those a plan could remove but for
+    the reason given), `output_frozen` (the model output's channels, always kept) and cost model."""
 
     def __init__(self, model: nn.Module, example_inputs, example_kwargs: dict | None = None, *,
                  constraints: Constraints | None = None) -> None:
@@ -67,11 +72,13 @@ class Graph:
         self.constraints = constraints or Constraints()
         self.gm: fx.GraphModule = trace_module(model, self.example_inputs, self.example_kwargs)
         self._inputs = graph_inputs(model, self.example_inputs, self.example_kwargs)
+        check_patterns(self.constraints.ignore, self.gm)
         self._ctx = analyze(self.gm, self._inputs)
         grouping = build_groups(self._ctx, self.constraints.ignore)
         self._grouping = grouping
         self.groups: tuple[ChannelGroup, ...] = grouping.groups
         self.frozen: tuple[FrozenChannels, ...] = grouping.frozen
+        self.output_frozen: tuple[FrozenChannels, ...] = grouping.output  # the output keeps its channels
         self.offsets = grouping.offsets
         self.depth: DepthAnalysis = removable_branches(self.gm, self._ctx.record, grouping)
         self.cost_model = CostModel(self._ctx, grouping, self.gm, self.depth)

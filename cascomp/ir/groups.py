@@ -8,6 +8,7 @@ layer1"; a plan keeps a subset of its C channels.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections import Counter
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cascomp.ir.context import Context
+from cascomp.errors import ConfigError
+from cascomp.ir.context import OUTPUT, Context
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class Grouping:
     frozen: tuple[FrozenChannels, ...]
     slot_of_label: np.ndarray  # label -> 0 (kept: frozen) or 1 + global channel index
     offsets: tuple[int, ...]  # first global channel index of each group
+    # The model output's channels, which every model keeps; apart from `frozen`, which lists what keeps
+    # channels a plan could otherwise remove.
+    output: tuple[FrozenChannels, ...] = ()
 
 
 def build_groups(ctx: Context, ignore: tuple[str, ...] = ()) -> Grouping:
@@ -96,9 +101,10 @@ def build_groups(ctx: Context, ignore: tuple[str, ...] = ()) -> Grouping:
     slot_roots = np.concatenate(slot_roots) if slot_roots else np.zeros(0, dtype=np.int64)
     slot_of_root[slot_roots] = np.arange(1, len(slot_roots) + 1)
     offsets = tuple(np.cumsum([0] + [g.size for g in groups])[:-1].tolist())
-    frozen = _frozen(ctx, roots, int(roots[0])) + tuple(
+    events = _frozen(ctx, roots, int(roots[0]))
+    frozen = tuple(f for f in events if f.reason != OUTPUT) + tuple(
         FrozenChannels("", f"ignored by pattern ({', '.join(ignore)})", count) for count in ignored)
-    return Grouping(tuple(groups), frozen, slot_of_root[roots], offsets)
+    return Grouping(tuple(groups), frozen, slot_of_root[roots], offsets, tuple(f for f in events if f.reason == OUTPUT))
 
 
 class _ClassTable:
@@ -193,6 +199,20 @@ def _run_starts(*columns: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, changed])
 
 
+def check_patterns(patterns: tuple[str, ...], gm: torch.nn.Module) -> None:
+    """An ignore pattern that matches no module is most likely a typo; left alone, the channels the user
+    meant to keep would be pruned."""
+    names = {name for name, _ in gm.named_modules() if name}
+    names.update(name.rpartition(".")[0] for name, _ in gm.named_parameters() if "." in name)
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            close = difflib.get_close_matches(pattern, sorted(names), n=3, cutoff=0.5)
+            hint = f"close names: {', '.join(close)}" if close else f"modules: {', '.join(sorted(names)[:5])}, ..."
+            raise ConfigError(f"ignore pattern {pattern!r} matches no module of the model ({hint}); patterns "
+                              "match module paths such as 'layer1.0.conv1', with * and ? as wildcards "
+                              "(e.g. 'head.*')")
+
+
 def _ignored(keys: list[tuple[str, int]], patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name.rpartition(".")[0], p) for name, _ in keys for p in patterns)
 
@@ -217,7 +237,7 @@ def _frozen(ctx: Context, roots: np.ndarray, frozen_root: int) -> tuple[FrozenCh
         labels = event.labels.numpy()
         fresh = [lab for lab in labels.tolist() if lab != 0 and lab not in claimed]
         claimed.update(fresh)
-        if fresh and event.reason != "model output":
+        if fresh:
             out.append(FrozenChannels(event.node, event.reason, len(fresh)))
     return tuple(out)
 

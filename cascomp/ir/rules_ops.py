@@ -16,45 +16,9 @@ from cascomp.ir import rules_tensor as tensor
 from cascomp.ir.context import Context
 from cascomp.ir.decompose import kept_whole_reason
 from cascomp.ir.labels import ParamRef, frozen_like, place
+from cascomp.ir.op_names import (CONVOLUTIONS, ELEMENTWISE, MOVEMENT, POINTWISE, REDUCTIONS, SPATIAL,
+                                 op_name)
 from cascomp.ir.rules_tensor import align
-
-POINTWISE = {
-    "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "hardtanh", "leaky_relu",
-    "elu", "selu", "celu", "mish", "softplus", "softsign", "dropout", "dropout1d", "dropout2d", "dropout3d",
-    "alpha_dropout", "feature_alpha_dropout", "contiguous", "clone", "detach", "float", "half", "double",
-    "bfloat16", "to", "type", "type_as", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "square", "reciprocal",
-    "sign", "erf", "sin", "cos", "clamp", "clip", "clamp_min", "clamp_max", "logsigmoid", "tanhshrink",
-    "identity", "floor", "ceil", "round", "pos", "invert", "not_", "logical_not", "isnan",
-}
-ELEMENTWISE = {
-    "add", "sub", "mul", "truediv", "div", "floordiv", "mod", "pow", "maximum", "minimum", "where",
-    "rsub", "iadd", "isub", "imul", "itruediv", "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_",
-    "masked_fill", "lerp", "addcmul", "fmod", "remainder",
-}
-MOVEMENT = {
-    "view", "reshape", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "expand",
-    "expand_as", "t", "pixel_shuffle", "pixel_unshuffle", "roll", "flip", "movedim", "moveaxis", "swapaxes",
-    "swapdims", "narrow", "chunk", "split", "unbind", "repeat", "tile", "select", "view_as",
-    "reshape_as",
-}
-REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod", "any", "all"}
-SPATIAL = {
-    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
-    "adaptive_max_pool2d", "adaptive_max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d",
-    "max_pool2d", "max_pool3d", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear",
-}
-SIZE_QUERIES = {"size", "dim", "numel", "getattr", "shape", "__len__", "len"}
-
-
-def op_name(node: fx.Node) -> str:
-    if node.op == "call_method":
-        name = str(node.target)
-    else:
-        name = getattr(node.target, "__name__", str(node.target))
-    name = name.lstrip("_")
-    if name.endswith("_") and name[:-1] in POINTWISE | ELEMENTWISE:
-        name = name[:-1]
-    return {"with_dim": "max"}.get(name, name)
 
 
 def run_function(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out):
@@ -97,9 +61,6 @@ def run_function(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out)
     return _layer_function(ctx, name, args, kwargs, largs, lkwargs, out)
 
 
-CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
-
-
 def _layer_function(ctx, name, args, kwargs, largs, lkwargs, out):
     """Functional layers. fx records what the caller wrote: parameters passed by keyword
     (`F.layer_norm(x, s, weight=w)`) are in `lkwargs`, so every operand is read through `_operand`."""
@@ -123,6 +84,12 @@ def _layer_function(ctx, name, args, kwargs, largs, lkwargs, out):
     if name == "group_norm":  # F.group_norm(x, num_groups, weight, bias, eps)
         groups = int(_arg(args, kwargs, 1, "num_groups", 1))
         return layers.group_norm(ctx, _norm_params(largs, lkwargs), args[0], largs[0], groups)
+    if name in ("batch_norm", "instance_norm"):  # F.*(x, mean, var, weight, bias), aten.*(x, weight, bias, mean, var)
+        operands = [_operand(largs, lkwargs, position, keyword) for position, keyword in
+                    enumerate(("running_mean", "running_var", "weight", "bias"), start=1)]
+        params = tuple(_param_name(labels) for labels in operands)
+        if all(param is not None or labels is None for param, labels in zip(params, operands)):
+            return layers.per_channel(ctx, params, args[0], largs[0], 1, name.replace("_", " "))
     return _unknown(ctx, f"function {name!r}", list(largs) + list(lkwargs.values()), out)
 
 
@@ -179,15 +146,34 @@ def _pixel_shuffle(ctx, x, lx, factor: int, apply, out):
 
 
 def _reapply(node: fx.Node, args, kwargs):
-    """The node's own op, to be applied to a label tensor instead of its first argument."""
+    """The node's own op, to be applied to a label tensor instead of its first argument. A view is applied
+    as a reshape: labels are broadcast (stride 0), so a view the value allows may not fit their strides, and
+    where both work they place every element alike."""
+    if op_name(node) == "view" and len(args) > 1 and not isinstance(args[1], torch.dtype):
+        return lambda t: t.reshape(*args[1:], **{"shape" if k == "size" else k: v for k, v in kwargs.items()})
     if node.op == "call_method":
         return lambda t: getattr(t, node.target)(*args[1:], **kwargs)
     return lambda t: node.target(t, *args[1:], **kwargs)
 
 
-def _unknown(ctx: Context, what: str, largs, out):
+def _unknown(ctx: Context, what: str, largs, out, module: nn.Module | None = None):
     ctx.freeze(list(largs) if isinstance(largs, (tuple, list)) else largs, f"{what} is not understood by the channel analysis")
+    # An op with a weight matrix or kernel does multiply-adds the cost model cannot count: say so, not 0.
+    if module is not None:
+        weighted = any(p.dim() >= 2 for p in module.parameters())
+    else:
+        weighted = any(isinstance(labels, ParamRef) and len(labels.dims) >= 2 for labels in _flat(largs))
+    if weighted:
+        ctx.record.uncounted.append((what, ctx.node.name if ctx.node is not None else ""))
     return ctx.frozen_output(out)
+
+
+def _flat(value) -> list:
+    if isinstance(value, (tuple, list)):
+        return [item for part in value for item in _flat(part)]
+    if isinstance(value, dict):
+        return _flat(list(value.values()))
+    return [value]
 
 
 def _arg(args, kwargs, position: int, name: str, default):
@@ -261,8 +247,9 @@ def run_module(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out):
                                             "or it sits inside a submodule fx cannot trace")
         return _unknown(ctx, f"nn.MultiheadAttention {path!r} kept whole ({why}; write the block with q/k/v "
                         "Linear layers and F.scaled_dot_product_attention to prune it)",
-                        list(largs) + list(lkwargs.values()), out)
-    return _unknown(ctx, f"module {path!r} ({type(module).__name__})", list(largs) + list(lkwargs.values()), out)
+                        list(largs) + list(lkwargs.values()), out, module)
+    return _unknown(ctx, f"module {path!r} ({type(module).__name__})", list(largs) + list(lkwargs.values()), out,
+                    module)
 
 
 __all__ = ["op_name", "run_function", "run_module", "operator"]

@@ -50,9 +50,14 @@ def target_ratios(graph: Graph, targets: tuple[Target, ...]) -> dict[str, float]
     baseline, floor = graph.cost(), graph.min_cost()
     goals = {}
     for target in targets:
+        if not graph.groups:
+            raise SearchError(f"target {target} cannot be reached: nothing in this model can be pruned, "
+                              f"{_why_nothing_prunes(graph)}; `cascomp analyze` shows the details")
         total = getattr(baseline, target.metric)
+        if not total:  # checked before the ratio: an absolute budget would divide by zero
+            raise SearchError(f"target {target}: {_no_cost(graph, target.metric)}")
         goal = target.ratio(total)
-        lowest = getattr(floor, target.metric) / total if total else 1.0
+        lowest = getattr(floor, target.metric) / total
         if goal >= 1:
             raise SearchError(f"target {target} is not below the baseline's {target.metric} ({total:,.0f}); "
                               "give a smaller budget")
@@ -64,6 +69,26 @@ def target_ratios(graph: Graph, targets: tuple[Target, ...]) -> dict[str, float]
                               f"choose {target.metric}≥{lowest:.3f} or {_floor_levers(graph)}")
         goals[target.metric] = goal
     return goals
+
+
+def _no_cost(graph: Graph, metric: str) -> str:
+    uncounted = sorted({what for what, _ in graph.record.uncounted})
+    if uncounted:
+        return (f"the cost model cannot count this model's {metric}: the channel analysis does not understand "
+                f"{'; '.join(uncounted[:3])}; target params= instead, or give those layers as nn.Modules the "
+                "analysis knows (Conv, Linear, ...)")
+    return f"this model has no {metric} to reduce (no convolution, linear or attention layer); target params="
+
+
+def _why_nothing_prunes(graph: Graph) -> str:
+    reasons = list(dict.fromkeys(f.reason for f in graph.frozen + graph.output_frozen))
+    if reasons:
+        return "every channel is frozen: " + "; ".join(reasons[:3])
+    uncounted = sorted({what for what, _ in graph.record.uncounted})
+    if uncounted:
+        return ("the channel analysis does not understand " + "; ".join(uncounted[:3]) + " (it reads models "
+                "saved with torch.save, --factory, and .pt2 files exported without run_decompositions())")
+    return "it has no layer with channels to remove"
 
 
 def _floor_levers(graph: Graph) -> str:

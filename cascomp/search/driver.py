@@ -81,9 +81,15 @@ def seed_epoch(data, seed: int, phase: int, epoch: int) -> None:
         generator.manual_seed(value)
 
 
-def _finite(loss: torch.Tensor, where: str) -> None:
-    if not torch.isfinite(loss):
-        raise SearchError(f"the loss became {float(loss)} in {where}; lower --lr")
+def _finite(loss: torch.Tensor, where: str, x) -> None:
+    if torch.isfinite(loss):
+        return
+    # load_data refuses non-finite samples, but a python: factory's loaders come as they are.
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise SearchError(f"the loss became {float(loss)} in {where} because a training batch holds a non-finite "
+                          "input (NaN or inf); fix or drop those samples in the data")
+    raise SearchError(f"the loss became {float(loss)} in {where}; lower the learning rate (--lr, or lr= in "
+                      "the Python API)")
 
 
 class SearchLoop:
@@ -148,7 +154,7 @@ class SearchLoop:
             progress_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
             pushes = [self._cost_push(m, ratio, progress, progress_next) for m, ratio in expected.items()]
             loss = task
-            _finite(loss, f"search epoch {epoch + 1}")
+            _finite(loss, f"search epoch {epoch + 1}", x)
             self.weight_optimizer.zero_grad(set_to_none=True)
             self.arch_optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -263,7 +269,7 @@ class FinetuneLoop:
                 teacher = self.teacher(x)
             logits = self.student(x)
             loss = distillation_loss(logits, teacher, y, temperature=distill.temperature, weight=distill.weight)
-            _finite(loss, f"fine-tuning epoch {epoch + 1}")
+            _finite(loss, f"fine-tuning epoch {epoch + 1}", x)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
