@@ -66,9 +66,11 @@ def _check_demo_arguments(args) -> None:
 
 def _analyze(args) -> Output:
     shapes = _input_shapes(args)  # a typo in a flag fails before the slow load
+    refuse_huge_inputs(shapes, args.input_dtype)
     if args.graph:
         require_matplotlib()
         check_output_path(args.graph, force=True)
+        refuse_overwriting_model(args.model, args.graph, "--graph", "the picture")
     loaded, inputs = _load(args, shapes)
     graph = trace(loaded.module, inputs, ignore=tuple(args.ignore), round_to=args.round_to, min_keep=args.min_keep)
     config = {"ignore": list(args.ignore), "round_to": args.round_to, "min_keep": args.min_keep,

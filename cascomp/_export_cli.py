@@ -71,10 +71,10 @@ def refuse_oversized_run(module, inputs) -> None:
                             "give a smaller batch in --input-shape (a batch of 1 is enough to export)")
 
 
-def refuse_overwriting_model(model: str | None, output: str) -> None:
-    """-o naming the model file itself would replace the model with its export, --force or not."""
+def refuse_overwriting_model(model: str | None, output: str, flag: str = "-o", written: str = "the ONNX file") -> None:
+    """An output naming the model file itself would replace the model, --force or not."""
     if model and os.path.exists(model) and os.path.exists(output) and os.path.samefile(model, output):
-        raise ConfigError(f"-o {output} is the model file itself, so writing the ONNX file would replace the "
+        raise ConfigError(f"{flag} {output} is the model file itself, so writing {written} would replace the "
                           "model; choose another path")
 
 

@@ -41,6 +41,8 @@ def trace(model: nn.Module, example_inputs, example_kwargs: dict | None = None, 
     `ignore`: module-name patterns whose channels stay (e.g. ["head.*"]); `round_to`: every pruned width is
     a multiple of this (heads count as units); `min_keep`: smallest width of any group.
     """
+    if isinstance(ignore, str):
+        raise ConfigError(f"ignore must be a sequence of patterns, got the string {ignore!r}; e.g. ignore=({ignore!r},)")
     constraints = Constraints(ignore=tuple(ignore), round_to=round_to, min_keep=min_keep)
     return Graph(model, example_inputs, example_kwargs, constraints=constraints)
 

@@ -159,6 +159,9 @@ class CompressConfig:
         if isinstance(self.output_index, bool) or not isinstance(self.output_index, (int, str, type(None))):
             raise ConfigError(f"output_index must be an index or a key, got {self.output_index!r}; e.g. "
                               "--output-index 0 or --output-index logits")
+        if isinstance(self.ignore, str):
+            raise ConfigError(f"ignore must be a sequence of patterns, got the string {self.ignore!r}; e.g. "
+                              f"ignore=({self.ignore!r},)")
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "latency_batch_sizes", tuple(self.latency_batch_sizes))
 

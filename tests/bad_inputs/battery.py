@@ -35,7 +35,7 @@ WARNING = "cascomp: warning:"
 @dataclass(frozen=True)
 class Case:
     argv: tuple[str, ...]  # "{dir}" stands for the case's own folder (also the working directory)
-    says: str  # what the error line (or, for status 0, stderr) must contain
+    says: str  # what the error line (or, for status 0, the output) must contain; "{dir}" as in argv
     status: int = 2
     setup: Callable[[Path], None] | None = None  # makes the case's extra input files in its folder
     changes: tuple[str, ...] = ()  # files (relative to the folder) the run may change
@@ -86,10 +86,11 @@ def run_case(case: Case, workspace: Path, directory: Path, capsys, monkeypatch) 
     assert status == case.status, f"exit {status}, expected {case.status}; stderr:\n{err}"
     assert "Traceback" not in err and "internal error" not in err, err
     errors = [line for line in err.splitlines() if ERROR_LINE.match(line)]
+    says = case.says.replace("{dir}", str(directory))
     if case.status == 0:
-        assert errors == [] and case.says in captured.out + err, err
+        assert errors == [] and says in captured.out + err, err
     else:
-        assert len(errors) == 1 and case.says in errors[0], err
+        assert len(errors) == 1 and says in errors[0], err
     changed = sorted(key for key, digest in before.items() if after.get(key) != digest)
     assert set(changed) <= set(case.changes), f"input files changed or removed: {changed}"
     temporary = [key for key in after if Path(key).name.endswith(".tmp")]

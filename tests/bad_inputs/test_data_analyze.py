@@ -145,6 +145,8 @@ SHAPE = ("--input-shape", "1,1,8,8")
 TRAIN = ("--train", "tensors:{dir}/data.npz")
 
 CASES = {
+    "analyze --graph onto the model": Case(("analyze", "{dir}/tiny.pt", "--input-shape", "1,1,8,8", "--graph",
+                                            "{dir}/tiny.pt"), "--graph {dir}/tiny.pt is the model file itself"),
     # data specs (problems 3, 4, 7 of issue 14, then what was refused well before)
     "data: NaN in x is named by split and sample": Case(compress("tensors:{dir}/bad.npz"), "the first at index 5",
                                                         setup=nan_in_x),
@@ -283,3 +285,12 @@ def test_analyze_lists_the_output_as_the_reason_nothing_prunes(workspace, tmp_pa
         ("model output (every channel of the result is kept)", 4)]
     assert report["notes"] == ["nothing can be pruned: every channel is frozen (see the table above): model "
                                "output (every channel of the result is kept)"]
+
+
+def test_an_ignore_pattern_given_as_a_string_is_refused():
+    import cascomp
+    from tests.search_fixtures import TinyNet
+    with pytest.raises(cascomp.ConfigError, match="got the string 'fc'"):
+        cascomp.trace(TinyNet(), torch.randn(1, 1, 8, 8), ignore="fc")
+    with pytest.raises(cascomp.ConfigError, match="got the string 'fc'"):
+        cascomp.CompressConfig(ignore="fc")
