@@ -1304,3 +1304,11 @@ def example_inputs(name: str, seed: int = 0) -> tuple[torch.Tensor, ...]:
         else:
             inputs.append(torch.randint(0, entry.integer_input_high, shape, generator=generator, dtype=dtype))
     return tuple(inputs)
+
+
+# Models that reproduce classes of failures seen on real model libraries join the zoo from their own files
+# (imported here only, after ZooEntry and _builder exist; import them through tests.models).
+from tests import zoo_norms, zoo_shapes  # noqa: E402
+
+ZOO.update(zoo_norms.ENTRIES)
+ZOO.update(zoo_shapes.ENTRIES)
