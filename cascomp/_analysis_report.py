@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cascomp.ir.graph import Graph
+from cascomp.ir.graph import LOW_PRUNABLE_SHARE, Graph
 
 _MODULES_SHOWN = 3  # the modules column lists this many, then "+N"; --json lists them all
 
@@ -39,6 +39,7 @@ def analysis_report(graph: Graph, *, model: str, source: str, inputs: list[dict]
         "groups": groups,
         "frozen": [{"node": f.node, "reason": f.reason, "channels": f.channels}
                    for f in graph.frozen + graph.output_frozen],
+        "prunable_share": graph.prunable_share(),  # the cost that scales with some group's width
         "search_space": {"smallest": smallest_totals, "smallest_ratio": ratio},
         "notes": _notes(source, groups, graph.frozen + graph.output_frozen, baseline.macs, uncounted),
     }
@@ -88,6 +89,12 @@ def render_analysis(report: dict, console: Console) -> None:
         bound = "at least " if report["uncounted"] else ""
         cost = f"{_si(totals['params'])} params, {bound}{_si(totals['macs'])} MACs, {_si(totals['flops'])} FLOPs per sample"
     console.print(Text.assemble(("Cost    ", "bold"), cost))
+    share = report["prunable_share"]
+    low = any(value is not None and value < LOW_PRUNABLE_SHARE for value in share.values())
+    console.print(Text.assemble(("Prunable", "bold"), " ", Text(
+        ", ".join(f"{value:.1%} of the {name}" for name, value in (("FLOPs", share["flops"]),
+                                                                     ("params", share["params"])) if value is not None)
+        or "nothing", style="yellow" if low else "")))
     console.print()
     console.print(_groups_table(report["groups"]))
     console.print(_frozen_table(report["frozen"]))

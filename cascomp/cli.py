@@ -23,7 +23,7 @@ from rich.console import Console
 from cascomp import __version__
 from cascomp._commands import COMMANDS, Output
 from cascomp._compress_command import add_compress, compress_command
-from cascomp.errors import CascompError, as_user_error
+from cascomp.errors import CascompError, CascompWarning, as_user_error
 
 _RAW = argparse.RawDescriptionHelpFormatter  # keeps the examples in the epilogs as written
 
@@ -84,8 +84,17 @@ def _fail(error: BaseException, status: int, prefix: str, debug: bool) -> int:
 
 @contextlib.contextmanager
 def _quiet_warnings(debug: bool) -> Iterator[None]:
-    """Deprecation notices from torch's internals are nothing a cascomp user can act on."""
+    """Deprecation notices from torch's internals are nothing a cascomp user can act on; cascomp's own
+    warnings are one `cascomp: warning:` line each."""
     with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, CascompWarning):
+                print(f"cascomp: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, filename, lineno, file, line)
+        warnings.showwarning = one_line
         if not debug:
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)

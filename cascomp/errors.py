@@ -9,6 +9,10 @@ from __future__ import annotations
 import errno
 
 
+class CascompWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as `cascomp: warning:`)."""
+
+
 class CascompError(Exception):
     """Base class of every error cascomp raises on purpose."""
 

@@ -45,6 +45,7 @@ def build_report(*, graph: Graph, teacher: nn.Module, small: nn.Module, fit: Fit
                  "input_shape": list(data.input_shape), "num_classes": data.num_classes},
         "targets": {m: {"goal": g, "reached": fit.reached[m], "within_1pct": within[m]} for m, g in fit.goals.items()},
         "baseline": baseline, "compressed": compressed, "ratios": ratios,
+        "prunable_share": graph.prunable_share(),  # the cost in layers with a prunable channel
         "widths": {g.name: {"before": g.size, "after": fit.widths[g.name]} for g in graph.groups},
         "round_to": graph.constraints.round_to,  # the multiple every pruned width is (config round_to "auto": chosen)
         "search": {"epochs": search.epochs, "trajectory": search.trajectory},

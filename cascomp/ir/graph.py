@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from cascomp.errors import ConfigError
+from cascomp.errors import CascompWarning, ConfigError
 from cascomp.ir.analysis import analyze
 from cascomp.ir.context import Record
 from cascomp.ir.cost import Cost, CostModel
@@ -17,6 +18,8 @@ from cascomp.ir.depth import DepthAnalysis, removable_branches
 from cascomp.ir.groups import ChannelGroup, FrozenChannels, build_groups, check_patterns, keep_mask_of_labels
 from cascomp.ir.plan import Plan, round_width
 from cascomp.ir.trace import graph_inputs, trace_module
+
+LOW_PRUNABLE_SHARE = 0.5  # below this share of its cost in prunable layers, a model is said to prune little
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +85,7 @@ class Graph:
         self.offsets = grouping.offsets
         self.depth: DepthAnalysis = removable_branches(self.gm, self._ctx.record, grouping)
         self.cost_model = CostModel(self._ctx, grouping, self.gm, self.depth)
+        self._warn_if_little_prunes()
 
     def with_width_multiple(self, round_to: int) -> "Graph":
         """The same traced model and analysis under another width multiple (nothing is traced again; the
@@ -149,6 +153,39 @@ class Graph:
         for group, offset in zip(self.groups, self.offsets):
             keep[offset:offset + self.constraints.smallest(group.size)] = 1
         return self.cost_model.cost(keep)
+
+    def prunable_share(self) -> dict[str, float | None]:
+        """The share of the FLOPs and of the params that scales with some group's width: what pruning can
+        touch at all (1 - the cost left with every group emptied). None for a metric the model has none of."""
+        full = self.cost_model.cost(None)
+        empty = self.cost_model.cost(torch.zeros(self.channels, dtype=torch.float64))
+        return {metric: (1 - getattr(empty, metric) / getattr(full, metric)) if getattr(full, metric) else None
+                for metric in ("flops", "params")}
+
+    def frozen_reasons(self) -> list[tuple[str, int]]:
+        """(reason, channels) for every distinct reason channels are frozen, the most channels first; the
+        model output's freeze last."""
+        totals: dict[str, int] = {}
+        for frozen in self.frozen:
+            totals[frozen.reason] = totals.get(frozen.reason, 0) + frozen.channels
+        ranked = sorted(totals.items(), key=lambda item: -item[1])
+        return ranked + [(frozen.reason, frozen.channels) for frozen in self.output_frozen]
+
+    def _warn_if_little_prunes(self) -> None:
+        """A model that traces and rewrites fine but prunes almost nothing must not pass in silence."""
+        share = self.prunable_share()
+        metric = "flops" if share["flops"] is not None else "params"
+        if share[metric] is None or share[metric] >= LOW_PRUNABLE_SHARE:
+            return
+        reasons = [f"{reason} ({channels} channel{'s' * (channels != 1)})" for reason, channels in
+                   self.frozen_reasons()[:3]]
+        why = f"; frozen: {'; '.join(reasons)}" if reasons else ""
+        uncounted = sorted({what for what, _ in self.record.uncounted})
+        if uncounted:
+            why += f"; not understood: {'; '.join(uncounted[:3])}"
+        warnings.warn(f"only {share[metric]:.0%} of this model's {'FLOPs' if metric == 'flops' else 'parameters'} can be pruned (the rest is in layers "
+                      f"whose channels are all frozen){why}; `cascomp analyze` lists every reason",
+                      CascompWarning, stacklevel=3)
 
     def __repr__(self) -> str:
         cost = self.cost()

@@ -63,9 +63,10 @@ def target_ratios(graph: Graph, targets: tuple[Target, ...]) -> dict[str, float]
                               "give a smaller budget")
         if goal < lowest:
             frozen = sum(f.channels for f in graph.frozen)
+            reasons = "; ".join(f"{reason}: {channels}" for reason, channels in graph.frozen_reasons()[:2])
             raise SearchError(f"target {target} ({goal:.3f} of the baseline) is below this model's floor of "
                               f"{lowest:.3f}: every group at its minimum width ({graph.constraints.min_keep} channel, "
-                              f"round_to={graph.constraints.round_to}) with {frozen} frozen channel(s); "
+                              f"round_to={graph.constraints.round_to}) with {frozen} frozen channel(s) ({reasons}); "
                               f"choose {target.metric}≥{lowest:.3f} or {_floor_levers(graph)}")
         goals[target.metric] = goal
     return goals

@@ -9,5 +9,5 @@ from tests.bad_inputs.battery import make_workspace
 
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
-    """The shared inputs, made once; every case runs in its own copy."""
+    """The bad-input battery's inputs (tests/bad_inputs/battery.py), made once; every case runs in its own copy."""
     return make_workspace(tmp_path_factory.mktemp("battery") / "workspace")
