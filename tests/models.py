@@ -31,8 +31,9 @@ def _randomise_normalisation(model: nn.Module) -> None:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, _BATCH_NORMS):
-                module.running_mean.normal_().mul_(0.1)
-                module.running_var.uniform_(0.5, 2.0)
+                if module.running_mean is not None:  # None without running statistics (batch statistics)
+                    module.running_mean.normal_().mul_(0.1)
+                    module.running_var.uniform_(0.5, 2.0)
                 if module.affine:
                     module.weight.uniform_(0.5, 1.5)
                     module.bias.normal_().mul_(0.1)
@@ -1197,6 +1198,7 @@ class ZooEntry:
     description: str
     input_dtypes: tuple[torch.dtype, ...] | None = None
     integer_input_high: int = 50
+    fx_traceable: bool = True  # False: torch.fx.symbolic_trace fails on purpose (cascomp's capture fallbacks)
 
 
 def _builder(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
@@ -1308,7 +1310,8 @@ def example_inputs(name: str, seed: int = 0) -> tuple[torch.Tensor, ...]:
 
 # Models that reproduce classes of failures seen on real model libraries join the zoo from their own files
 # (imported here only, after ZooEntry and _builder exist; import them through tests.models).
-from tests import zoo_norms, zoo_shapes  # noqa: E402
+from tests import zoo_capture, zoo_norms, zoo_shapes  # noqa: E402
 
 ZOO.update(zoo_norms.ENTRIES)
 ZOO.update(zoo_shapes.ENTRIES)
+ZOO.update(zoo_capture.ENTRIES)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch.utils.flop_counter import FlopCounterMode
 
 from cascomp.errors import AnalysisError
 from cascomp.ir import rules_ops
@@ -55,9 +56,33 @@ class _Propagator(fx.Interpreter):
         largs = fx.node.map_arg(node.args, self.labels.get)
         lkwargs = fx.node.map_arg(node.kwargs, self.labels.get)
         largs = tuple(_literal_labels(a, la) for a, la in zip(args, largs))
+        uncounted = len(self.ctx.record.uncounted)
         if node.op == "call_module":
-            return rules_ops.run_module(self.ctx, node, args, kwargs, largs, lkwargs, value)
-        return rules_ops.run_function(self.ctx, node, args, kwargs, largs, lkwargs, value)
+            labels = rules_ops.run_module(self.ctx, node, args, kwargs, largs, lkwargs, value)
+        else:
+            labels = rules_ops.run_function(self.ctx, node, args, kwargs, largs, lkwargs, value)
+        if len(self.ctx.record.uncounted) > uncounted:
+            self._count_opaque(node, args, kwargs, uncounted)
+        return labels
+
+    def _count_opaque(self, node: fx.Node, args, kwargs, first: int) -> None:
+        """An op the rules do not understand froze its channels, but its multiply-adds still count: run it
+        again under torch's FLOP counter (a kept-whole submodule, a function with a weight) and record them
+        as a constant. What the counter cannot run stays in `record.uncounted` (the cost is then a bound)."""
+        try:
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                if node.op == "call_module":
+                    self.fetch_attr(str(node.target))(*args, **kwargs)
+                elif node.op == "call_method":
+                    getattr(args[0], str(node.target))(*args[1:], **kwargs)
+                else:
+                    node.target(*args, **kwargs)
+        except Exception:  # whatever the op raises when run again, its cost stays unknown, and is said to be
+            return
+        flops = counter.get_total_flops()
+        if flops:
+            self.ctx.macs(flops / 2)
+            del self.ctx.record.uncounted[first:]
 
 
 def _literal_labels(value: Any, labels: Any) -> Any:

@@ -56,8 +56,65 @@ class _Tracer(fx.Tracer):
 
 
 def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None) -> fx.GraphModule:
-    """Trace a copy of `model` in eval mode; the caller's model is never modified."""
+    """Trace a copy of `model` in eval mode; the caller's model is never modified.
+
+    Capture paths, in order:
+    1. torch.fx symbolic tracing of the whole model (a Python-level graph: modules, functions, methods);
+    2. where a submodule cannot be traced, it is kept whole as a leaf: its channels are frozen with the
+       reason and its multiply-adds counted by running it (cascomp.ir.analysis);
+    3. where the top-level forward itself cannot be traced (control flow on sizes or values of its inputs),
+       torch.export captures the model (shape-dependent branches specialised to the example inputs) and its
+       ATen-level graph is traced as in 1; a branch on tensor values fails there too, and the error names
+       the user's line.
+    """
     model = copy.deepcopy(model).eval()
+    try:
+        return _trace_with_leaves(model, example_inputs, example_kwargs or {})
+    except _TopLevelUntraceable as failure:
+        exported = _exported(model, example_inputs, example_kwargs or {})
+        if exported is None:
+            raise TraceError(failure.message) from failure.__cause__
+    gm = _trace_with_leaves(exported, example_inputs, example_kwargs or {})
+    # torch.export keeps every parameter, read or not (those of the branch not taken): drop the unread ones,
+    # which the cost model would count and the rewrite would drop
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
+class _TopLevelUntraceable(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> nn.Module | None:
+    """The module torch.export captures from `model` (non-strict, so any Python runs once), or None."""
+    batch = torch.export.Dim.AUTO  # the batch stays dynamic where the model allows it, as fx keeps it
+    dynamic = (tuple({0: batch} if isinstance(t, torch.Tensor) and t.dim() else None for t in example_inputs),
+               {name: {0: batch} if isinstance(t, torch.Tensor) and t.dim() else None
+                for name, t in example_kwargs.items()})
+    program = None
+    for shapes in ((*dynamic[0], *dynamic[1].values()) if not example_kwargs else None, None):
+        try:
+            with torch.no_grad():
+                program = torch.export.export(model, tuple(example_inputs), kwargs=example_kwargs,
+                                              dynamic_shapes=shapes, strict=False)
+            break
+        except Exception:  # torch.export refuses what it cannot specialise: the fx error says more to the user
+            continue
+    if program is None:
+        return None
+    module = program.module()
+    for name in ("train", "eval"):  # module() makes them raise; the analysis sets eval mode
+        if name in vars(module):
+            delattr(module, name)
+    return module
+
+
+def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> fx.GraphModule:
+    """Capture paths 1 and 2; _TopLevelUntraceable when the top-level forward fails."""
     decomposition = decompose_attention(model, example_inputs, example_kwargs or {})
     concrete = _concrete_args(model, example_inputs, example_kwargs or {})
     leaves: set[str] = set()
@@ -70,7 +127,7 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
                 leaves.add(tracer.failed_in)
                 decomposition.restore_under(leaves)
                 continue
-            raise TraceError(_explain(model, error)) from error
+            raise _TopLevelUntraceable(_explain(model, error)) from error
         _erase_unused(graph, tracer.decomposition_nodes)
         _name_placeholders_after_parameters(graph, model)
         graph._tracer_cls = fx.Tracer  # unpickling re-traces with this class: keep the output cascomp-free

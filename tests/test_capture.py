@@ -1,0 +1,60 @@
+"""Models torch.fx cannot trace whole: the top-level forward captured by torch.export, a submodule kept whole
+(its channels frozen with the reason, its cost counted), and a clear error where neither path works."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import cascomp
+from tests.exactness import check_exact, zoo_graph
+from tests.models import ZOO, example_inputs
+
+
+@pytest.mark.parametrize("name", ["shape_branch", "opaque_block"])
+def test_an_untraceable_model_is_captured_and_pruned_exactly(name, tmp_path):
+    graph = zoo_graph(name)
+    assert graph.groups and graph.prunable_share()["flops"] > 0.2
+    for seed in range(3):
+        small = check_exact(graph, cascomp.Plan.random(graph, 0.5, seed=seed))
+    result = cascomp.export_onnx(small, example_inputs(name), tmp_path / f"{name}.onnx")
+    assert result.max_abs_error < 1e-4
+    assert small(torch.randn(5, 3, 16, 16)).shape == (5, 10)  # the batch stays dynamic
+
+
+def test_the_top_level_capture_specialises_the_branch_to_the_example_size():
+    torch.manual_seed(0)
+    model = ZOO["shape_branch"].build()
+    x = example_inputs("shape_branch")[0]
+    graph = cascomp.trace(model, x)
+    assert torch.allclose(graph.run(graph.gm), model(x), atol=1e-5)
+    assert not any("small" in str(node.target) for node in graph.gm.graph.nodes)  # the branch not taken is gone
+
+
+def test_a_submodule_kept_whole_is_frozen_with_the_reason_and_its_cost_counted():
+    graph = zoo_graph("opaque_block")
+    reasons = dict(graph.frozen_reasons())
+    assert any("'gate' (ChunkScaled)" in reason for reason in reasons)
+    assert graph.record.uncounted == []
+    flops = cascomp.trace(ZOO["opaque_block"].build().gate, torch.randn(2, 16, 16, 16)).cost().flops
+    model = ZOO["opaque_block"].build()
+    counted = sum(2 * m.weight.numel() // m.groups * 16 * 16 for m in model.modules() if isinstance(m, nn.Conv2d))
+    counted += 2 * model.fc.weight.numel()
+    assert flops > 0 and graph.cost().flops == pytest.approx(counted, rel=0.02)
+
+
+class ValueBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        if x.mean() > 0:  # on values, in the top module: neither fx nor torch.export can capture it
+            return self.conv(x)
+        return self.conv(-x)
+
+
+def test_a_top_level_branch_on_values_is_a_clear_error():
+    with pytest.raises(cascomp.errors.TraceError, match=r"test_capture.py:\d+ `if x.mean\(\) > 0:"):
+        cascomp.trace(ValueBranch(), torch.randn(1, 3, 8, 8))
