@@ -58,3 +58,11 @@ class ValueBranch(nn.Module):
 def test_a_top_level_branch_on_values_is_a_clear_error():
     with pytest.raises(cascomp.errors.TraceError, match=r"test_capture.py:\d+ `if x.mean\(\) > 0:"):
         cascomp.trace(ValueBranch(), torch.randn(1, 3, 8, 8))
+
+
+def test_a_batch_of_one_still_gives_a_dynamic_batch():
+    torch.manual_seed(0)
+    model = ZOO["shape_branch"].build()
+    graph = cascomp.trace(model, torch.randn(1, 3, 16, 16))  # torch.export would fix a dim of size 1
+    x = torch.randn(3, 3, 16, 16)
+    assert torch.allclose(graph.gm(x), model(x), atol=1e-5)

@@ -8,9 +8,12 @@ traced through its decomposition (cascomp.ir.decompose) so that its heads can be
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+import logging
 import traceback
+from collections.abc import Iterator
 
 import torch
 import torch.fx as fx
@@ -92,13 +95,16 @@ class _TopLevelUntraceable(Exception):
 def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> nn.Module | None:
     """The module torch.export captures from `model` (non-strict, so any Python runs once), or None."""
     batch = torch.export.Dim.AUTO  # the batch stays dynamic where the model allows it, as fx keeps it
+    # torch.export fixes any dim of size 1, so a batch of one is captured as a batch of two
+    example_inputs = tuple(_batch_of_two(t) for t in example_inputs)
+    example_kwargs = {name: _batch_of_two(t) for name, t in example_kwargs.items()}
     dynamic = (tuple({0: batch} if isinstance(t, torch.Tensor) and t.dim() else None for t in example_inputs),
                {name: {0: batch} if isinstance(t, torch.Tensor) and t.dim() else None
                 for name, t in example_kwargs.items()})
     program = None
     for shapes in ((*dynamic[0], *dynamic[1].values()) if not example_kwargs else None, None):
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _quiet_torch_logs():
                 program = torch.export.export(model, tuple(example_inputs), kwargs=example_kwargs,
                                               dynamic_shapes=shapes, strict=False)
             break
@@ -111,6 +117,25 @@ def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> 
         if name in vars(module):
             delattr(module, name)
     return module
+
+
+def _batch_of_two(value):
+    if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == 1:
+        return torch.cat([value, value])
+    return value
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """torch.export logs a traceback for each op it fails on before raising; a refused capture is ours to
+    report (or to fall back from), in one line."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> fx.GraphModule:
