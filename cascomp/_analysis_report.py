@@ -24,6 +24,7 @@ def analysis_report(graph: Graph, *, model: str, source: str, inputs: list[dict]
     groups = [{**group.to_dict(), "modules": list(group.modules), "flops_share": share.flops,
                "params_share": share.params} for group, share in zip(graph.groups, shares)]
     uncounted = [{"op": what, "node": node} for what, node in graph.record.uncounted]
+    opaque = [{"op": what, "node": node} for what, node in graph.record.counted_opaque]
     totals, smallest_totals, ratio = baseline.to_dict(), smallest.to_dict(), smallest.ratio(baseline).to_dict()
     if uncounted and not baseline.macs:  # nothing counted is not "0 FLOPs": the cost is unknown (JSON null)
         for values in (totals, smallest_totals, ratio):
@@ -36,25 +37,27 @@ def analysis_report(graph: Graph, *, model: str, source: str, inputs: list[dict]
         "config": config,
         "totals": totals,
         "uncounted": uncounted,  # ops holding weights whose multiply-adds the cost model cannot count
+        "opaque": opaque,  # ops holding weights the analysis does not understand, counted by running them
         "groups": groups,
         "frozen": [{"node": f.node, "reason": f.reason, "channels": f.channels}
                    for f in graph.frozen + graph.output_frozen],
         "prunable_share": graph.prunable_share(),  # the cost that scales with some group's width
         "search_space": {"smallest": smallest_totals, "smallest_ratio": ratio},
-        "notes": _notes(source, groups, graph.frozen + graph.output_frozen, baseline.macs, uncounted),
+        "notes": _notes(source, groups, graph.frozen + graph.output_frozen, baseline.macs, uncounted, opaque),
     }
 
 
-def _notes(source: str, groups: list[dict], frozen, macs: float, uncounted: list[dict]) -> list[str]:
+def _notes(source: str, groups: list[dict], frozen, macs: float, uncounted: list[dict],
+           opaque: list[dict]) -> list[str]:
     notes = []
     if uncounted:
         counted = "FLOPs and MACs are unknown" if not macs else "FLOPs and MACs are a lower bound"
-        nodes: dict[str, list[str]] = {}
-        for item in uncounted:
-            nodes.setdefault(item["op"], []).append(item["node"])
-        ops = [f"{op} (node{'s' * (len(names) > 1)} {_listed(names, 2, ', ')})" for op, names in nodes.items()]
         notes.append(f"{counted}: the cost model counts the convolutions, linear layers and attention the "
-                     f"channel analysis understands, and cannot count {_listed(ops)}")
+                     f"channel analysis understands, and cannot count {_ops(uncounted)}")
+    if opaque:
+        notes.append(f"the channel analysis does not understand {_ops(opaque)}: their channels stay, and their "
+                     "multiply-adds are counted by running them")
+    uncounted = uncounted + opaque
     if uncounted and source == "torch.export":
         notes.append("a .pt2 is understood when exported without decompositions (torch.export.export, then "
                      "torch.export.save, no run_decompositions()); or analyse the model saved with torch.save, "
@@ -70,6 +73,13 @@ def _notes(source: str, groups: list[dict], frozen, macs: float, uncounted: list
     else:
         notes.append("nothing can be pruned: the model has no layer with channels to remove")
     return notes
+
+
+def _ops(items: list[dict]) -> str:
+    nodes: dict[str, list[str]] = {}
+    for item in items:
+        nodes.setdefault(item["op"], []).append(item["node"])
+    return _listed([f"{op} (node{'s' * (len(names) > 1)} {_listed(names, 2, ', ')})" for op, names in nodes.items()])
 
 
 def _listed(items: list[str], shown: int = 3, separator: str = "; ") -> str:

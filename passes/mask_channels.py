@@ -7,7 +7,11 @@ Rule:
    0 rather than NaN;
 2. normalisations whose statistics span channels (LayerNorm over the channel dim, GroupNorm with fewer
    groups than channels; module or functional form) compute them over kept channels only, per group,
-   which is what the pruned layer sees.
+   which is what the pruned layer sees;
+3. statistics over parameter positions (weight standardisation: a conv weight's mean and standard deviation
+   over its input channels, `F.batch_norm` of the reshaped weight) are computed over the positions that
+   survive: the node reads its input sliced to them (`index_select`), and a normalisation's result is
+   copied back into the full-size input (`index_copy`), as the pruned parameter gives.
 `apply_plan(graph, plan)(x)` must equal `mask_model(graph, plan)(x)`: the tests hold the rewrite to that.
 """
 
@@ -17,8 +21,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from cascomp.ir.context import Record
-from cascomp.ir.keep import kept, kept_along
+from cascomp.ir.context import ParamStatistic, Record
+from cascomp.ir.keep import kept, kept_along, statistic_masks
 from cascomp.kernels.masked_norm import MaskedGroupNorm, MaskedLayerNorm, masked_group_norm, masked_layer_norm
 from cascomp.passes.base import Pass, PassResult
 
@@ -33,6 +37,9 @@ class MaskChannelsPass(Pass):
         for node in list(gm.graph.nodes):  # case 2, before masks re-route the inputs
             if node.op in ("call_module", "call_function"):
                 modified |= self._mask_statistics(gm, node)
+        nodes = {node.name: node for node in gm.graph.nodes}
+        for fact in self.record.statistics:  # case 3
+            modified |= self._mask_parameter_statistic(gm, nodes[fact.node], fact)
         for index, node in enumerate(list(gm.graph.nodes)):
             if node.op not in ("call_module", "call_function", "call_method"):
                 continue
@@ -79,6 +86,28 @@ class MaskChannelsPass(Pass):
             return self._mask_function(gm, node, 1, masked_group_norm)
         return False
 
+    def _mask_parameter_statistic(self, gm: fx.GraphModule, node: fx.Node, fact: ParamStatistic) -> bool:
+        """Case 3: slice the statistic's input to the surviving positions (and put a normalisation's result
+        back in place)."""
+        surviving = _surviving(self.record, self.label_keep, fact)
+        if not surviving:
+            return False
+        chain, buffers = [node.args[0]], []
+        with gm.graph.inserting_before(node):
+            for dim, index in surviving.items():
+                name = f"cascomp_statistic_keep_{node.name}_{dim}"
+                gm.register_buffer(name, index)
+                buffers.append(gm.graph.get_attr(name))
+                chain.append(gm.graph.call_function(torch.index_select, (chain[-1], dim, buffers[-1])))
+        node.args = (chain[-1],) + tuple(node.args[1:])
+        if fact.same_shape:
+            copies = [node]
+            for dim, buffer, base in reversed(list(zip(surviving, buffers, chain[:-1]))):
+                with gm.graph.inserting_after(copies[-1]):
+                    copies.append(gm.graph.call_function(torch.index_copy, (base, dim, buffer, copies[-1])))
+            node.replace_all_uses_with(copies[-1], delete_user_cb=lambda user: user is not copies[1])
+        return True
+
     def _mask_function(self, gm: fx.GraphModule, node: fx.Node, dim: int, masked) -> bool:
         """Retarget a functional norm to its masked twin, fed the kept-channel mask along `dim`."""
         mask = self._channel_mask(node, dim)
@@ -91,6 +120,12 @@ class MaskChannelsPass(Pass):
         node.target = masked
         node.kwargs = {**node.kwargs, "mask": buffer}
         return True
+
+
+def _surviving(record: Record, label_keep: torch.Tensor, fact: ParamStatistic) -> dict[int, torch.Tensor]:
+    """Per dim of the statistic's input that loses positions, the indices of those that survive."""
+    masks = statistic_masks(record.param_axes, label_keep, fact)
+    return {dim: mask.nonzero().reshape(-1) for dim, mask in masks.items() if not bool(mask.all())}
 
 
 def _replace_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:

@@ -3,20 +3,30 @@
 fx bakes Python ints (`self.num_heads`, `C // groups`) into the graph, so the rewrite updates them here and
 the user never has to. Cases:
 1. view / reshape / expand / unflatten: every output dim that carries channels gets its new size (-1 stays);
+   a view of a parameter (`gamma.view(C, 1, 1)`) likewise, each dim showing a pruned parameter dim;
 2. split / chunk: section sizes become the surviving counts per section (chunk turns into split);
 3. narrow / select / integer and slice indexing: bounds move to where the surviving channels now sit;
 4. functional layer_norm / group_norm: normalized_shape and a per-channel group count follow the width;
 5. functional depthwise conv / conv_transpose (`groups` = input channels): `groups` follows the width; any
-   other group count stays, since the analysis kept every group equally wide.
+   other group count stays, since the analysis kept every group equally wide;
+6. a size computed at run time (a node: `x.shape[1] // 2`) is read at its example value where a case above
+   rewrites it; anywhere else, one that reads channel dims only is pinned to its example value (what the
+   masked reference computes with), and one that reads no channel, or channels the analysis froze
+   because it also reads the batch, stays a node (cascomp.ir.rules_sizes). A whole shape passed as one
+   node (`x.reshape(y.shape)`) is written out element by element, by the same rule.
 """
 
 from __future__ import annotations
+
+import operator
 
 import torch
 import torch.fx as fx
 
 from cascomp.ir.context import Record
-from cascomp.ir.keep import kept_along, kept_before, new_size
+from cascomp.ir.keep import kept_along, kept_before, new_size, parameter_view_sizes
+from cascomp.ir.labels import Derived, ParamRef
+from cascomp.ir.rules_sizes import SizeOf
 from cascomp.ir.rules_ops import CONVOLUTIONS, op_name
 from cascomp.passes.base import Pass, PassResult
 
@@ -29,16 +39,33 @@ class ResizeShapeArgsPass(Pass):
     def call(self, gm: fx.GraphModule) -> PassResult:
         modified = False
         for node in list(gm.graph.nodes):
-            if node.op not in ("call_function", "call_method") or not isinstance(node.args[:1] and node.args[0], fx.Node):
-                continue
-            source = node.args[0].name
-            labels = self.record.labels.get(source)
-            if not isinstance(labels, torch.Tensor):
+            if node.op not in ("call_function", "call_method", "call_module"):
                 continue
             before = (node.args, dict(node.kwargs), node.target)
-            self._rewrite(gm, node, op_name(node), labels, self.record.shapes[source])
+            source = node.args[0].name if node.args and isinstance(node.args[0], fx.Node) else None
+            labels, name = self.record.labels.get(source), op_name(node)
+            if node.op == "call_module":
+                pass
+            elif isinstance(labels, (ParamRef, Derived)) and name in ("view", "reshape", "expand"):  # case 1
+                self._resize_out_dims(node)
+            elif isinstance(labels, torch.Tensor):
+                self._rewrite(gm, node, name, labels, self.record.shapes[source])
+            self._pin_sizes(node)
             modified |= before != (node.args, dict(node.kwargs), node.target)
         return PassResult(gm, modified)
+
+    def _pin_sizes(self, node: fx.Node) -> None:
+        """Case 6: a size computed from channel dims only, still an argument after the cases above, becomes
+        its example value where the node makes a tensor (size arithmetic itself is left as it is)."""
+        own = self.record.labels.get(node.name)
+        if isinstance(own, SizeOf) or (isinstance(own, tuple) and own and isinstance(own[0], SizeOf)):
+            return
+
+        def pin(arg: fx.Node):
+            labels = self.record.labels.get(arg.name)
+            return labels.value if isinstance(labels, SizeOf) and labels.pinned else arg
+
+        node.args, node.kwargs = fx.node.map_arg(node.args, pin), fx.node.map_arg(node.kwargs, pin)
 
     def _rewrite(self, gm, node: fx.Node, name: str, labels: torch.Tensor, shape: tuple) -> None:
         if name in ("view", "reshape", "expand"):  # case 1
@@ -50,18 +77,34 @@ class ResizeShapeArgsPass(Pass):
         elif name in ("narrow", "select", "getitem"):  # case 3
             self._index(node, name, labels, shape)
         elif name == "layer_norm":  # case 4
-            normalized = _get(node, 1, "normalized_shape", None)
+            normalized = self._value(_get(node, 1, "normalized_shape", None))
             normalized = [normalized] if isinstance(normalized, int) else list(normalized)
             normalized[-1] = new_size(labels, len(shape) - 1, shape[-1], self.label_keep)
             _set(node, 1, "normalized_shape", tuple(normalized))
-        elif name == "group_norm" and _get(node, 1, "num_groups", None) == shape[1]:
+        elif name == "group_norm" and self._value(_get(node, 1, "num_groups", None)) == shape[1]:
             _set(node, 1, "num_groups", new_size(labels, 1, shape[1], self.label_keep))
-        elif name in CONVOLUTIONS and 1 < _get(node, 6, "groups", 1) == shape[1]:  # case 5: depthwise
+        elif name in CONVOLUTIONS and 1 < self._value(_get(node, 6, "groups", 1)) == shape[1]:  # case 5
             _set(node, 6, "groups", new_size(labels, 1, shape[1], self.label_keep))
 
+    def _value(self, arg):
+        """Case 6: the example value of a size computed by a node; anything else as it is."""
+        if isinstance(arg, fx.Node):
+            labels = self.record.labels.get(arg.name)
+            if isinstance(labels, tuple) and labels and all(isinstance(item, SizeOf) for item in labels):
+                return tuple(item.value for item in labels)  # a shape
+            return labels.value if isinstance(labels, SizeOf) else arg
+        if isinstance(arg, (tuple, list)):
+            return type(arg)(self._value(a) for a in arg)
+        if isinstance(arg, slice):
+            return slice(self._value(arg.start), self._value(arg.stop), self._value(arg.step))
+        return arg
+
     def _out_sizes(self, node: fx.Node) -> list[int | None]:
-        """New size of each output dim that carries channels, None for the others."""
+        """New size of each output dim that carries channels (or shows a pruned parameter dim), None for
+        the others."""
         labels, shape = self.record.labels[node.name], self.record.shapes[node.name]
+        if isinstance(labels, (ParamRef, Derived)):  # computed from parameters (cascomp.ir.rules_params)
+            return parameter_view_sizes(self.record.param_axes, self.label_keep, labels, shape)
         return [new_size(labels, d, shape[d], self.label_keep) if labels.shape[d] > 1 else None
                 for d in range(len(shape))]
 
@@ -69,34 +112,43 @@ class ResizeShapeArgsPass(Pass):
         sizes = self._out_sizes(node)
         if "size" in node.kwargs or "shape" in node.kwargs:
             key = "size" if "size" in node.kwargs else "shape"
-            node.kwargs = {**node.kwargs, key: _replace(node.kwargs[key], sizes)}
-        elif len(node.args) == 2 and isinstance(node.args[1], (tuple, list)):
-            node.args = (node.args[0], _replace(node.args[1], sizes))
+            node.kwargs = {**node.kwargs, key: self._shape(node, node.kwargs[key], sizes)}
+        elif len(node.args) == 2 and isinstance(self._value(node.args[1]), (tuple, list)):
+            node.args = (node.args[0], self._shape(node, node.args[1], sizes))
         else:
             node.args = (node.args[0],) + _replace(node.args[1:], sizes)
+
+    def _shape(self, node: fx.Node, shape, sizes: list[int | None]):
+        """A shape argument with the new sizes in. A shape computed whole (`x.reshape(y.shape)`, case 6) is
+        written out: new sizes, pinned values, and for the sizes that stay computed, their element of it."""
+        if not isinstance(shape, fx.Node):
+            return _replace(shape, sizes)
+        out = []
+        for i, (size, new) in enumerate(zip(self.record.labels[shape.name], sizes)):
+            if new is not None and not (size.value == -1 and not size.reads):
+                out.append(new)
+            elif size.pinned or not size.other:
+                out.append(size.value)
+            else:
+                with node.graph.inserting_before(node):
+                    out.append(node.graph.call_function(operator.getitem, (shape, i)))
+        return tuple(out)
 
     def _unflatten(self, node: fx.Node) -> None:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs["dim"]
         dim = dim % len(self.record.shapes[node.args[0].name])
         sizes = self._out_sizes(node)
         old = node.args[2] if len(node.args) > 2 else node.kwargs["sizes"]
-        new = _replace(old, sizes[dim:dim + len(old)])
+        new = self._shape(node, old, sizes[dim:dim + len(self._value(old))])
         node.args = (node.args[0], node.args[1], new) if len(node.args) > 2 else node.args
         if "sizes" in node.kwargs:
             node.kwargs = {**node.kwargs, "sizes": new}
 
     def _split(self, gm, node: fx.Node, name: str, labels, shape) -> None:
-        dim = _get(node, 2, "dim", 0) % len(shape)
+        dim = self._value(_get(node, 2, "dim", 0)) % len(shape)
         if labels.shape[dim] == 1:
             return
-        if name == "chunk":
-            chunks = _get(node, 1, "chunks", None)
-            step = -(-shape[dim] // chunks)
-            sections = [min(step, shape[dim] - i) for i in range(0, shape[dim], step)]
-        else:
-            arg = _get(node, 1, "split_size_or_sections", _get(node, 1, "split_size", None))
-            sections = [arg] * -(-shape[dim] // arg) if isinstance(arg, int) else list(arg)
-            sections[-1] = shape[dim] - sum(sections[:-1])
+        sections = [part[dim] for part in self.record.shapes[node.name]]  # what the op made, however asked
         keep = kept_along(labels, dim, self.label_keep)
         bounds = torch.tensor([0] + sections).cumsum(0).tolist()
         new = [int(keep[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -106,14 +158,14 @@ class ResizeShapeArgsPass(Pass):
     def _index(self, node: fx.Node, name: str, labels, shape) -> None:
         if name == "narrow":
             dim = node.args[1] % len(shape)
-            start, length = node.args[2], node.args[3]
+            start, length = self._value(node.args[2]), self._value(node.args[3])
             new_start = kept_before(labels, dim, start, self.label_keep)
             new_len = kept_before(labels, dim, start + length, self.label_keep) - new_start
             node.args = (node.args[0], node.args[1], new_start, new_len)
         elif name == "select":
-            dim, index = node.args[1] % len(shape), node.args[2] % shape[node.args[1]]
+            dim, index = node.args[1] % len(shape), self._value(node.args[2]) % shape[node.args[1]]
             node.args = (node.args[0], node.args[1], kept_before(labels, dim, index, self.label_keep))
-        elif isinstance(node.args[1], (tuple, slice, int)) or node.args[1] is Ellipsis:
+        elif isinstance(self._value(node.args[1]), (tuple, slice, int)) or node.args[1] is Ellipsis:
             node.args = (node.args[0], self._reindex(node.args[1], labels, shape))
 
     def _reindex(self, idx, labels, shape):
@@ -125,7 +177,7 @@ class ResizeShapeArgsPass(Pass):
                 dim += len(shape) - consumed
             elif item is not None:
                 if dim < labels.dim() and labels.shape[dim] > 1:
-                    item = self._move(item, labels, dim, shape[dim])
+                    item = self._move(self._value(item), labels, dim, shape[dim])
                 dim += 1
             out.append(item)
         return tuple(out) if isinstance(idx, tuple) else out[0]
@@ -141,6 +193,8 @@ class ResizeShapeArgsPass(Pass):
 
 def _replace(old, sizes: list[int | None]):
     """Put the new sizes into a shape argument, keeping -1 and the dims that carry no channels."""
+    if not isinstance(old, (tuple, list)):  # case 6: a shape computed by a node stays
+        return old
     return type(old)(a if (s is None or (isinstance(a, int) and a == -1)) else s for a, s in zip(old, sizes))
 
 

@@ -13,7 +13,7 @@ import torch.fx as fx
 from torch.utils.flop_counter import FlopCounterMode
 
 from cascomp.errors import AnalysisError
-from cascomp.ir import rules_ops
+from cascomp.ir import rules_ops, rules_sizes
 from cascomp.ir.context import OUTPUT, Context
 from cascomp.ir.labels import ParamRef, frozen_like
 
@@ -63,6 +63,8 @@ class _Propagator(fx.Interpreter):
             labels = rules_ops.run_function(self.ctx, node, args, kwargs, largs, lkwargs, value)
         if len(self.ctx.record.uncounted) > uncounted:
             self._count_opaque(node, args, kwargs, uncounted)
+        name = "module" if node.op == "call_module" else rules_ops.op_name(node)
+        rules_sizes.record_uses(self.ctx, node, name, args, kwargs, largs, lkwargs, labels)
         return labels
 
     def _count_opaque(self, node: fx.Node, args, kwargs, first: int) -> None:
@@ -82,6 +84,7 @@ class _Propagator(fx.Interpreter):
         flops = counter.get_total_flops()
         if flops:
             self.ctx.macs(flops / 2)
+            self.ctx.record.counted_opaque.extend(self.ctx.record.uncounted[first:])
             del self.ctx.record.uncounted[first:]
 
 
@@ -141,7 +144,9 @@ def settle(ctx: Context) -> None:
     Cases:
     1. a tensor whose channels vary along several dims (heads x head_dim, channel shuffle groups) must keep
        a product of per-dim selections: all dims but one are tied, keeping free the dim with most positions;
-    2. an integer index into a channel dim is only safe when every slice holds the same classes.
+    2. an integer index into a channel dim is only safe when every slice holds the same classes;
+    3. a size read off a dim that carries channels and used where the rewrite does not replace it must
+       not change: the channels of that dim freeze unless their classes are constant along it.
     """
     space = ctx.space
     for _ in range(8):
@@ -163,6 +168,7 @@ def settle(ctx: Context) -> None:
                 ctx.node = None
                 space.freeze(fact.labels, fact.node, "integer index into a channel dim")
                 changed = True
+        changed |= rules_sizes.settle_sizes(ctx)  # case 3
         if not changed:
             return
     raise AnalysisError("channel constraints did not settle after 8 rounds; please report this model")

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 
-from cascomp.ir.labels import FROZEN, LabelSpace, ParamRef, frozen_like
+from cascomp.ir.labels import FROZEN, Derived, LabelSpace, ParamAxis, ParamRef, frozen_like
+from cascomp.ir.op_names import SIZE_QUERIES, op_name
 
 
 OUTPUT = "model output (every channel of the result is kept)"  # the reason the output's channels are frozen
@@ -39,6 +40,18 @@ class SelectFact:
     others: torch.Tensor  # labels of the whole indexed dim, for the check after grouping
 
 
+@dataclass(frozen=True, eq=False)
+class ParamStatistic:
+    """A statistic over positions of parameter dims (weight standardisation: a mean or a norm over a conv
+    weight's input channels). The masked reference computes it over the positions that survive, which is
+    what the pruned parameter gives: `axes` (of node's first input, each along one dim of it) say which."""
+
+    node: str
+    axes: tuple[ParamAxis, ...]
+    same_shape: bool  # a normalisation (output shaped like the input) rather than a reduction
+    minimum: int = 1  # fewest positions it is defined over (2 for a variance with Bessel's correction)
+
+
 @dataclass
 class Record:
     """Everything the analysis learned, keyed by node name."""
@@ -49,9 +62,14 @@ class Record:
     macs: list[MacsTerm] = field(default_factory=list)
     grids: list[tuple[str, torch.Tensor]] = field(default_factory=list)
     selects: list[SelectFact] = field(default_factory=list)
+    statistics: list[ParamStatistic] = field(default_factory=list)
     floating: set[str] = field(default_factory=set)
     # Ops the analysis did not understand that hold weights: their multiply-adds are missing from `macs`.
     uncounted: list[tuple[str, str]] = field(default_factory=list)  # (what, node)
+    # Such ops whose multiply-adds were counted by running them (their channels are frozen all the same).
+    counted_opaque: list[tuple[str, str]] = field(default_factory=list)  # (what, node)
+    # Sizes computed from shapes and used where the rewrite does not replace them (rules_sizes.SizeUse).
+    size_uses: list = field(default_factory=list)
 
 
 class Context:
@@ -65,6 +83,8 @@ class Context:
         self.node: fx.Node | None = None
         self._params = dict(gm.named_parameters())
         self._params.update(dict(gm.named_buffers()))
+        self._param_freezes: dict[tuple[str, int], tuple[str, str]] = {}  # (param, dim) -> (node, reason)
+        self._from_inputs: set[fx.Node] | None = None
 
     # -- where we are -------------------------------------------------------------------------------------
     @property
@@ -86,12 +106,30 @@ class Context:
     def param(self, name: str) -> torch.Tensor:
         return self._params[name]
 
+    def reads_inputs(self, node: fx.Node) -> bool:
+        """Whether `node`'s value depends on the values of a model input; if not, it is computed from
+        parameters and constants alone (sizes read off an input, `x.shape`, are not its values)."""
+        if self._from_inputs is None:
+            self._from_inputs = set()
+            for n in self.gm.graph.nodes:
+                if n.op == "placeholder" or (op_name(n) not in SIZE_QUERIES and n.op != "get_attr"
+                                             and any(i in self._from_inputs for i in n.all_input_nodes)):
+                    self._from_inputs.add(n)
+        return node in self._from_inputs
+
+    def has_param(self, name: str) -> bool:
+        """A parameter or buffer (fx also reads tensor constants of the graph through get_attr)."""
+        return name in self._params
+
     # -- facts ---------------------------------------------------------------------------------------------
     def freeze(self, labels: object, reason: str) -> None:
         if isinstance(labels, torch.Tensor):
             self.space.freeze(labels, self.node.name if self.node else "", reason)
         elif isinstance(labels, ParamRef):
             self.freeze_param(labels.name, reason)
+        elif isinstance(labels, Derived):
+            for axis in labels.axes:
+                self.freeze_param_dim(axis.name, axis.dim, reason)
         elif isinstance(labels, (tuple, list)):
             for item in labels:
                 self.freeze(item, reason)
@@ -100,9 +138,23 @@ class Context:
                 self.freeze(item, reason)
 
     def freeze_param(self, name: str, reason: str) -> None:
+        if not self.has_param(name):  # a tensor constant: never pruned
+            return
         for dim, size in enumerate(self.param(name).shape):
             if size > 1:
-                self.link_param(name, dim, torch.zeros(size, dtype=torch.int64), reason=reason)
+                self.freeze_param_dim(name, dim, reason)
+
+    def freeze_param_dim(self, name: str, dim: int, reason: str) -> None:
+        """Keep every position of `name` along `dim`. The reason is recorded for the channels linked there,
+        now or later (`link_param`): a parameter frozen before it meets channels freezes them with it."""
+        if (name, dim) in self._param_freezes or not self.has_param(name):
+            return
+        where = self.node.name if self.node else ""
+        self._param_freezes[(name, dim)] = (where, reason)
+        axes = self.record.param_axes.get(name)
+        if axes is not None and axes[dim] is not None:
+            self.space.freeze(axes[dim], where, reason)
+        self.link_param(name, dim, torch.zeros(self.param(name).shape[dim], dtype=torch.int64))
 
     def link_param(self, name: str, dim: int, vector: torch.Tensor, reason: str | None = None) -> None:
         """Parameter `name`'s positions along `dim` follow the channel labels in `vector`."""
@@ -118,7 +170,11 @@ class Context:
             axes[dim] = vector
         else:
             self.space.unify(axes[dim], vector)
-        if reason is not None and bool((vector != FROZEN).any()):
+        if reason is None and (name, dim) in self._param_freezes:  # channels meeting a frozen parameter dim
+            where, reason = self._param_freezes[(name, dim)]
+            if bool((vector != FROZEN).any()):
+                self.space.freeze(vector, where, reason)
+        elif reason is not None and bool((vector != FROZEN).any()):
             self.space.freeze(vector, self.node.name if self.node else "", reason)
 
     def macs(self, scale: float, *factors: torch.Tensor | int) -> None:

@@ -16,7 +16,7 @@ from cascomp.ir.context import Record
 from cascomp.ir.cost import Cost, CostModel
 from cascomp.ir.depth import DepthAnalysis, removable_branches
 from cascomp.ir.groups import ChannelGroup, FrozenChannels, build_groups, check_patterns, keep_mask_of_labels
-from cascomp.ir.plan import Plan, round_width
+from cascomp.ir.plan import Plan, check_statistics, round_width
 from cascomp.ir.trace import graph_inputs, trace_module
 
 LOW_PRUNABLE_SHARE = 0.5  # below this share of its cost in prunable layers, a model is said to prune little
@@ -136,7 +136,9 @@ class Graph:
 
     def label_keep(self, plan: Plan) -> torch.Tensor:
         """Bool per channel label: does it survive `plan` (frozen labels always do)."""
-        return keep_mask_of_labels(self._grouping, plan.kept_channels(self))
+        label_keep = keep_mask_of_labels(self._grouping, plan.kept_channels(self))
+        check_statistics(self, label_keep)
+        return label_keep
 
     def cost(self, plan: Plan | None = None) -> Cost:
         keep = None if plan is None else plan.kept_channels(self).double()
@@ -180,7 +182,7 @@ class Graph:
         reasons = [f"{reason} ({channels} channel{'s' * (channels != 1)})" for reason, channels in
                    self.frozen_reasons()[:3]]
         why = f"; frozen: {'; '.join(reasons)}" if reasons else ""
-        uncounted = sorted({what for what, _ in self.record.uncounted})
+        uncounted = sorted({what for what, _ in self.record.uncounted + self.record.counted_opaque})
         if uncounted:
             why += f"; not understood: {'; '.join(uncounted[:3])}"
         warnings.warn(f"only {share[metric]:.0%} of this model's {'FLOPs' if metric == 'flops' else 'parameters'} can be pruned (the rest is in layers "

@@ -36,6 +36,26 @@ class ParamRef:
     dims: tuple[int | None, ...]
 
 
+@dataclass(frozen=True, eq=False)
+class ParamAxis:
+    """Parameter `name`'s dim `dim` as a tensor computed from it shows it: `index` (an int tensor that
+    broadcasts against the value, like a label tensor) holds, per element, the position read along `dim`."""
+
+    name: str
+    dim: int
+    index: torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class Derived:
+    """A tensor computed from parameters alone that no ParamRef describes (a reshape merging a parameter's
+    dims, two parameters combined, a standardised weight): the parameter dims it reads (only dims of size
+    > 1) and its shape. Its dims follow channels only where it meets them (cascomp.ir.rules_params)."""
+
+    axes: tuple[ParamAxis, ...]
+    shape: tuple[int, ...]
+
+
 @dataclass(frozen=True)
 class FreezeEvent:
     labels: torch.Tensor

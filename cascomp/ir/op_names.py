@@ -15,6 +15,8 @@ POINTWISE = {
     "bfloat16", "to", "type", "type_as", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "square", "reciprocal",
     "sign", "erf", "sin", "cos", "clamp", "clip", "clamp_min", "clamp_max", "logsigmoid", "tanhshrink",
     "identity", "floor", "ceil", "round", "pos", "invert", "not_", "logical_not", "isnan",
+    # shaped like their input: position for position, so they carry its labels (BEiT's zeros_like(v_bias))
+    "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
 }
 ELEMENTWISE = {
     "add", "sub", "mul", "truediv", "div", "floordiv", "mod", "pow", "maximum", "minimum", "where",
@@ -32,6 +34,11 @@ SPATIAL = {
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
     "adaptive_max_pool2d", "adaptive_max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d",
     "max_pool2d", "max_pool3d", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear",
+}
+# New tensors: they read their tensor argument's dtype and device only, and hold no channel.
+CREATION = {
+    "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros", "ones", "full", "empty", "arange",
+    "linspace", "logspace", "eye", "rand", "randn", "randint", "tensor", "as_tensor", "scalar_tensor",
 }
 SIZE_QUERIES = {"size", "dim", "numel", "getattr", "shape", "__len__", "len"}
 CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
@@ -57,7 +64,7 @@ def _aten_name(target: torch._ops.OpOverload) -> str:
         return f"{target.namespace}.{name}"
     if name in ATEN_ALIASES:
         return ATEN_ALIASES[name]
-    known = POINTWISE | ELEMENTWISE | MOVEMENT | (REDUCTIONS - {"norm"}) | SPATIAL | CONVOLUTIONS | {
+    known = POINTWISE | ELEMENTWISE | MOVEMENT | (REDUCTIONS - {"norm"}) | SPATIAL | CONVOLUTIONS | CREATION | {
         "pad", "cat", "concat", "stack", "softmax", "log_softmax", "linear", "matmul", "bmm",
         "scaled_dot_product_attention", "batch_norm", "instance_norm"}
     return name if name in known else f"aten.{name}"

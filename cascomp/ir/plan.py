@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from cascomp.errors import PlanError
+from cascomp.ir.keep import statistic_masks
 
 if TYPE_CHECKING:
     from cascomp.ir.graph import Graph
@@ -118,6 +119,22 @@ class Plan:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as error:
             raise PlanError(f"plan is not valid JSON: {error}") from error
+
+
+def check_statistics(graph: "Graph", label_keep: torch.Tensor) -> None:
+    """A statistic over parameter positions (weight standardisation) must keep the positions it needs: a
+    variance over one position is NaN, or refused by `F.batch_norm`, in the pruned model as in the masked."""
+    for fact in graph.record.statistics:
+        masks = statistic_masks(graph.record.param_axes, label_keep, fact)
+        left = math.prod(int(mask.sum()) for mask in masks.values())
+        if left < fact.minimum:
+            axis = fact.axes[0]
+            groups = [g.name for g in graph.groups for m in g.members
+                      if (m.param, m.dim) in {(a.name, a.dim) for a in fact.axes}]
+            raise PlanError(f"the plan leaves {left} position(s) of {axis.name!r} to node {fact.node!r}, which computes "
+                            f"a variance over them (weight standardisation) and needs {fact.minimum}: keep at least "
+                            f"{fact.minimum} channels in group {', '.join(dict.fromkeys(groups)) or '?'} (min_keep="
+                            f"{fact.minimum}, --min-keep {fact.minimum})")
 
 
 def _check_removable(graph: "Graph", name: str, size: int) -> None:

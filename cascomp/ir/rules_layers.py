@@ -12,16 +12,18 @@ from dataclasses import dataclass
 import torch
 
 from cascomp.ir.context import Context
-from cascomp.ir.labels import ParamRef, along, frozen_like, place, varying_dims
+from cascomp.ir.labels import Derived, ParamRef, along, frozen_like, place, varying_dims
+from cascomp.ir.rules_params import link
 from cascomp.ir.rules_tensor import align, channel_vector
 
 
 @dataclass(frozen=True)
 class Weights:
-    """Parameter names of one layer (any may be None) and where its output/input axes are."""
+    """Parameter names of one layer (any may be None) and where its output/input axes are. A weight or bias
+    computed in forward from parameters (a standardised weight) is a `Derived`; its dims are the value's."""
 
-    weight: str | None
-    bias: str | None = None
+    weight: str | Derived | None
+    bias: str | Derived | None = None
     out_dim: int = 0
     in_dim: int = 1
     per_channel: tuple[str, ...] = ()  # parameters indexed by the output channel only (norm stats)
@@ -39,28 +41,36 @@ def conv(ctx: Context, w: Weights, x, labels, out: torch.Tensor, groups: int, tr
        g*(C_out/G)+j gets label j); the weight's per-group axis follows the slots, its full axis every
        channel, and MACs are kernel x positions x C_out' x C_in'/G.
     """
-    weight = ctx.param(w.weight)
+    kernel = w.weight.shape[2:] if isinstance(w.weight, Derived) else ctx.param(w.weight).shape[2:]
     in_channels, out_channels = x.shape[1], out.shape[1]
     # MACs per (output channel, input channel) pair: kernel size times the positions it slides over
     positions = (x if transposed else out)[:, 0].numel()  # all samples: ctx.macs divides by the batch
-    per_pair = positions * weight[0, 0].numel()
+    per_pair = positions * math.prod(kernel)
     vin = channel_vector(ctx, labels, x, 1, "convolution")
     if groups == 1:  # case 1
         vout = ctx.space.fresh(out_channels)
-        ctx.link_param(w.weight, w.in_dim, vin)
-        ctx.link_param(w.weight, w.out_dim, vout)
+        _link(ctx, w.weight, w.in_dim, vin)
+        _link(ctx, w.weight, w.out_dim, vout)
         ctx.macs(per_pair, vout, vin)
     elif groups == in_channels:  # case 2
         vout = vin.repeat_interleave(out_channels // in_channels)
         # the weight's full axis is its output axis, or its input axis when transposed
-        ctx.link_param(w.weight, w.in_dim if transposed else w.out_dim, vin if transposed else vout)
+        _link(ctx, w.weight, w.in_dim if transposed else w.out_dim, vin if transposed else vout)
         ctx.macs(per_pair, vout)
     else:  # case 3
         vout, in_slots = _grouped_conv(ctx, w, vin, out_channels, groups, transposed)
         ctx.macs(per_pair, vout, in_slots)
     if w.bias:
-        ctx.link_param(w.bias, 0, vout)
+        _link(ctx, w.bias, 0, vout)
     return place(vout, out.dim(), 1)
+
+
+def _link(ctx: Context, weight: str | Derived, dim: int, vector: torch.Tensor) -> None:
+    """Dim `dim` of a layer's weight or bias follows the channel labels `vector`."""
+    if isinstance(weight, Derived):
+        link(ctx, weight, dim, vector)
+    else:
+        ctx.link_param(weight, dim, vector)
 
 
 def tie_slots(ctx: Context, vector: torch.Tensor, groups: int) -> torch.Tensor:
@@ -77,11 +87,11 @@ def _grouped_conv(ctx: Context, w: Weights, vin, out_channels: int, groups: int,
     out_slots = ctx.space.fresh(out_channels // groups)
     vout = out_slots.repeat(groups)
     if transposed:  # weight is (C_in, C_out/G, ...)
-        ctx.link_param(w.weight, w.in_dim, vin)
-        ctx.link_param(w.weight, w.out_dim, out_slots)
+        _link(ctx, w.weight, w.in_dim, vin)
+        _link(ctx, w.weight, w.out_dim, out_slots)
     else:  # weight is (C_out, C_in/G, ...)
-        ctx.link_param(w.weight, w.in_dim, in_slots)
-        ctx.link_param(w.weight, w.out_dim, vout)
+        _link(ctx, w.weight, w.in_dim, in_slots)
+        _link(ctx, w.weight, w.out_dim, vout)
     return vout, in_slots
 
 
@@ -89,10 +99,10 @@ def linear(ctx: Context, w: Weights, x: torch.Tensor, labels, out: torch.Tensor)
     """Linear over the last dim: input features tie to weight columns, output features are fresh."""
     vin = channel_vector(ctx, labels, x, -1, "linear")
     vout = ctx.space.fresh(out.shape[-1])
-    ctx.link_param(w.weight, w.in_dim, vin)
-    ctx.link_param(w.weight, w.out_dim, vout)
+    _link(ctx, w.weight, w.in_dim, vin)
+    _link(ctx, w.weight, w.out_dim, vout)
     if w.bias:
-        ctx.link_param(w.bias, 0, vout)
+        _link(ctx, w.bias, 0, vout)
     ctx.macs(out.numel() / out.shape[-1], vout, vin)
     return place(vout, out.dim(), out.dim() - 1)
 
@@ -169,6 +179,7 @@ def matmul(ctx: Context, a, la, b, lb, out: torch.Tensor) -> torch.Tensor:
     cols = lb.shape[-1] > 1
     if rows and cols:
         ctx.freeze([la, lb], "matrix product with channels on both free dims")
+        ctx.macs(batch_value * m * n, ka)  # frozen, but its multiply-adds still count
         return frozen_like(out)
     if rows:
         result = la[..., :, :1]

@@ -10,13 +10,16 @@ import operator
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.nn.utils import parametrize
 
 from cascomp.ir import rules_layers as layers
+from cascomp.ir import rules_params as params
+from cascomp.ir import rules_sizes as sizes
 from cascomp.ir import rules_tensor as tensor
 from cascomp.ir.context import Context
 from cascomp.ir.decompose import kept_whole_reason
-from cascomp.ir.labels import ParamRef, frozen_like, place
-from cascomp.ir.op_names import (CONVOLUTIONS, ELEMENTWISE, MOVEMENT, POINTWISE, REDUCTIONS, SPATIAL,
+from cascomp.ir.labels import Derived, ParamRef, along, frozen_like, place
+from cascomp.ir.op_names import (CONVOLUTIONS, CREATION, ELEMENTWISE, MOVEMENT, POINTWISE, REDUCTIONS, SPATIAL,
                                  op_name)
 from cascomp.ir.rules_tensor import align
 
@@ -25,11 +28,26 @@ def run_function(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out)
     """Rule for call_function and call_method nodes."""
     name = op_name(node)
     first, lfirst = (args[0], largs[0]) if args else (None, None)
-    if not _has_tensor(out):
-        return None
+    if not _has_tensor(out):  # a size, a shape or a number computed from them
+        return sizes.size_labels(name, args, kwargs, largs, lkwargs, out)
+    operands = params.tensor_operands(node, args, kwargs, largs, lkwargs)
+    pairs = [(value, labels) for _, value, labels in operands]
+    if params.claims(ctx, name, operands):  # parameters among themselves: weight standardisation, gains
+        if name == "getitem" and isinstance(lfirst, (tuple, list)):
+            return lfirst[args[1]]
+        apply = (lambda t: t[args[1]]) if name == "getitem" else _reapply(node, args, kwargs)
+        result = params.run(ctx, name, apply, args, kwargs, largs, lkwargs, out)
+        return result if result is not None else _unknown(ctx, f"function {name!r}", _all(largs, lkwargs), out)
+    if any(isinstance(labels, Derived) for _, labels in pairs):  # a tensor computed from parameters meets activations
+        if name in ELEMENTWISE:
+            return params.meet(ctx, pairs, out)
+        if name not in CONVOLUTIONS and name != "linear":
+            return _unknown(ctx, f"function {name!r} of a tensor computed from parameters", _all(largs, lkwargs), out)
+    if name in CREATION:  # a constant (its sizes, if computed, are the business of rules_sizes)
+        return frozen_like(out)
     if name in POINTWISE or (name == "softmax" or name == "log_softmax"):
         if name in ("softmax", "log_softmax") and isinstance(lfirst, torch.Tensor):
-            return tensor.softmax(ctx, lfirst, _arg(args, kwargs, 1, "dim", -1))
+            return tensor.softmax(ctx, lfirst, _arg(args, kwargs, 1, "dim", -1), name)
         if isinstance(first, torch.Tensor):
             return lfirst if lfirst is not None else frozen_like(out)
     if name in ELEMENTWISE:
@@ -54,8 +72,13 @@ def run_function(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out)
     if name in ("cat", "concat", "concatenate", "stack"):
         return _cat(ctx, name, args, kwargs, largs, out)
     if name in REDUCTIONS and isinstance(first, torch.Tensor) and isinstance(lfirst, torch.Tensor):
-        dims = _arg(args, kwargs, 1, "dim", None)
-        return tensor.reduce(ctx, lfirst, dims, bool(_arg(args, kwargs, 2, "keepdim", False)), out)
+        if any(isinstance(a, torch.Tensor) for a in args[1:]):  # torch.max(a, b): elementwise
+            return tensor.elementwise(ctx, list(zip(args, largs)), out)
+        # read as torch reads them: norm(x, p, dim, keepdim), var(x, dim, unbiased, keepdim)
+        dims, keepdim = params._reduction_dims(name, args, kwargs, first.dim())
+        return tensor.reduce(ctx, lfirst, dims, keepdim, out, name)
+    if name == "normalize" and isinstance(lfirst, torch.Tensor):  # F.normalize(x, p, dim): x / norm along dim
+        return tensor.softmax(ctx, lfirst, _arg(args, kwargs, 2, "dim", 1), "F.normalize")
     if name in SPATIAL or name == "pad":
         return _spatial(ctx, name, args, kwargs, lfirst, out)
     return _layer_function(ctx, name, args, kwargs, largs, lkwargs, out)
@@ -65,14 +88,17 @@ def _layer_function(ctx, name, args, kwargs, largs, lkwargs, out):
     """Functional layers. fx records what the caller wrote: parameters passed by keyword
     (`F.layer_norm(x, s, weight=w)`) are in `lkwargs`, so every operand is read through `_operand`."""
     weight, bias = _operand(largs, lkwargs, 1, "weight"), _operand(largs, lkwargs, 2, "bias")
-    bias_name = bias.name if isinstance(bias, ParamRef) else None
-    if name in CONVOLUTIONS and _whole(weight, _arg(args, kwargs, 1, "weight", None)):
+    bias_name = bias.name if isinstance(bias, ParamRef) else bias if isinstance(bias, Derived) else None
+    weight_value = _arg(args, kwargs, 1, "weight", None)
+    if name in CONVOLUTIONS and (_whole(weight, weight_value) or isinstance(weight, Derived)):
         transposed = name.startswith("conv_transpose")  # weight (C_in, C_out/G, ...) vs (C_out, C_in/G, ...)
-        w = layers.Weights(weight.name, bias_name, out_dim=int(transposed), in_dim=int(not transposed))
+        w = layers.Weights(_weights(weight), bias_name, out_dim=int(transposed), in_dim=int(not transposed))
         groups = int(_arg(args, kwargs, 6, "groups", 1))  # 7th argument of both conv and conv_transpose
-        return layers.conv(ctx, w, args[0], largs[0], out, groups, transposed=transposed)
-    if name == "linear" and _whole(weight, _arg(args, kwargs, 1, "weight", None)):
-        return layers.linear(ctx, layers.Weights(weight.name, bias_name), args[0], largs[0], out)
+        result = layers.conv(ctx, w, args[0], largs[0], out, groups, transposed=transposed)
+        return _computed_bias(ctx, result, bias, out, 1)
+    if name == "linear" and (_whole(weight, weight_value) or isinstance(weight, Derived)):
+        result = layers.linear(ctx, layers.Weights(_weights(weight), bias_name), args[0], largs[0], out)
+        return _computed_bias(ctx, result, bias, out, out.dim() - 1)
     if name == "matmul" or name == "bmm":
         return layers.matmul(ctx, args[0], largs[0], args[1], largs[1], out)
     if name == "scaled_dot_product_attention":
@@ -90,7 +116,38 @@ def _layer_function(ctx, name, args, kwargs, largs, lkwargs, out):
         params = tuple(_param_name(labels) for labels in operands)
         if all(param is not None or labels is None for param, labels in zip(params, operands)):
             return layers.per_channel(ctx, params, args[0], largs[0], 1, name.replace("_", " "))
+    if (name in CONVOLUTIONS or name == "linear") and isinstance(out, torch.Tensor) and out.dim() > 1:
+        return _unfollowed_layer(ctx, name, _all(largs, lkwargs), out)
     return _unknown(ctx, f"function {name!r}", list(largs) + list(lkwargs.values()), out)
+
+
+def _unfollowed_layer(ctx: Context, name: str, operands: list, out: torch.Tensor):
+    """A conv or linear layer whose weight is computed in a way the analysis does not follow: its output
+    channels are frozen with that reason, so a model made of such layers never prunes nothing in silence."""
+    source = ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("weight")
+    what = f"function {name!r} with its weight from {getattr(source, 'name', 'an input')!r}"
+    result = _unknown(ctx, what, operands, out)
+    dim = 1 if name in CONVOLUTIONS else out.dim() - 1
+    ctx.freeze(place(ctx.space.fresh(out.shape[dim]), out.dim(), dim), f"{what} is not understood by the channel analysis")
+    return result
+
+
+def _computed_bias(ctx: Context, labels: torch.Tensor, bias, out: torch.Tensor, dim: int) -> torch.Tensor:
+    """A bias computed in forward from parameters and constants (`torch.cat((q_bias, zeros, v_bias))`, see
+    rules_tensor.cat_vectors) is added to the output channels: its positions tie to them (a constant bias freezes
+    them)."""
+    if isinstance(bias, torch.Tensor):
+        ctx.space.unify(along(labels, dim, out.shape[dim]), bias.reshape(-1))
+    return labels
+
+
+def _weights(labels: ParamRef | Derived) -> str | Derived:
+    """A layer's weight: a parameter's name, or the tensor computed from parameters (a standardised weight)."""
+    return labels.name if isinstance(labels, ParamRef) else labels
+
+
+def _all(largs, lkwargs) -> list:
+    return list(largs) + list(lkwargs.values())
 
 
 def _operand(largs, lkwargs, position: int, keyword: str):
@@ -123,6 +180,9 @@ def _cat(ctx, name, args, kwargs, largs, out):
         ltensors = [lt.unsqueeze(dim) if isinstance(lt, torch.Tensor) else lt for lt in ltensors]
         if any(isinstance(lt, ParamRef) for lt in ltensors):
             return _unknown(ctx, "stack of parameters", largs, out)
+    kinds = [tensor.vector_piece(ctx, lt) for lt in ltensors]
+    if out.dim() == 1 and None not in kinds and any(kinds):  # parameter vectors and constants
+        return tensor.cat_vectors(ctx, list(tensors), list(ltensors))
     return tensor.cat(ctx, list(tensors), list(ltensors), dim, out)
 
 
@@ -162,7 +222,8 @@ def _unknown(ctx: Context, what: str, largs, out, module: nn.Module | None = Non
     if module is not None:
         weighted = any(p.dim() >= 2 for p in module.parameters())
     else:
-        weighted = any(isinstance(labels, ParamRef) and len(labels.dims) >= 2 for labels in _flat(largs))
+        weighted = any((isinstance(labels, ParamRef) and len(labels.dims) >= 2)
+                       or (isinstance(labels, Derived) and len(labels.shape) >= 2) for labels in _flat(largs))
     if weighted:
         ctx.record.uncounted.append((what, ctx.node.name if ctx.node is not None else ""))
     return ctx.frozen_output(out)
@@ -215,8 +276,14 @@ def run_module(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out):
     names = lambda *attrs: tuple(f"{path}.{a}" if getattr(module, a, None) is not None else None for a in attrs)  # noqa: E731
     if isinstance(module, POINTWISE_MODULES):
         return lx
+    if any(isinstance(labels, Derived) for labels in _all(largs, lkwargs)):
+        return _unknown(ctx, f"module {path!r} ({type(module).__name__}) on a tensor computed from parameters",
+                        _all(largs, lkwargs), out, module)
+    if parametrize.is_parametrized(module):  # kept whole: its weight is computed, not a parameter
+        return _unknown(ctx, f"module {path!r} (parametrized {type(module).__name__})", _all(largs, lkwargs), out,
+                        module)
     if isinstance(module, (nn.Softmax, nn.LogSoftmax)):
-        return tensor.softmax(ctx, lx, module.dim if module.dim is not None else -1)
+        return tensor.softmax(ctx, lx, module.dim if module.dim is not None else -1, type(module).__name__)
     if isinstance(module, SPATIAL_MODULES):
         return _spatial(ctx, "pool", args, kwargs, lx, out)
     if isinstance(module, nn.PixelShuffle):

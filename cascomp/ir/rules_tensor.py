@@ -151,6 +151,8 @@ def cat(ctx: Context, values: list[torch.Tensor], labels: list[object], dim: int
         if isinstance(lab, ParamRef):
             adopt(ctx, lab, padded_shape(value.shape, out.dim()), profile, out.shape)
             lab = profile
+        elif isinstance(lab, torch.Tensor) and align(lab, out.dim()).shape[dim] == 1:
+            lab = profile  # tied to it above: the same classes, so the result does not vary along `dim`
         shape = list(torch.broadcast_shapes(align(lab, out.dim()).shape, profile.shape))
         shape[dim] = value.shape[dim]
         pieces.append(align(lab, out.dim()).expand(shape))
@@ -187,22 +189,66 @@ def _check_index(ctx: Context, labels: torch.Tensor, dim: int, item: object) -> 
         ctx.freeze(labels, "tensor index across channels")
 
 
+def vector_piece(ctx: Context, labels) -> bool | None:
+    """A piece `cat_vectors` takes: True for a parameter or buffer vector, False for a constant, None else."""
+    if isinstance(labels, ParamRef):
+        return labels.dims == (0,) and ctx.has_param(labels.name)
+    if isinstance(labels, torch.Tensor) and not bool((labels != 0).any()):
+        return False
+    return None
+
+
+def cat_vectors(ctx: Context, tensors: list[torch.Tensor], ltensors: list) -> torch.Tensor:
+    """A vector concatenated from parameter vectors and constants (BEiT's qkv bias `cat((q_bias, zeros,
+    v_bias))`): fresh labels, each parameter linked to its slice, constant slices frozen. Where it meets
+    activations (a linear layer's bias, rules_ops._computed_bias; an elementwise op) they tie to them."""
+    pieces = []
+    for value, labels in zip(tensors, ltensors):
+        if vector_piece(ctx, labels):
+            pieces.append(ctx.space.fresh(value.shape[0]))
+            ctx.link_param(labels.name, 0, pieces[-1])
+        else:
+            pieces.append(torch.zeros(value.shape[0], dtype=torch.int64))
+    return torch.cat(pieces)
+
+
 # -- reductions and channel-wise ops -----------------------------------------------------------------------
-def reduce(ctx: Context, labels: torch.Tensor, dims: object, keepdim: bool, out: object) -> object:
-    """Reductions over dims that carry no channels keep the labels; over channels they freeze them."""
+def reduce(ctx: Context, labels: torch.Tensor, dims: object, keepdim: bool, out: object,
+           op: str = "reduction") -> object:
+    """Reductions over dims that carry no channels keep the labels; over channels see `across`."""
     ndim = labels.dim()
     if dims is None or (isinstance(dims, (tuple, list)) and len(dims) == 0):
         dims = tuple(range(ndim))
     dims = tuple(d % ndim for d in ((dims,) if isinstance(dims, int) else dims)) if ndim else ()
-    if any(labels.shape[d] > 1 for d in dims):
-        ctx.freeze(labels, "reduction across channels (mean/max/norm over the channel dim)")
+    result = across(ctx, labels, dims, op)
+    if result is None:
         return ctx.frozen_output(out)
-    result = labels
     for d in sorted(dims, reverse=True):
         result = result if keepdim else result.squeeze(d)
     if isinstance(out, (tuple, list)):
         return tuple(result for _ in out)
     return result
+
+
+def across(ctx: Context, labels: torch.Tensor, dims: tuple[int, ...], op: str) -> torch.Tensor | None:
+    """Labels after an op that mixes positions along `dims` (a reduction, softmax, F.normalize). Cases:
+    1. no channels along `dims`: the labels pass;
+    2. channels along `dims` and along another dim (branches stacked before a softmax over them, heads x
+       head_dim): every slice along `dims` is tied to the first, so those dims never shrink and the op is
+       exact; the labels of the first slice pass;
+    3. channels only along `dims` (softmax or a sum over the channel dim): removing a channel would change
+       every other channel's value, so they are frozen (None: the result carries none)."""
+    inside = [d for d in dims if labels.shape[d] > 1]
+    if not inside:  # case 1
+        return labels
+    if not any(labels.shape[d] > 1 for d in range(labels.dim()) if d not in dims):  # case 3
+        ctx.freeze(labels, f"{op} across channels (removing one would change the others)")
+        return None
+    for d in inside:  # case 2
+        first = labels.narrow(d, 0, 1)
+        ctx.space.unify(labels, first)
+        labels = first
+    return labels
 
 
 def channelwise(ctx: Context, labels: object, out: object, keep: tuple[int, ...] = (0, 1)) -> object:
@@ -230,13 +276,14 @@ def channel_vector(ctx: Context, labels: object, value: torch.Tensor, dim: int, 
     return along(labels, dim, value.shape[dim])
 
 
-def softmax(ctx: Context, labels: torch.Tensor, dim: int) -> torch.Tensor:
-    if labels.shape[dim % labels.dim()] > 1:
-        ctx.freeze(labels, "softmax across channels")
-    return labels
+def softmax(ctx: Context, labels: torch.Tensor, dim: int, op: str = "softmax") -> torch.Tensor:
+    """softmax / log_softmax / F.normalize along `dim`: the labels keep their shape (see `across`)."""
+    dim = dim % labels.dim() if labels.dim() else 0
+    result = across(ctx, labels, (dim,), op) if labels.dim() else labels
+    return labels if result is None else result  # case 3 froze them
 
 
 __all__ = [
-    "FROZEN", "adopt", "align", "cat", "channel_vector", "channelwise", "elementwise", "index", "movement",
-    "reduce", "softmax",
+    "FROZEN", "across", "adopt", "align", "cat", "cat_vectors", "channel_vector", "channelwise",
+    "elementwise", "index", "movement", "reduce", "softmax", "vector_piece",
 ]

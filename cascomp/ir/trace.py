@@ -3,7 +3,9 @@
 Submodules that fx cannot trace through (data-dependent control flow, unsupported Python) are kept as leaf
 modules automatically: the analysis then freezes the channels they touch. When even the top-level forward
 cannot be traced, the error names the failing source line and says what to do. nn.MultiheadAttention is
-traced through its decomposition (cascomp.ir.decompose) so that its heads can be pruned.
+traced through its decomposition (cascomp.ir.decompose) so that its heads can be pruned. Modules with
+parametrizations (`weight_norm`) are traced through too: their weight is computed from its tensors in the
+graph, which the analysis follows (cascomp.ir.rules_params).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.nn.utils import parametrize
 
 from cascomp.errors import TraceError
 from cascomp.ir.decompose import decompose_attention
@@ -43,6 +46,8 @@ class _Tracer(fx.Tracer):
         return node
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if parametrize.is_parametrized(m) or ".parametrizations." in f".{qualname}.":
+            return qualname in self.leaves  # traced through: what a parametrization computes from its tensors
         return qualname in self.leaves or super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):

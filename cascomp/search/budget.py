@@ -85,7 +85,7 @@ def _why_nothing_prunes(graph: Graph) -> str:
     reasons = list(dict.fromkeys(f.reason for f in graph.frozen + graph.output_frozen))
     if reasons:
         return "every channel is frozen: " + "; ".join(reasons[:3])
-    uncounted = sorted({what for what, _ in graph.record.uncounted})
+    uncounted = sorted({what for what, _ in graph.record.uncounted + graph.record.counted_opaque})
     if uncounted:
         return ("the channel analysis does not understand " + "; ".join(uncounted[:3]) + " (it reads models "
                 "saved with torch.save, --factory, and .pt2 files exported without run_decompositions())")
