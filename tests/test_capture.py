@@ -35,7 +35,7 @@ def test_the_top_level_capture_specialises_the_branch_to_the_example_size():
 def test_a_submodule_kept_whole_is_frozen_with_the_reason_and_its_cost_counted():
     graph = zoo_graph("opaque_block")
     reasons = dict(graph.frozen_reasons())
-    assert any("'gate' (ChunkScaled)" in reason for reason in reasons)
+    assert any("'gate' (ChunkScaled, kept whole" in reason for reason in reasons)
     assert graph.record.uncounted == []
     flops = cascomp.trace(ZOO["opaque_block"].build().gate, torch.randn(2, 16, 16, 16)).cost().flops
     model = ZOO["opaque_block"].build()
@@ -66,3 +66,28 @@ def test_a_batch_of_one_still_gives_a_dynamic_batch():
     graph = cascomp.trace(model, torch.randn(1, 3, 16, 16))  # torch.export would fix a dim of size 1
     x = torch.randn(3, 3, 16, 16)
     assert torch.allclose(graph.gm(x), model(x), atol=1e-5)
+
+
+class PaddedConv(nn.Conv2d):
+    """A conv subclass whose own forward fx cannot trace (padding computed in a loop over sizes): kept whole,
+    it must not be taken for a plain Conv2d, whose weight alone the rewrite would slice."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+
+    def forward(self, x):
+        pads = [0 for _ in range(x.dim())]  # iterating a size: fx cannot trace this
+        return nn.functional.conv2d(nn.functional.pad(x, pads[:4]), self.weight * self.gain, self.bias,
+                                    self.stride, self.padding)
+
+
+def test_a_torch_layer_subclass_kept_whole_is_frozen_not_taken_for_the_layer():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), PaddedConv(8, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 4, 1)).eval()
+    with pytest.warns(cascomp.errors.CascompWarning):
+        graph = cascomp.trace(model, torch.randn(2, 3, 8, 8))
+    assert any("'1' (PaddedConv, kept whole" in reason for reason, _ in graph.frozen_reasons())
+    assert graph.record.uncounted == [] and graph.cost().macs == 3 * 8 * 9 * 64 + 8 * 16 * 9 * 64 + 16 * 4 * 64
+    for seed in range(2):
+        check_exact(graph, cascomp.Plan.random(graph, 0.5, seed=seed))

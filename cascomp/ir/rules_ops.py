@@ -274,6 +274,11 @@ def run_module(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out):
     path = str(node.target)
     x, lx = (args[0], largs[0]) if args else (None, None)
     names = lambda *attrs: tuple(f"{path}.{a}" if getattr(module, a, None) is not None else None for a in attrs)  # noqa: E731
+    if not type(module).forward.__module__.startswith("torch."):
+        # a subclass of a torch layer with a forward of its own reaches here only when torch.fx could not trace
+        # that forward (it was kept whole): its layer type says nothing of what it computes
+        return _unknown(ctx, f"module {path!r} ({type(module).__name__}, kept whole: torch.fx cannot trace its "
+                        "forward)", list(largs) + list(lkwargs.values()), out, module)
     if isinstance(module, POINTWISE_MODULES):
         return lx
     if any(isinstance(labels, Derived) for labels in _all(largs, lkwargs)):
