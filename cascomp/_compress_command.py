@@ -29,7 +29,7 @@ from cascomp._atomic import atomic_output
 from cascomp._commands import Output
 from cascomp.api import compress
 from cascomp.config import METHOD_CONFIGS, CompressConfig, DistillConfig, Target
-from cascomp.data import SPEC_HELP, load_data
+from cascomp.data import SPEC_HELP, absolute_spec, load_data, spec_path
 from cascomp.errors import ConfigError
 from cascomp.io import check_runs, load_model
 from cascomp.report import Outputs
@@ -42,7 +42,6 @@ RUN_FORMAT = 2
 DEFAULTS = {"method": "figs", "target": ["flops=0.33"], "search_epochs": 3, "finetune_epochs": 3, "lr": 0.01,
             "batch_size": 128, "seed": 0, "kd_weight": 0.9, "kd_temperature": 4.0, "round_to": "auto",
             "min_keep": 1, "ignore": [], "output_index": None}
-_PATH_SCHEMES = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "tensors")  # SCHEME:PATH
 
 
 def add_compress(commands, formatter) -> None:
@@ -165,10 +164,10 @@ def _check_output_folder(out: Path, run: dict, *, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"-o {out}: it is a file; give a folder")
     written = [out / name for name in (*Outputs.FILES, RUN_FILE, CHECKPOINT)]
-    inputs = [run["model"], _spec_path(run["data"])]
+    inputs = [run["model"], spec_path(run["data"])]
     for path in written:
         for given in inputs:
-            if given is not None and path.exists() and os.path.samefile(path, given):
+            if given is not None and path.exists() and os.path.exists(given) and os.path.samefile(path, given):
                 raise ConfigError(f"-o {out} would write over the input {given} (as {path.name}); choose another "
                                   "output folder")
     if force:
@@ -275,19 +274,6 @@ def _read_run_file(path: Path) -> dict:
 
 
 # -- paths -----------------------------------------------------------------------------------------------------
-def absolute_spec(spec: str) -> str:
-    """The data spec with its path made absolute, so it names the same data from any working directory."""
-    scheme, colon, argument = spec.partition(":")
-    if scheme.strip().lower() in _PATH_SCHEMES and argument:
-        return f"{scheme}{colon}{os.path.abspath(os.path.expanduser(argument))}"
-    return spec
-
-
-def _spec_path(spec: str) -> str | None:
-    scheme, _, argument = spec.partition(":")
-    return argument if scheme.strip().lower() in _PATH_SCHEMES and os.path.isfile(argument) else None
-
-
 def _absolute(path: str | None) -> str | None:
     return None if path is None else os.path.abspath(os.path.expanduser(path))
 

@@ -13,12 +13,10 @@ Every failure is a ModelLoadError or ConfigError of one line that says what to d
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import logging
 import os
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from torch import Tensor, nn
 
 from cascomp._factory import build_model, fit_state_dict, state_dict_in
 from cascomp.errors import ConfigError, ModelLoadError
+from cascomp.ir.trace import exported_module, quiet_logger
 
 _PICKLE_PROTOCOL_2 = b"\x80"  # the first byte of torch.save's pre-1.6 (non-zip) format
 
@@ -96,17 +95,12 @@ def _kind_of(file: Path) -> str:
 
 def _load_exported(file: Path) -> LoadedModel:
     try:
-        with _quiet_logger("torch.export"), open(file, "rb") as stream:  # a stream: any name is accepted
+        with quiet_logger("torch.export"), open(file, "rb") as stream:  # a stream: any name is accepted
             program = torch.export.load(stream)
-        module = program.module()
+        module = exported_module(program)
     except Exception as error:  # torch raises many kinds for a damaged archive
         raise ModelLoadError(f"cannot load torch.export archive {str(file)!r}: {_reason(error)}; save it again "
                              "with torch.export.save") from error
-    # The exported graph fixed its train/eval behaviour when it was made, so the flag is inert; but module()
-    # makes train() and eval() raise, which would stop export_onnx from setting the flag. Undo that.
-    for name in ("train", "eval"):
-        if name in vars(module):
-            delattr(module, name)
     args = (program.example_inputs or ((), {}))[0]
     examples = tuple(args) if args and all(isinstance(t, Tensor) for t in args) else None
     return LoadedModel(module, examples, "torch.export", None, fixed_batch=_fixed_batch(program))
@@ -174,18 +168,6 @@ def _corrupt(file: Path, error: Exception) -> ModelLoadError:
 def _reason(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """torch.export logs a traceback before raising on a bad archive; our one-line error says it better."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 # -- inputs ------------------------------------------------------------------------------------------------

@@ -37,11 +37,10 @@ def test_a_submodule_kept_whole_is_frozen_with_the_reason_and_its_cost_counted()
     reasons = dict(graph.frozen_reasons())
     assert any("'gate' (ChunkScaled, kept whole" in reason for reason in reasons)
     assert graph.record.uncounted == []
-    flops = cascomp.trace(ZOO["opaque_block"].build().gate, torch.randn(2, 16, 16, 16)).cost().flops
     model = ZOO["opaque_block"].build()
     counted = sum(2 * m.weight.numel() // m.groups * 16 * 16 for m in model.modules() if isinstance(m, nn.Conv2d))
     counted += 2 * model.fc.weight.numel()
-    assert flops > 0 and graph.cost().flops == pytest.approx(counted, rel=0.02)
+    assert graph.cost().flops == pytest.approx(counted, rel=0.02)  # the kept-whole gate's conv included
 
 
 class ValueBranch(nn.Module):

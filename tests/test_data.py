@@ -342,3 +342,12 @@ def test_bad_arguments_name_the_argument_and_the_flag(option, message):
     """Each message names the argument, and the flag only where the command line has one."""
     with pytest.raises(DataError, match=message):
         load_data("digits:", **option)
+
+
+def test_a_spec_names_its_path_and_can_be_made_absolute(tmp_path, monkeypatch):
+    from cascomp.data import absolute_spec, spec_path
+    monkeypatch.chdir(tmp_path)
+    assert spec_path("tensors:data.npz") == "data.npz" and spec_path("digits:") is None
+    assert spec_path("python:pkg.module:function") is None and spec_path("nosuch:x") is None
+    assert absolute_spec("fashion-mnist:sub/dir") == f"fashion-mnist:{tmp_path}/sub/dir"
+    assert absolute_spec("python:pkg.module:function") == "python:pkg.module:function"

@@ -48,11 +48,12 @@ def test_a_prunable_model_is_silent(name):
     assert said == [] and graph.prunable_share()["flops"] > 0.99 and graph.prunable_share()["params"] > 0.9
 
 
-def test_every_channel_emptied_leaves_only_the_frozen_layers_cost():
+def test_the_share_is_the_cost_of_the_layers_touching_a_prunable_channel():
     graph, _ = _trace(MostlyFrozen(), torch.randn(1, 1, 8, 8))
-    head = graph.cost_model.cost(torch.zeros(graph.channels, dtype=torch.float64))
-    baseline = graph.cost()
-    assert graph.prunable_share()["flops"] == pytest.approx(1 - head.flops / baseline.flops)
+    assert [group.modules for group in graph.groups] == [("c", "fc")]  # only c's output (fc's input) prunes
+    frozen_macs = 1 * 16 * 9 * 64 + 16 * 32 * 9 * 64  # a and b, between the cumulative sums
+    prunable_macs = 32 * 8 * 64 + 8 * 4  # c and fc
+    assert graph.prunable_share()["flops"] == pytest.approx(prunable_macs / (frozen_macs + prunable_macs))
 
 
 def test_analyze_says_it_up_front(workspace, tmp_path, capsys, monkeypatch):

@@ -4,6 +4,6 @@ Depends on nothing else in cascomp but its errors, so the search and the CLI can
 """
 
 from cascomp.data.bundle import DataBundle
-from cascomp.data.load import SPEC_HELP, load_data
+from cascomp.data.load import SPEC_HELP, absolute_spec, load_data, spec_path
 
-__all__ = ["SPEC_HELP", "DataBundle", "load_data"]
+__all__ = ["SPEC_HELP", "DataBundle", "absolute_spec", "load_data", "spec_path"]

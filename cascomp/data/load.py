@@ -13,6 +13,7 @@ python: factories skip steps 2-5: their loaders are used as they come.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,6 +47,22 @@ _SCHEMES = {
 }
 
 SPEC_HELP = "dataset specs: " + ", ".join(f"{name}:{scheme.argument}" for name, scheme in _SCHEMES.items())
+
+
+def spec_path(spec: str) -> str | None:
+    """The file or folder a spec names ("fashion-mnist:DIR", "tensors:FILE"), as written; None for specs that
+    name none (digits:, python:) and for specs that do not parse (load_data says why)."""
+    scheme, _, argument = str(spec).strip().partition(":")
+    known = _SCHEMES.get(scheme.lower())
+    return argument if known is not None and known.argument.startswith(("DIR", "FILE")) and argument else None
+
+
+def absolute_spec(spec: str) -> str:
+    """`spec` with its path made absolute, so that it names the same data from any working directory."""
+    path = spec_path(spec)
+    if path is None:
+        return spec
+    return f"{spec.strip().partition(':')[0]}:{os.path.abspath(os.path.expanduser(path))}"
 
 
 def load_data(spec: str, *, batch_size: int = 128, val_fraction: float = 0.1, seed: int = 0,

@@ -81,7 +81,7 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
     except _TopLevelUntraceable as failure:
         exported = _exported(model, example_inputs, example_kwargs or {})
         if exported is None:
-            raise TraceError(failure.message) from failure.__cause__
+            raise TraceError(str(failure)) from failure.__cause__
     gm = _trace_with_leaves(exported, example_inputs, example_kwargs or {})
     # torch.export keeps every parameter, read or not (those of the branch not taken): drop the unread ones,
     # which the cost model would count and the rewrite would drop
@@ -92,33 +92,34 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
 
 
 class _TopLevelUntraceable(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    """The top-level forward cannot be traced by fx; the message says why and where."""
 
 
 def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> nn.Module | None:
     """The module torch.export captures from `model` (non-strict, so any Python runs once), or None."""
-    batch = torch.export.Dim.AUTO  # the batch stays dynamic where the model allows it, as fx keeps it
     # torch.export fixes any dim of size 1, so a batch of one is captured as a batch of two
     example_inputs = tuple(_batch_of_two(t) for t in example_inputs)
     example_kwargs = {name: _batch_of_two(t) for name, t in example_kwargs.items()}
-    dynamic = (tuple({0: batch} if isinstance(t, torch.Tensor) and t.dim() else None for t in example_inputs),
-               {name: {0: batch} if isinstance(t, torch.Tensor) and t.dim() else None
-                for name, t in example_kwargs.items()})
-    program = None
-    for shapes in ((*dynamic[0], *dynamic[1].values()) if not example_kwargs else None, None):
+    # the batch stays dynamic where the model allows it, as fx keeps it (positional inputs only: keyword
+    # inputs are captured at their own sizes)
+    dynamic = None if example_kwargs else tuple(
+        {0: torch.export.Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() else None for t in example_inputs)
+    for shapes in (None,) if dynamic is None else (dynamic, None):
         try:
-            with torch.no_grad(), _quiet_torch_logs():
-                program = torch.export.export(model, tuple(example_inputs), kwargs=example_kwargs,
+            with torch.no_grad(), quiet_logger("torch"):
+                program = torch.export.export(model, example_inputs, kwargs=example_kwargs,
                                               dynamic_shapes=shapes, strict=False)
-            break
+            return exported_module(program)
         except Exception:  # torch.export refuses what it cannot specialise: the fx error says more to the user
             continue
-    if program is None:
-        return None
+    return None
+
+
+def exported_module(program: torch.export.ExportedProgram) -> nn.Module:
+    """`program.module()`, with train() and eval() working again: module() makes them raise, which would
+    stop the analysis and the exporter from setting the flag (the graph fixed its behaviour already)."""
     module = program.module()
-    for name in ("train", "eval"):  # module() makes them raise; the analysis sets eval mode
+    for name in ("train", "eval"):
         if name in vars(module):
             delattr(module, name)
     return module
@@ -131,10 +132,10 @@ def _batch_of_two(value):
 
 
 @contextlib.contextmanager
-def _quiet_torch_logs() -> Iterator[None]:
-    """torch.export logs a traceback for each op it fails on before raising; a refused capture is ours to
-    report (or to fall back from), in one line."""
-    logger = logging.getLogger("torch")
+def quiet_logger(name: str) -> Iterator[None]:
+    """Silence logger `name` (and its children): torch.export logs a traceback for each op it fails on
+    before raising, and a refused capture or a bad archive is ours to report in one line."""
+    logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.CRITICAL)
     try:

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cascomp.cli import main
@@ -104,6 +103,3 @@ def run_case(case: Case, workspace: Path, directory: Path, capsys, monkeypatch) 
 def _under(key: str, roots: tuple[str, ...]) -> bool:
     return any(key == root or key.startswith(root.rstrip("/") + "/") for root in roots)
 
-
-def save_array_file(path: Path, **arrays: np.ndarray) -> None:
-    np.savez(path, **arrays)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cascomp.cli import main
-from tests.bad_inputs.battery import Case, run_case, save_array_file
+from tests.bad_inputs.battery import Case, run_case
 from tests.search_fixtures import TinyNet
 
 QUICK = ("--search-epochs", "0", "--finetune-epochs", "0", "--batch-size", "32", "--target", "flops=0.5")
@@ -35,21 +35,21 @@ def _samples(directory: Path) -> tuple[np.ndarray, np.ndarray]:
 def nan_in_x(directory: Path) -> None:
     x, y = _samples(directory)
     x[5, 0, 1, 1] = np.nan
-    save_array_file(directory / "bad.npz", x=x, y=y)
+    np.savez(directory / "bad.npz", x=x, y=y)
 
 
 def inf_in_x_val(directory: Path) -> None:
     x, y = _samples(directory)
     x_val = x[:16].copy()
     x_val[2, 0, 0, 0] = np.inf
-    save_array_file(directory / "bad.npz", x=x[16:], y=y[16:], x_val=x_val, y_val=y[:16])
+    np.savez(directory / "bad.npz", x=x[16:], y=y[16:], x_val=x_val, y_val=y[:16])
 
 
 def beyond_float32(directory: Path) -> None:
     x, y = _samples(directory)
     x = x.astype(np.float64)
     x[7, 0, 0, 0] = 1e300  # finite in float64, inf once training casts it to float32
-    save_array_file(directory / "bad.npz", x=x, y=y)
+    np.savez(directory / "bad.npz", x=x, y=y)
 
 
 def garbage_npz(directory: Path) -> None:
@@ -68,7 +68,7 @@ def damaged_member(directory: Path) -> None:
 
 
 def object_npz(directory: Path) -> None:
-    save_array_file(directory / "bad.npz", x=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4, np.int64))
+    np.savez(directory / "bad.npz", x=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4, np.int64))
 
 
 def lone_npy(directory: Path) -> None:
@@ -77,7 +77,7 @@ def lone_npy(directory: Path) -> None:
 
 
 def flat_samples(directory: Path) -> None:
-    save_array_file(directory / "flat.npz", x=np.zeros((32, 16), np.float32), y=np.arange(32) % 4)
+    np.savez(directory / "flat.npz", x=np.zeros((32, 16), np.float32), y=np.arange(32) % 4)
 
 
 FACTORY = """
@@ -184,7 +184,7 @@ CASES = {
     "data: limits on a python: factory": Case(compress("python:battery_nan_factory:loaders", "--limit-train", "8"),
                                               "cannot apply to", setup=nan_factory),
     "data: a file without y": Case(compress("tensors:{dir}/bad.npz"), "lacks the keys ['y']",
-                                   setup=lambda d: save_array_file(d / "bad.npz", x=np.zeros((4, 1, 8, 8)))),
+                                   setup=lambda d: np.savez(d / "bad.npz", x=np.zeros((4, 1, 8, 8)))),
 
     # compress on models with nothing to prune (problem 1, 2) or a mistyped --ignore (problem 6)
     "compress: a decomposed .pt2 says nothing prunes and why": Case(
