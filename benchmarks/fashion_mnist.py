@@ -26,38 +26,14 @@ import torch
 from torch import nn
 
 import cascomp
-from cascomp.demo import DemoBlock, train_demo_model  # the demo's basic block and training recipe
-
-
-class ResNet20(nn.Module):
-    """He et al.'s CIFAR ResNet-20 (3 stages x 3 blocks, 16/32/64 channels) for 1x28x28 inputs."""
-
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        stages, inputs = [], 16
-        for channels, stride in ((16, 1), (32, 2), (64, 2)):
-            blocks = [DemoBlock(inputs, channels, stride)] + [DemoBlock(channels, channels, 1) for _ in range(2)]
-            stages.append(nn.Sequential(*blocks))
-            inputs = channels
-        self.stages = nn.Sequential(*stages)
-        self.fc = nn.Linear(64, classes)
-
-    def forward(self, x):
-        return self.fc(self.stages(self.stem(x)).mean(dim=(2, 3)))
+from _baselines import ResNet20, baseline  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from _timing import interleaved_latency, median_latency  # noqa: E402
 
 
 def train_baseline(data, epochs: int, cache: Path) -> nn.Module:
-    model = ResNet20()
-    if cache.is_file():
-        model.load_state_dict(torch.load(cache, weights_only=True))
-        print(f"baseline: loaded {cache}", flush=True)
-        return model.eval()
-    torch.manual_seed(0)
-    train_demo_model(model, data, epochs, lr=0.05, log=lambda line: print(line, flush=True), label="baseline")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), cache)
-    return model.eval()
+    model = baseline("resnet20", data, epochs=epochs, cache=cache, log=lambda line: print(line, flush=True))
+    print(f"baseline: {cache}", flush=True)
+    return model
 
 
 def main() -> None:
@@ -124,22 +100,6 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
     return summary
 
 
-def interleaved_latency(models: dict, rounds: int, *, warmup: int, repeats: int, example_inputs=None,
-                        batches=(1, 32)) -> dict[tuple[str, int | None, int], float]:
-    """(name, threads, batch) -> median onnxruntime latency in ms over `rounds` rounds; each round times every
-    model (an .onnx path, or a module with `example_inputs`) on one thread and on the default threads in turn,
-    so drift of the machine hits all models alike."""
-    samples: dict[tuple[str, int | None, int], list[float]] = {}
-    for _ in range(rounds):
-        for name, model in models.items():
-            for threads in (1, None):
-                report = cascomp.profile(model, batches, example_inputs=example_inputs, warmup=warmup,
-                                         repeats=repeats, threads=threads)
-                for batch in batches:
-                    samples.setdefault((name, threads, batch), []).append(report.latency_ms(batch))
-    return {key: statistics.median(values) for key, values in samples.items()}
-
-
 def time_models(args) -> None:
     """Median onnxruntime latency (batch 1 and 32, one thread and the default) of the baseline and of every
     compressed model in OUT/<method>/model.onnx, in interleaved rounds."""
@@ -153,7 +113,7 @@ def time_models(args) -> None:
     cascomp.export_onnx(baseline.eval(), (torch.zeros(1, 1, 28, 28),), out / "baseline.onnx")
     models = {"baseline": out / "baseline.onnx"}
     models.update({m: out / m / "model.onnx" for m in args.methods.split(",") if (out / m / "model.onnx").is_file()})
-    median = interleaved_latency(models, args.rounds, warmup=5, repeats=40)
+    median = median_latency(interleaved_latency(models, args.rounds, warmup=5, repeats=40))
     print(f"{'model':<9} {'1 thread b1 ms':>14} {'b32 ms':>8} {'ratio b1':>8} {'b32':>6}   "
           f"{'default threads b1 ms':>21} {'b32 ms':>8} {'ratio b1':>8} {'b32':>6}")
     for name in models:

@@ -1,7 +1,8 @@
 """cascomp: graph-level model compression compiler for PyTorch."""
 
 from cascomp.api import CompressResult, apply_plan, compress, mask_model, trace
-from cascomp.config import CompressConfig, DistillConfig, FigsConfig, L1Config, Target, UniformConfig
+from cascomp.config import (CompressConfig, DistillConfig, FigsConfig, L1Config, SensitivityConfig, Target,
+                            UniformConfig)
 from cascomp.data import DataBundle, load_data
 from cascomp.errors import (CascompError, ConfigError, DataError, ExportError, PlanError, SearchError,
                             TraceError)
@@ -15,8 +16,9 @@ from cascomp.methods import METHODS
 __version__ = "0.1.0"
 
 __all__ = [
-    "METHODS", "CascompError", "ChannelGroup", "CompressConfig", "CompressResult", "ConfigError", "Constraints",
-    "Cost", "DataBundle", "DataError", "DistillConfig", "ExportError", "FigsConfig", "FrozenChannels", "Graph",
-    "GroupMember", "L1Config", "Plan", "PlanError", "SearchError", "Target", "TraceError", "UniformConfig",
-    "apply_plan", "compress", "export_onnx", "load_data", "mask_model", "profile", "trace",
+    "METHODS", "CascompError", "ChannelGroup", "CompressConfig", "CompressResult", "ConfigError",
+    "Constraints", "Cost", "DataBundle", "DataError", "DistillConfig", "ExportError", "FigsConfig",
+    "FrozenChannels", "Graph", "GroupMember", "L1Config", "Plan", "PlanError", "SearchError",
+    "SensitivityConfig", "Target", "TraceError", "UniformConfig", "apply_plan", "compress", "export_onnx",
+    "load_data", "mask_model", "profile", "trace",
 ]

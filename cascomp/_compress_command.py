@@ -39,7 +39,8 @@ RUN_FILE = "run.json"
 RUN_FORMAT = 2
 # The run's options: parsed with default None, so an option given on the command line can be told from one
 # left out (a resumed run refuses the former); the real defaults are applied here.
-DEFAULTS = {"method": "figs", "target": ["flops=0.33"], "search_epochs": 3, "finetune_epochs": 3, "lr": 0.01,
+DEFAULTS = {"method": "figs", "target": ["flops=0.33"], "epochs": None, "search_epochs": None,
+            "finetune_epochs": None, "lr": 0.01,
             "batch_size": 128, "seed": 0, "kd_weight": 0.9, "kd_temperature": 4.0, "round_to": "auto",
             "min_keep": 1, "ignore": [], "output_index": None}
 
@@ -66,9 +67,12 @@ def add_compress(commands, formatter) -> None:
     command.add_argument("-o", "--output", metavar="OUT", help="output folder (model.pt, model.onnx, report.json, ...)")
     command.add_argument("--resume", metavar="OUT", help="continue the interrupted run whose output folder is OUT")
     command.add_argument("--force", action="store_true", help="replace the outputs of an earlier run in OUT")
-    command.add_argument("--search-epochs", type=int, metavar="N", help="search epochs (default 3)")
-    command.add_argument("--finetune-epochs", type=int, metavar="N", help="fine-tuning epochs (default 3); "
-                         "methods without a search fine-tune for the search epochs too")
+    command.add_argument("--epochs", type=int, metavar="N", help="the budget: N passes over the training data in "
+                         "all, search and fine-tuning, split by the method (a method without a search "
+                         "fine-tunes for all of them)")
+    command.add_argument("--search-epochs", type=int, metavar="N", help="search epochs (default 3 without --epochs)")
+    command.add_argument("--finetune-epochs", type=int, metavar="N", help="fine-tuning epochs (default 3 without "
+                         "--epochs); methods without a search fine-tune for the search epochs too")
     command.add_argument("--lr", type=float, help="weights' learning rate (default 0.01)")
     command.add_argument("--batch-size", type=int, metavar="N", help="(default 128)")
     command.add_argument("--limit-train", type=int, metavar="N", help="train on a seeded random subset of N samples")
@@ -148,7 +152,8 @@ def _new_run(args) -> dict:
         method_options["weights"] = "search"
     config = CompressConfig(
         method=method, targets=tuple(Target.parse(t) for t in options.target),
-        method_config=METHOD_CONFIGS[method](**method_options), search_epochs=options.search_epochs,
+        method_config=METHOD_CONFIGS[method](**method_options), epochs=options.epochs,
+        search_epochs=options.search_epochs,
         finetune_epochs=options.finetune_epochs, lr=options.lr, seed=options.seed, round_to=options.round_to,
         min_keep=options.min_keep, ignore=tuple(options.ignore), output_index=options.output_index,
         distill=DistillConfig(weight=options.kd_weight, temperature=options.kd_temperature))

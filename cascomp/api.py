@@ -31,6 +31,7 @@ from cascomp.report import Outputs, build_report, summary_table
 from cascomp.search.budget import PREFERRED_MULTIPLES, fit_of_plan, fit_preferring_multiples, target_ratios
 from cascomp.search.checkpoint import CheckpointStore
 from cascomp.search.driver import FinetuneLoop, History, SearchLoop, recalibrate_batch_norm, seed_epoch
+from cascomp.search.probe import measure_probes
 from cascomp.search.progress import Reporter
 
 
@@ -133,7 +134,7 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         teacher = copy.deepcopy(graph.gm).eval()
         _check_classifier(teacher, example_inputs, data)
         goals = target_ratios(graph, config.targets)
-        method = METHODS[config.method](graph, config.method_config)
+        method = METHODS[config.method](graph, config.method_config, goals)
     resumed = state is not None and state["phase"] == "finetune"  # the plan is settled; only fine-tuning is left
     with clock("search"):  # 2. search: train the method's search nodes against the controlled penalty
         if resumed:
@@ -147,7 +148,9 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         if resumed:
             graph = graph.with_width_multiple(state.get("round_to", multiples[-1]))
             fit = fit_of_plan(graph, Plan.from_dict(state["plan"]), goals)
+            probes = state.get("probes")
         else:
+            probes = _measure_probes(method, graph, teacher, data, config, reporter)
             decision = method.decide(trained)
             graph, fit = fit_preferring_multiples(graph, decision.scores, decision.family, goals, multiples)
             if method.keeps_search_weights:
@@ -162,15 +165,17 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         if resumed:
             loop.load_state_dict(state["finetune"])
         checkpoint = {"phase": "finetune", "plan": fit.plan.to_dict(), "round_to": graph.constraints.round_to,
-                      "search_history": vars(search_history)}
+                      "search_history": vars(search_history), "probes": probes}
         save = None if store is None else (lambda finetune: store.save({**checkpoint, "finetune": finetune}))
         finetune_history = loop.run(save, on_epoch)
-    with tempfile.TemporaryDirectory(prefix="cascomp-") as scratch:  # the result's one ONNX export: 6 and 7
+    with tempfile.TemporaryDirectory(prefix="cascomp-") as scratch:  # the two models' one ONNX export each: 6, 7
         with clock("measure"):  # 6. export the result (checked against torch); measure baseline and result
             exported = export_onnx(small, example_inputs, os.path.join(scratch, "model.onnx"))
+            baseline_exported = export_onnx(teacher, example_inputs, os.path.join(scratch, "baseline.onnx"))
             report = build_report(graph=graph, teacher=teacher, small=small, fit=fit, data=data,
                                   config=config, example_inputs=example_inputs, exported=exported,
-                                  search=search_history, finetune=finetune_history)
+                                  baseline_exported=baseline_exported, search=search_history,
+                                  finetune=finetune_history, probes=probes)
         report["timings"] = clock.seconds
         if out is not None:  # 7. write everything, each file whole or not at all
             out.write(small, fit.plan, report, exported)
@@ -187,6 +192,20 @@ def _search(method, graph: Graph, teacher, data, config: CompressConfig, goals, 
     if state is not None:
         loop.load_state_dict(state["search"])
     return loop.model, loop.run(store, on_epoch)
+
+
+def _measure_probes(method, graph: Graph, teacher, data, config: CompressConfig, reporter) -> dict | None:
+    """Measure the plans the method asks about (none for most methods) on the traced baseline; what it cost."""
+    plans = method.probes()
+    if not plans:
+        return None
+    options = config.method_config
+    result = measure_probes(plans, lambda plan: apply_plan(graph, plan), teacher, data, config, reporter,
+                            calibration_batches=options.calibration_batches, scoring_batches=options.scoring_batches)
+    reporter.line(f"probes: {len(plans)} measured on {result.images:,} images in {result.seconds:.0f} s")
+    method.take_measurements(result.losses)
+    return {"count": len(plans), "images": result.images, "seconds": round(result.seconds, 3),
+            "epochs_of_forward_passes": result.images / max(data.train_size, 1)}
 
 
 def _take_trained_weights(target: fx.GraphModule, trained: nn.Module) -> None:

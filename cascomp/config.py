@@ -69,9 +69,12 @@ class FigsConfig:
     cost_balance: str = "group"
     logit_optimizer: str = "adam"
     weights: str = "baseline"
+    search_share: float = 0.5  # of a total --epochs budget, the share spent searching (rounded down)
 
     def __post_init__(self) -> None:
         _positive(self, "temperature", "logit_lr")
+        if not 0 <= self.search_share <= 1:
+            raise ConfigError(f"FigsConfig.search_share must be in [0, 1], got {self.search_share!r}")
         _choice(self, "estimator", ("concrete", "expected"))
         _choice(self, "cost_balance", ("group", "raw"))
         _choice(self, "logit_optimizer", ("sgd", "adam"))
@@ -89,6 +92,28 @@ class L1Config:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SensitivityConfig:
+    """Sensitivity: each group probed alone at these keep fractions, on a few fixed training batches (BN
+    statistics re-estimated on `calibration_batches`, the loss averaged over `scoring_batches`)."""
+
+    fractions: tuple[float, ...] = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+    calibration_batches: int = 4
+    scoring_batches: int = 4
+
+    def __post_init__(self) -> None:
+        fractions = tuple(self.fractions)
+        if not fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1
+                                for f in fractions):
+            raise ConfigError(f"SensitivityConfig.fractions must be keep fractions in (0, 1), got {self.fractions!r}; "
+                              "e.g. (0.25, 0.5, 0.75)")
+        object.__setattr__(self, "fractions", fractions)
+        for name in ("calibration_batches", "scoring_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"SensitivityConfig.{name} must be a whole number ≥ 1, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class DistillConfig:
     """Knowledge distillation from the baseline in fine-tuning: loss = (1-w)*CE + w*T^2*KL (TAS eq. 10)."""
 
@@ -102,7 +127,7 @@ class DistillConfig:
             raise ConfigError(f"distillation weight must be in [0, 1], got {self.weight}; e.g. --kd-weight 0.9")
 
 
-METHOD_CONFIGS = {"figs": FigsConfig, "uniform": UniformConfig, "l1": L1Config}
+METHOD_CONFIGS = {"figs": FigsConfig, "uniform": UniformConfig, "l1": L1Config, "sensitivity": SensitivityConfig}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,8 +137,12 @@ class CompressConfig:
     method: str = "figs"
     targets: tuple[Target, ...] = (Target(metric="flops", value=0.33),)
     method_config: object = None
-    search_epochs: int = 3
-    finetune_epochs: int = 3
+    # the schedule in full passes over the training data: `epochs` is the total, which the method splits
+    # (a searching method's config says its share); or search_epochs and finetune_epochs given each (3 and 3
+    # when neither is given). Methods without a search fine-tune for the search epochs too.
+    epochs: int | None = None
+    search_epochs: int | None = None
+    finetune_epochs: int | None = None
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -145,6 +174,7 @@ class CompressConfig:
         metrics = [t.metric for t in targets]
         if len(set(metrics)) != len(metrics):
             raise ConfigError(f"each metric may have one target, got {', '.join(map(str, targets))}")
+        self._resolve_schedule()
         for name in ("search_epochs", "finetune_epochs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be a whole number ≥ 0, got {getattr(self, name)!r}; "
@@ -164,6 +194,28 @@ class CompressConfig:
                               f"ignore=({self.ignore!r},)")
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "latency_batch_sizes", tuple(self.latency_batch_sizes))
+
+    def _resolve_schedule(self) -> None:
+        """search_epochs and finetune_epochs from `epochs` (the method's split, or the one of them given), or
+        their defaults; a total that disagrees with both given is refused."""
+        search, finetune, total = self.search_epochs, self.finetune_epochs, self.epochs
+        if total is None:
+            search, finetune = 3 if search is None else search, 3 if finetune is None else finetune
+        else:
+            if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+                raise ConfigError(f"epochs must be a whole number ≥ 1, got {total!r}; e.g. --epochs 2")
+            if search is None and finetune is None:
+                search = int(total * getattr(self.method_config, "search_share", 0.0))
+            if search is None:
+                search = total - finetune
+            if finetune is None:
+                finetune = total - search
+            if search + finetune != total:
+                raise ConfigError(f"epochs={total} is the total of search and fine-tuning epochs, but "
+                                  f"search_epochs={search} and finetune_epochs={finetune} add up to "
+                                  f"{search + finetune}; give --epochs alone, or the two without it")
+        object.__setattr__(self, "search_epochs", search)
+        object.__setattr__(self, "finetune_epochs", finetune)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

@@ -16,7 +16,8 @@ from rich.table import Table
 from cascomp._atomic import atomic_output
 from cascomp.config import CompressConfig
 from cascomp.errors import ConfigError
-from cascomp.export import OnnxExportResult, profile
+from cascomp.export import OnnxExportResult
+from cascomp.export.compare import UNTRUSTED_SPREAD, compare_latency
 from cascomp.ir.graph import Graph
 from cascomp.ir.plan import Plan
 from cascomp.plots import plot_search, plot_widths
@@ -28,37 +29,37 @@ REPORT_FORMAT = 1
 
 
 def build_report(*, graph: Graph, teacher: nn.Module, small: nn.Module, fit: Fit, data, config: CompressConfig,
-                 example_inputs, search: History, finetune: History, exported: OnnxExportResult) -> dict:
-    """`exported`: the checked ONNX export of `small`, timed as it is rather than exported again."""
+                 example_inputs, search: History, finetune: History, exported: OnnxExportResult,
+                 baseline_exported: OnnxExportResult, probes: dict | None = None) -> dict:
+    """`exported`, `baseline_exported`: the checked ONNX exports of `small` and `teacher`, timed as they are in
+    interleaved rounds. `probes`: what the method's probes cost (count, images, seconds), if it had any."""
     baseline_cost, cost = graph.cost(), graph.cost(fit.plan)
     batches = config.latency_batch_sizes
+    timing = compare_latency((teacher, baseline_exported), (small, exported), example_inputs, batches)
     baseline = {**baseline_cost.to_dict(), "top1": evaluate(teacher, data.val),
-                "latency_ms": _latency(teacher, example_inputs, batches)}
+                "latency_ms": {str(b): timing.baseline_ms[b] for b in batches}}
     compressed = {**cost.to_dict(), "top1": evaluate(small, data.val),
-                  "latency_ms": _latency(small, example_inputs, batches, exported)}
+                  "latency_ms": {str(b): timing.compressed_ms[b] for b in batches}}
     ratios = {"flops": cost.flops / baseline_cost.flops, "params": cost.params / baseline_cost.params}
-    ratios.update({f"latency_b{b}": compressed["latency_ms"][str(b)] / baseline["latency_ms"][str(b)] for b in batches})
+    ratios.update({f"latency_b{b}": timing.ratio[b] for b in batches})
+    latency = {"rounds": timing.rounds, "threads": timing.threads, "cpus": os.cpu_count(),
+               "spread": {str(b): timing.spread[b] for b in batches},
+               "trusted": {str(b): timing.trusted(b) for b in batches}}
     within = fit.within()
     return {
         "format": REPORT_FORMAT, "method": config.method, "config": config.to_dict(),
         "data": {"name": data.name, "train_size": data.train_size, "val_size": data.val_size,
                  "input_shape": list(data.input_shape), "num_classes": data.num_classes},
         "targets": {m: {"goal": g, "reached": fit.reached[m], "within_1pct": within[m]} for m, g in fit.goals.items()},
-        "baseline": baseline, "compressed": compressed, "ratios": ratios,
+        "baseline": baseline, "compressed": compressed, "ratios": ratios, "latency": latency,
         "prunable_share": graph.prunable_share(),  # the cost in layers with a prunable channel
         "widths": {g.name: {"before": g.size, "after": fit.widths[g.name]} for g in graph.groups},
         "round_to": graph.constraints.round_to,  # the multiple every pruned width is (config round_to "auto": chosen)
-        "search": {"epochs": search.epochs, "trajectory": search.trajectory},
+        "search": {"epochs": search.epochs, "trajectory": search.trajectory, "probes": probes},
         "finetune": {"epochs": finetune.epochs},
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads()},
     }
-
-
-def _latency(model: nn.Module, example_inputs, batches,
-             exported: OnnxExportResult | None = None) -> dict[str, float]:
-    report = profile(model, batches, example_inputs=example_inputs, warmup=5, repeats=20, exported=exported)
-    return {str(b): report.latency_ms(b) for b in batches}
 
 
 def summary_table(report: dict) -> str:
@@ -72,15 +73,22 @@ def summary_table(report: dict) -> str:
     table.add_row("MFLOPs", f"{base['flops'] / 1e6:.2f}", f"{small['flops'] / 1e6:.2f}", f"{ratios['flops']:.3f}")
     table.add_row("params", f"{base['params']:,.0f}", f"{small['params']:,.0f}", f"{ratios['params']:.3f}")
     table.add_row("top-1", f"{base['top1']:.4f}", f"{small['top1']:.4f}", f"{small['top1'] - base['top1']:+.4f}")
+    latency = report["latency"]
     for batch, ms in base["latency_ms"].items():
+        spread = latency["spread"][batch]
         table.add_row(f"latency b{batch} (ms)", f"{ms:.3f}", f"{small['latency_ms'][batch]:.3f}",
-                      f"{ratios[f'latency_b{batch}']:.3f}")
+                      f"{ratios[f'latency_b{batch}']:.3f} ±{spread / 2:.3f}" + ("" if latency["trusted"][batch] else " ?"))
     table.add_row("widths", "", f"multiples of {report['round_to']}", "")
     for metric, target in report["targets"].items():
         mark = "yes" if target["within_1pct"] else "NO"
         table.add_row(f"target {metric}", f"{target['goal']:.3f}", f"{target['reached']:.4f}", f"within 1 %: {mark}")
     console = Console(width=100, record=True, file=open(os.devnull, "w"))
     console.print(table)
+    doubtful = [batch for batch, trusted in latency["trusted"].items() if not trusted]
+    if doubtful:
+        console.print(f"latency ratio ? (batch {', '.join(doubtful)}): its {latency['rounds']} interleaved rounds "
+                      f"disagree by more than {UNTRUSTED_SPREAD:.0%} of it, so the machine was busy; time the two "
+                      "ONNX files with `cascomp profile` on an idle machine")
     return console.export_text()
 
 

@@ -31,7 +31,7 @@ def task(tmp_path_factory):
     return spec, data, model, path
 
 
-@pytest.mark.parametrize("method", ["figs", "l1", "uniform"])
+@pytest.mark.parametrize("method", ["figs", "l1", "uniform", "sensitivity"])
 def test_compress_meets_the_budget_and_writes_every_output(task, tmp_path, method):
     _, data, model, _ = task
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -5,7 +5,8 @@ def test_public_names_are_pinned() -> None:
     assert sorted(cascomp.__all__) == sorted([
         "METHODS", "CascompError", "ChannelGroup", "CompressConfig", "CompressResult", "ConfigError",
         "Constraints", "Cost", "DataBundle", "DataError", "DistillConfig", "ExportError", "FigsConfig",
-        "FrozenChannels", "Graph", "GroupMember", "L1Config", "Plan", "PlanError", "SearchError", "Target",
+        "FrozenChannels", "Graph", "GroupMember", "L1Config", "Plan", "PlanError", "SearchError",
+        "SensitivityConfig", "Target",
         "TraceError", "UniformConfig", "apply_plan", "compress", "export_onnx", "load_data", "mask_model",
         "profile", "trace",
     ])
@@ -18,4 +19,4 @@ def test_every_public_name_exists() -> None:
 
 def test_methods_registry_matches_the_configs() -> None:
     from cascomp.config import METHOD_CONFIGS
-    assert sorted(cascomp.METHODS) == sorted(METHOD_CONFIGS) == ["figs", "l1", "uniform"]
+    assert sorted(cascomp.METHODS) == sorted(METHOD_CONFIGS) == ["figs", "l1", "sensitivity", "uniform"]

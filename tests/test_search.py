@@ -224,3 +224,25 @@ def test_controller_tracks_the_annealed_target_without_overshooting_the_budget()
         trail.append(ratio)
     assert min(trail) > budget - 0.01  # no plunge below the budget when the annealing ends
     assert trail[-1] == pytest.approx(budget, abs=0.005)
+
+
+@pytest.mark.parametrize("method, epochs, split", [
+    ("figs", 2, (1, 1)), ("figs", 6, (3, 3)), ("figs", 1, (0, 1)), ("l1", 2, (0, 2)), ("sensitivity", 2, (0, 2)),
+])
+def test_a_total_epoch_budget_is_split_by_the_method(method, epochs, split):
+    config = CompressConfig(method=method, epochs=epochs)
+    assert (config.search_epochs, config.finetune_epochs) == split
+    assert CompressConfig.from_dict(config.to_dict()) == config
+
+
+def test_the_epoch_budget_with_one_part_given_and_its_mistakes():
+    assert CompressConfig(epochs=4, search_epochs=1).finetune_epochs == 3
+    assert CompressConfig(epochs=4, finetune_epochs=4).search_epochs == 0
+    assert (CompressConfig().search_epochs, CompressConfig().finetune_epochs) == (3, 3)
+    assert CompressConfig(method="figs", epochs=4, method_config=FigsConfig(search_share=0.25)).search_epochs == 1
+    with pytest.raises(ConfigError, match="add up to"):
+        CompressConfig(epochs=4, search_epochs=1, finetune_epochs=1)
+    with pytest.raises(ConfigError, match="epochs must be a whole number"):
+        CompressConfig(epochs=0)
+    with pytest.raises(ConfigError, match="finetune_epochs must be"):
+        CompressConfig(epochs=2, search_epochs=3)

@@ -4,9 +4,12 @@ A method
 - `prepare()`s the model the search trains (the traced graph with the method's search nodes inserted),
 - lists its architecture parameters (trained by their own optimiser) and contributes a `penalty()`: the
   expected cost of the current search state as a differentiable ratio of the baseline, per metric,
+- may ask for `probes()`: plans whose loss the driver measures without training (`cascomp.search.probe`)
+  and hands back through `take_measurements()` before the decision,
 - `decide()`s what survives: channel scores plus a family of widths, which `fit_widths` turns into a plan
   that meets every target.
 Methods that need no training (`searches = False`) are decided straight from the baseline's weights.
+`goals` (target ratio per metric) tells a method which costs the budget binds.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 import torch.fx as fx
 
 from cascomp.ir.graph import Graph
+from cascomp.ir.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -31,9 +35,11 @@ class Method:
     searches = False
     keeps_search_weights = True  # False: the compressed network starts from the baseline's weights
 
-    def __init__(self, graph: Graph, config) -> None:
+    def __init__(self, graph: Graph, config, goals: dict[str, float] | None = None) -> None:
         self.graph = graph
         self.config = config
+        self.goals = dict(goals) if goals else {}
+        self.baseline = graph.cost()
 
     def prepare(self) -> fx.GraphModule:
         return copy.deepcopy(self.graph.gm)
@@ -52,6 +58,12 @@ class Method:
 
     def penalty(self) -> dict[str, torch.Tensor]:
         return {}
+
+    def probes(self) -> list[Plan]:
+        return []
+
+    def take_measurements(self, losses: list[float]) -> None:
+        """The measured loss of each of `probes()`, in order."""
 
     def decide(self, model: fx.GraphModule) -> Decision:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -37,11 +37,10 @@ from cascomp.passes import InsertChannelGatesPass
 class Figs(Method):
     searches = True
 
-    def __init__(self, graph, config) -> None:
-        super().__init__(graph, config)
+    def __init__(self, graph, config, goals=None) -> None:
+        super().__init__(graph, config, goals)
         self.gates = ConcreteGates(tuple(g.size for g in graph.groups), init_logit=config.init_logit, temperature=config.temperature,
                                    estimator=config.estimator)
-        self.baseline = graph.cost()
         self.keeps_search_weights = config.weights == "search"
 
     def prepare(self):

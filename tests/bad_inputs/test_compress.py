@@ -193,6 +193,10 @@ CASES = {
     "no model": Case(("compress", *DATA, "-o", "{dir}/out"), "give the model to compress"),
     "FiGS option with l1": Case((*COMPRESS, "-o", "{dir}/out", "--method", "l1", "--temperature", "0.1"),
                                 "FiGS option"),
+    "epochs that disagree with their parts": Case(
+        ("compress", "{dir}/tiny.pt", *DATA, "--epochs", "2", "--search-epochs", "2", "--finetune-epochs", "2",
+         "-o", "{dir}/out"), "epochs=2 is the total of search and fine-tuning epochs"),
+    "no epochs at all": Case((*COMPRESS, "-o", "{dir}/out", "--epochs", "0"), "epochs must be a whole number"),
     "bad round-to": Case((*COMPRESS, "-o", "{dir}/out", "--round-to", "0"), "expected 'auto' or a positive integer"),
     "ratio target of 2": Case((*COMPRESS, "-o", "{dir}/out", "--target", "flops=2"), "needs a suffix"),
     "unknown target metric": Case((*COMPRESS, "-o", "{dir}/out", "--target", "latency=0.3"), "unknown target metric"),

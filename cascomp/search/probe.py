@@ -1,0 +1,75 @@
+"""Probes: how much a candidate plan hurts, measured without training.
+
+A method may ask for a list of plans to be measured before it decides (`Method.probes()`). Each is rewritten
+to its physically smaller model, its BatchNorm statistics are re-estimated on a few fixed training batches
+(a pruned network with its old statistics scores far worse than it will after fine-tuning, and not in the
+same order: Li et al., EagleEye), and its distillation loss against the baseline is averaged over other
+fixed training batches. The same batches serve every probe, so differences between probes are not batch
+noise. The validation split is never read: what it scores must stay an unbiased measure of the result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from cascomp.config import CompressConfig
+from cascomp.ir.plan import Plan
+from cascomp.search.distill import distillation_loss
+from cascomp.search.driver import recalibrate_batch_norm, seed_epoch
+from cascomp.search.progress import Reporter
+
+PROBE_PHASE = 5  # the seed phase of the probe batches (search 1, fine-tune 2, recalibration 3)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    losses: list[float]  # per probe, in the order asked
+    images: int  # forward passes spent (calibration + scoring, over all probes)
+    seconds: float
+
+
+def measure_probes(plans: list[Plan], rewrite: Callable[[Plan], nn.Module], teacher: nn.Module, data,
+                   config: CompressConfig, reporter: Reporter, *, calibration_batches: int,
+                   scoring_batches: int) -> ProbeResult:
+    """The distillation loss (config.distill's temperature and weight) of each plan's rewritten model after BN
+    recalibration; batches drawn once from the training split with config.seed."""
+    started = time.perf_counter()
+    calibration, scoring = _fixed_batches(data, config.seed, calibration_batches, scoring_batches)
+    with torch.no_grad():
+        targets = [teacher(x) for x, _ in scoring]
+    losses, images = [], 0
+    for index, plan in enumerate(plans):
+        model = rewrite(plan)
+        recalibrate_batch_norm(model, calibration, batches=len(calibration))
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for (x, y), target in zip(scoring, targets):
+                loss = distillation_loss(model(x), target, y, temperature=config.distill.temperature,
+                                         weight=config.distill.weight)
+                total, count = total + float(loss) * len(y), count + len(y)
+        losses.append(total / max(count, 1))
+        images += sum(len(y) for _, y in calibration) + count
+        if reporter is not None and (index + 1) % 20 == 0:
+            reporter.line(f"probes: {index + 1}/{len(plans)} measured")
+    return ProbeResult(losses=losses, images=images, seconds=time.perf_counter() - started)
+
+
+def _fixed_batches(data, seed: int, calibration: int, scoring: int) -> tuple[list, list]:
+    """The first batches of a seeded pass over the training split; a split too small for both sets shares its
+    batches between them (in proportion, at least one each)."""
+    seed_epoch(data, seed, PROBE_PHASE, 0)
+    batches = []
+    for x, y in data.train:
+        batches.append((x, y))
+        if len(batches) == calibration + scoring:
+            break
+    if len(batches) < 2:
+        return batches, batches
+    cut = min(max(1, round(len(batches) * calibration / (calibration + scoring))), len(batches) - 1)
+    return batches[:cut], batches[cut:]
