@@ -13,7 +13,7 @@ import os
 import torch
 from torch import nn
 
-from cascomp._atomic import atomic_output, check_output_path
+from cascomp.export.atomic import atomic_output, check_output_path
 from cascomp.errors import ConfigError, DataError
 
 INPUT_SHAPE = (1, 1, 28, 28)

@@ -13,7 +13,7 @@ import torch.nn as nn
 from rich.console import Console
 from rich.table import Table
 
-from cascomp._atomic import atomic_output
+from cascomp.export.atomic import atomic_output
 from cascomp.config import CompressConfig
 from cascomp.errors import ConfigError
 from cascomp.export import OnnxExportResult

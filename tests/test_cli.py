@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cascomp import _commands, _graph_picture, cli
+from cascomp import cli
+from cascomp.cli import graph_picture
+from cascomp.cli.commands import analyze, export
 from cascomp.export import export_onnx
 from tests.cli_factory import build
 
@@ -227,7 +229,7 @@ def test_a_bug_is_one_line_with_status_1_and_debug_shows_the_traceback(monkeypat
     def broken(args):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setitem(_commands.COMMANDS, "analyze", broken)
+    monkeypatch.setattr(analyze, "run", broken)
     monkeypatch.delenv("CASCOMP_DEBUG", raising=False)
     assert cli.main(["analyze", "x.pt"]) == 1
     err = capsys.readouterr().err
@@ -239,7 +241,7 @@ def test_a_bug_is_one_line_with_status_1_and_debug_shows_the_traceback(monkeypat
 
 
 def test_graph_without_matplotlib_says_how_to_install_it(workdir, monkeypatch, capsys):
-    monkeypatch.setattr(_graph_picture.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(graph_picture.importlib.util, "find_spec", lambda name: None)
     assert cli.main(["analyze", str(workdir / "tiny.pt"), *TINY_SHAPE, "--graph", str(workdir / "g0.png")]) == 2
     assert capsys.readouterr().err == ("cascomp: error: --graph needs matplotlib, which is not installed; "
                                        "pip install matplotlib\n")
@@ -250,6 +252,6 @@ def test_ctrl_c_exits_130(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(_commands.COMMANDS, "export", interrupted)
+    monkeypatch.setattr(export, "run", interrupted)
     assert cli.main(["export", "x.pt", "-o", "y.onnx"]) == 130
     assert capsys.readouterr().err == "cascomp: interrupted\n"

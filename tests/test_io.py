@@ -1,4 +1,5 @@
-"""cascomp.io: every model format loads, every broken file gives one clear line; inputs and atomic outputs."""
+"""cascomp.cli.model_loading: every model format loads, every broken file gives one clear line; inputs and
+atomic outputs (cascomp.export.atomic)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import warnings
 import pytest
 import torch
 
-from cascomp._atomic import atomic_output
+from cascomp.cli.model_loading import check_runs, load_model, make_inputs, parse_input_shape
 from cascomp.demo import INPUT_SHAPE, demo_model, save_demo_model
 from cascomp.errors import ConfigError, ModelLoadError
-from cascomp.io import check_runs, load_model, make_inputs, parse_input_shape
+from cascomp.export.atomic import atomic_output
 from tests.cli_factory import TinyNet, build
 
 FACTORY = "tests.cli_factory:build"

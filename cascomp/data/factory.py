@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from cascomp._imports import ImportFailure, error_reason as _reason, import_object
+from cascomp.data.imports import ImportFailure, error_reason as _reason, import_object
 from cascomp.data.bundle import DataBundle
 from cascomp.errors import DataError
 

@@ -18,7 +18,7 @@ import onnxruntime
 import torch
 from torch import Tensor
 
-from cascomp._arguments import named, setting
+from cascomp.export.arguments import named, setting
 from cascomp.errors import ConfigError
 from cascomp.export._exporters import one_line_reason
 from cascomp.errors import is_out_of_memory

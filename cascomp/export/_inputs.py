@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cascomp._arguments import named, setting
+from cascomp.export.arguments import named, setting
 from cascomp.errors import ConfigError, ProfileError
 
 _ONNX_TO_NUMPY = {"float": "float32", "double": "float64", "float16": "float16", "bool": "bool",

@@ -1,5 +1,5 @@
 """The argument and input checks of `cascomp.profile`: each raises the error that says what to pass instead,
-naming arguments through cascomp._arguments (so the command line reads its own flags)."""
+naming arguments through cascomp.export.arguments (so the command line reads its own flags)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import onnxruntime
 from torch import Tensor
 
-from cascomp._arguments import named, setting
+from cascomp.export.arguments import named, setting
 from cascomp.errors import ConfigError, ModelLoadError, ProfileError
 from cascomp.export._memory import onnx_bytes_per_sample, refuse_if_too_large
 from cascomp.export.onnx import OnnxExportResult

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cascomp._arguments import named, setting
+from cascomp.export.arguments import named, setting
 from cascomp.errors import ConfigError, ExportError
 from cascomp.export._check import Batch, fixed_batch_advice
 from cascomp.export._exporters import one_line_reason

@@ -7,7 +7,7 @@
      torch.export-based ("dynamo") one if any later step fails for the first. A TorchScript trace that
      fixed a value the user's code took from a tensor (`if x.mean() > 0`) fails here, naming the line;
   3. onnx.checker, then onnxruntime (CPU) on every reference batch, compared with allclose(rtol, atol);
-  4. os.replace the temporary file onto `path` (cascomp._atomic: mode 0o666 less the umask).
+  4. os.replace the temporary file onto `path` (cascomp.export.atomic: mode 0o666 less the umask).
 
 Why TorchScript first (measured with torch 2.13 on small conv, attention, roll/permute, MultiheadAttention,
 two-input and embedding models, plain and fx-traced): both exporters got every one right, but TorchScript
@@ -29,8 +29,8 @@ from pathlib import Path
 import onnx
 from torch import Tensor, nn
 
-from cascomp._arguments import named, setting
-from cascomp._atomic import publish, temporary_beside
+from cascomp.export.arguments import named, setting
+from cascomp.export.atomic import publish, temporary_beside
 from cascomp.errors import ConfigError, ExportError
 from cascomp.export._check import AttemptFailed, Batch, check_file, data_dependent_advice
 from cascomp.export._exporters import one_line_reason, run_exporter, user_frame

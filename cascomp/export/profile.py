@@ -28,7 +28,7 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
-from cascomp._arguments import named, setting
+from cascomp.export.arguments import named, setting
 from cascomp.errors import ConfigError, ModelLoadError, ProfileError
 from cascomp.export._exporters import one_line_reason
 from cascomp.export._inputs import batch_feeds, repeat_samples

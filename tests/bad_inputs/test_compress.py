@@ -224,7 +224,7 @@ def test_a_forced_rerun_invalidates_the_old_outputs_before_it_starts(workspace, 
         seen.update(fingerprint(folder / "out"))
         raise KeyboardInterrupt
 
-    with mock.patch("cascomp._compress_command.compress", side_effect=killed):
+    with mock.patch("cascomp.cli.commands.compress.compress", side_effect=killed):
         assert main(["compress", str(folder / "tiny.pt"), "--data", f"tensors:{folder}/data.npz", *QUICK, "--force",
                      "-o", str(folder / "out")]) == 130
     assert sorted(seen) == ["run.json"]

@@ -246,7 +246,7 @@ def test_api_messages_keep_the_python_names(tmp_path):
 
 def test_an_opset_the_exporter_changed_is_told(workspace, tmp_path, monkeypatch, capsys):
     """dynamo writes opset 18 where it cannot convert down to 17: the command says so, it does not hide it."""
-    from cascomp import _commands
+    from cascomp.cli.commands import export
 
     def dynamo_at_18(*args, **kwargs):
         return dataclasses.replace(export_onnx(*args, **kwargs), opset=18, exporter="dynamo")
@@ -254,7 +254,7 @@ def test_an_opset_the_exporter_changed_is_told(workspace, tmp_path, monkeypatch,
     shutil.copytree(workspace, tmp_path / "case")
     monkeypatch.chdir(tmp_path / "case")
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(_commands, "export_onnx", dynamo_at_18)
+    monkeypatch.setattr(export, "export_onnx", dynamo_at_18)
     assert main(["export", "tiny.pt2", "-o", "m.onnx", "--json"]) == 0
     captured = capsys.readouterr()
     assert "cascomp: warning: the dynamo exporter wrote opset 18, not --opset 17" in captured.err

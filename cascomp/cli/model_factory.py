@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from cascomp._imports import ImportFailure, error_reason as _reason, import_object
+from cascomp.data.imports import ImportFailure, error_reason as _reason, import_object
 from cascomp.errors import ConfigError, ModelLoadError
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")  # where training checkpoints keep weights

@@ -14,7 +14,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from cascomp._atomic import atomic_output
+from cascomp.export.atomic import atomic_output
 from cascomp.errors import ConfigError
 from cascomp.ir.graph import Graph
 

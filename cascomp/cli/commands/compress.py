@@ -1,42 +1,29 @@
 """`cascomp compress`: build a CompressConfig from the flags, load model and data, call `cascomp.compress`.
 
-The output folder is the user's, so the rules are:
-  1. every check (flags, data, model, model-data fit, the folder) runs before anything is written;
-  2. a file cascomp would write is never replaced unless --force, and an input (the model, its weights,
-     a data file) is never written over at all; --force first invalidates the old run's outputs, so an
-     interrupted rerun cannot pass for the finished old one;
-  3. OUT/run.json records what the run was started with, with absolute paths, the model file's sha256 and
-     the working directory, so `cascomp compress --resume OUT` needs nothing else, works from any working
-     directory and on a copied folder, and refuses a model that changed;
-  4. a run that fails before its first checkpoint takes away what it wrote (and OUT, if it made it); one
-     that fails after it stays resumable.
+A new run records itself in OUT/run.json; `--resume OUT` continues one from that record alone. The rules for
+the output folder (every check before anything is written; nothing replaced without --force, no input ever)
+are in cascomp/cli/run_folder.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
 
-from cascomp._atomic import atomic_output
-from cascomp._commands import Output
 from cascomp.api import compress
+from cascomp.cli.command import FORMATTER, Output
+from cascomp.cli.model_loading import check_runs, load_model
+from cascomp.cli.run_folder import (RUN_FILE, RUN_FORMAT, absolute, check_output_folder, claimed, resumable_run,
+                                    sha256)
 from cascomp.config import METHOD_CONFIGS, CompressConfig, DistillConfig, Target
-from cascomp.data import SPEC_HELP, absolute_spec, load_data, spec_path
+from cascomp.data import SPEC_HELP, absolute_spec, load_data
 from cascomp.errors import ConfigError
-from cascomp.io import check_runs, load_model
-from cascomp.report import Outputs
-from cascomp.search.checkpoint import FILE as CHECKPOINT
 
-RUN_FILE = "run.json"
-RUN_FORMAT = 2
+NAME = "compress"
 # The run's options: parsed with default None, so an option given on the command line can be told from one
 # left out (a resumed run refuses the former); the real defaults are applied here.
 DEFAULTS = {"method": "figs", "target": ["flops=0.33"], "epochs": None, "search_epochs": None,
@@ -45,10 +32,10 @@ DEFAULTS = {"method": "figs", "target": ["flops=0.33"], "epochs": None, "search_
             "min_keep": 1, "ignore": [], "output_index": None}
 
 
-def add_compress(commands, formatter) -> None:
+def add_parser(commands) -> None:
     command = commands.add_parser(
-        "compress", help="search, prune and fine-tune a model to a FLOPs/params budget; ONNX, report and plots out",
-        formatter_class=formatter,
+        NAME, help="search, prune and fine-tune a model to a FLOPs/params budget; ONNX, report and plots out",
+        formatter_class=FORMATTER,
         description="Compress a trained classifier to a budget: the method searches which channels to keep, the "
                     "plan is projected to land within 1 % below every target, the pruned model is fine-tuned with "
                     "distillation from the original, then exported to ONNX and timed in onnxruntime.",
@@ -108,7 +95,7 @@ def _index_or_key(text: str) -> int | str:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def compress_command(args) -> Output:
+def run(args) -> Output:
     out, run = (Path(args.resume), _resumed_run(args)) if args.resume else (Path(args.output or ""), _new_run(args))
     data = load_data(run["data"], batch_size=run["batch_size"], seed=run["config"]["seed"],
                      limit_train=run["limit_train"], limit_val=run["limit_val"])
@@ -119,8 +106,8 @@ def compress_command(args) -> Output:
     check_runs(loaded, example, inputs_from=f"the samples of {run['data']}")
     config = CompressConfig.from_dict(run["config"])
     if not args.resume:
-        _check_output_folder(out, run, force=args.force)
-    with _claimed(out, None if args.resume else run):
+        check_output_folder(out, run, force=args.force)
+    with claimed(out, None if args.resume else run):
         result = compress(loaded.module, config, data=data, example_inputs=example, out_dir=out,
                           resume=bool(args.resume), progress=True)
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
@@ -130,7 +117,6 @@ def compress_command(args) -> Output:
     return Output(result.report, render)
 
 
-# -- a new run -------------------------------------------------------------------------------------------------
 def _new_run(args) -> dict:
     if args.model is None and args.factory is None:
         raise ConfigError("give the model to compress (MODEL, or --factory), or --resume OUT to continue a run")
@@ -157,74 +143,16 @@ def _new_run(args) -> dict:
         finetune_epochs=options.finetune_epochs, lr=options.lr, seed=options.seed, round_to=options.round_to,
         min_keep=options.min_keep, ignore=tuple(options.ignore), output_index=options.output_index,
         distill=DistillConfig(weight=options.kd_weight, temperature=options.kd_temperature))
-    model = _absolute(args.model)
-    return {"format": RUN_FORMAT, "model": model, "model_sha256": _sha256(model), "factory": args.factory,
+    model = absolute(args.model)
+    return {"format": RUN_FORMAT, "model": model, "model_sha256": sha256(model), "factory": args.factory,
             "safe": args.safe, "data": absolute_spec(args.data), "working_directory": os.getcwd(),
             "batch_size": options.batch_size, "limit_train": args.limit_train, "limit_val": args.limit_val,
             "config": config.to_dict()}
 
 
-def _check_output_folder(out: Path, run: dict, *, force: bool) -> None:
-    """Rule 2: what the run would replace, and the inputs it must never write over."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"-o {out}: it is a file; give a folder")
-    written = [out / name for name in (*Outputs.FILES, RUN_FILE, CHECKPOINT)]
-    inputs = [run["model"], spec_path(run["data"])]
-    for path in written:
-        for given in inputs:
-            if given is not None and path.exists() and os.path.exists(given) and os.path.samefile(path, given):
-                raise ConfigError(f"-o {out} would write over the input {given} (as {path.name}); choose another "
-                                  "output folder")
-    if force:
-        return
-    if (out / CHECKPOINT).exists():
-        raise ConfigError(f"{out} holds an interrupted run; continue it with --resume {out}, or pass --force "
-                          "to start over")
-    if (out / "report.json").exists():
-        raise ConfigError(f"{out} already holds a finished run; pass --force to overwrite it, or choose another -o")
-    existing = [path.name for path in written if path.exists()]
-    if existing == [RUN_FILE]:
-        raise ConfigError(f"{out} holds a run that stopped before its first checkpoint; pass --force to start "
-                          "over, or choose another -o")
-    if existing:
-        raise ConfigError(f"{out} already holds {', '.join(existing)}, which compress would replace; pass --force "
-                          "to replace them, or choose another -o")
-
-
-@contextlib.contextmanager
-def _claimed(out: Path, run: dict | None) -> Iterator[None]:
-    """Rules 2 and 4 for the run's time in OUT. `run`: a new run's record (written to OUT/run.json after the old
-    outputs are invalidated); None when resuming."""
-    made = not out.exists()
-    if run is not None:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(f"cannot create output folder {str(out)!r}: {error.strerror or error}") from error
-        Outputs.clear(out, (RUN_FILE, CHECKPOINT))  # the finished-run marker, report.json, goes first
-        with atomic_output(out / RUN_FILE, force=True) as temporary:
-            Path(temporary).write_text(json.dumps(run, indent=1))
-    try:
-        yield
-    except BaseException:
-        if (out / CHECKPOINT).exists():
-            print(f"cascomp: the run stopped after a checkpoint; continue it with: cascomp compress --resume {out}",
-                  file=sys.stderr)
-        elif run is not None:  # nothing to resume: take away what this run wrote
-            Outputs.clear(out, (RUN_FILE,))
-            if made:
-                with contextlib.suppress(OSError):
-                    out.rmdir()
-        raise
-
-
-# -- a resumed run ---------------------------------------------------------------------------------------------
-_RUN_KEYS = {"format": int, "model": (str, type(None)), "model_sha256": (str, type(None)),
-             "factory": (str, type(None)), "safe": bool, "data": str, "working_directory": str,
-             "batch_size": int, "limit_train": (int, type(None)), "limit_val": (int, type(None)), "config": dict}
-
-
 def _resumed_run(args) -> dict:
+    """The run's record in --resume OUT; the flags that would change the run are refused (it is resumed as
+    recorded)."""
     given = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
              if (name in DEFAULTS or name in ("limit_train", "limit_val", "temperature", "factory")) and value is not None]
     given += [flag for flag, value in (("MODEL", args.model), ("--data", args.data), ("-o", args.output),
@@ -233,61 +161,4 @@ def _resumed_run(args) -> dict:
     if given:
         raise ConfigError(f"--resume continues the run as {RUN_FILE} in {args.resume} records it, so it takes no "
                           f"{', '.join(sorted(given))}; drop them, or start a new run with them (-o NEW_OUT)")
-    folder = Path(args.resume)
-    path = folder / RUN_FILE
-    if not path.is_file():
-        raise ConfigError(f"{args.resume} is not the output folder of a cascomp compress run (no {RUN_FILE})")
-    if not (folder / CHECKPOINT).is_file():
-        if (folder / "report.json").is_file():
-            raise ConfigError(f"the run in {args.resume} finished (its report.json is there): nothing to resume")
-        raise ConfigError(f"the run in {args.resume} stopped before its first checkpoint: nothing to resume; start "
-                          f"it again with -o {args.resume} --force")
-    run = _read_run_file(path)
-    if run["working_directory"] not in sys.path:  # a factory (model or data) imports as it did at the start
-        sys.path.insert(0, run["working_directory"])
-    if run["model"] is not None:
-        if not os.path.isfile(run["model"]):
-            raise ConfigError(f"the model file the run started from, {run['model']}, is gone; put it back to "
-                              "resume, or start a new run")
-        if _sha256(run["model"]) != run["model_sha256"]:
-            raise ConfigError(f"the model file {run['model']} changed since the run started (its sha256 differs "
-                              f"from {RUN_FILE}'s); resume needs the same file: restore it, or start a new run on "
-                              "the new model (-o NEW_OUT)")
-    print(f"cascomp: resuming the run in {args.resume} ({run['config'].get('method')}, data {run['data']})",
-          file=sys.stderr)
-    return run
-
-
-def _read_run_file(path: Path) -> dict:
-    fix = "start the run again (-o NEW_OUT, or --force to reuse the folder)"
-    try:
-        run = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"cannot read {path}: {error}; {fix}") from error
-    if not isinstance(run, dict) or run.get("format") != RUN_FORMAT:
-        raise ConfigError(f"{path} was not written by this version of cascomp compress; {fix}")
-    for key, kinds in _RUN_KEYS.items():
-        if key not in run:
-            raise ConfigError(f"{path} lacks {key!r} (damaged or edited); {fix}")
-        if not isinstance(run[key], kinds) or (kinds is int and isinstance(run[key], bool)):
-            raise ConfigError(f"{path}: {key!r} is {run[key]!r}, not what compress wrote (damaged or edited); {fix}")
-    try:
-        CompressConfig.from_dict(run["config"])
-    except (ConfigError, TypeError) as error:
-        raise ConfigError(f"{path}: its config is not valid ({error}); {fix}") from error
-    return run
-
-
-# -- paths -----------------------------------------------------------------------------------------------------
-def _absolute(path: str | None) -> str | None:
-    return None if path is None else os.path.abspath(os.path.expanduser(path))
-
-
-def _sha256(path: str | None) -> str | None:
-    if path is None or not os.path.isfile(path):
-        return None  # load_model says what is wrong with the path
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return resumable_run(args.resume)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from cascomp._factory import build_model, fit_state_dict, state_dict_in
+from cascomp.cli.model_factory import build_model, fit_state_dict, state_dict_in
 from cascomp.errors import ConfigError, ModelLoadError
 from cascomp.ir.trace import exported_module, quiet_logger
 
