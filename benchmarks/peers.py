@@ -54,7 +54,8 @@ BUDGETS = (("flops=0.33", 2, (0, 1, 2)), ("flops=0.5", 2, (0,)), ("params=0.33",
 
 def contenders() -> list[str]:
     """Every cascomp method (the default one is marked in the table, not run twice) and Torch-Pruning's."""
-    return [f"cascomp:{name}" for name in METHODS] + ["tp:l1", "tp:taylor"]
+    methods = [f"cascomp:{name}" for name in METHODS]
+    return methods + [f"cascomp:{name}+reconstruct" for name in ("l1", "sensitivity")] + ["tp:l1", "tp:taylor"]
 
 
 def all_rows() -> list[str]:
@@ -69,8 +70,11 @@ def all_rows() -> list[str]:
 
 # -- contenders --------------------------------------------------------------------------------------------
 def run_cascomp(method: str, model, data, target: str, epochs: int, seed: int) -> tuple[torch.nn.Module, dict]:
-    """compress with the total epoch budget, which the method splits between search and fine-tuning."""
-    config = cascomp.CompressConfig(method=method, targets=(target,), seed=seed, epochs=epochs)
+    """compress with the total epoch budget, which the method splits between search and fine-tuning;
+    `method+reconstruct` refits the pruned layers before fine-tuning."""
+    method, _, option = method.partition("+")
+    config = cascomp.CompressConfig(method=method, targets=(target,), seed=seed, epochs=epochs,
+                                    reconstruct=option == "reconstruct")
     result = cascomp.compress(model, config, data=data, progress=False)
     probes = result.report["search"]["probes"] or {}
     return result.model, {"method": config.method, "search_epochs": config.search_epochs,

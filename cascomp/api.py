@@ -32,6 +32,7 @@ from cascomp.search.budget import PREFERRED_MULTIPLES, fit_of_plan, fit_preferri
 from cascomp.search.checkpoint import CheckpointStore
 from cascomp.search.driver import FinetuneLoop, History, SearchLoop, recalibrate_batch_norm, seed_epoch
 from cascomp.search.probe import measure_probes
+from cascomp.search.reconstruct import reconstruct
 from cascomp.search.progress import Reporter
 
 
@@ -157,6 +158,9 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
                 _take_trained_weights(graph.gm, trained)
         small = apply_plan(graph, fit.plan)  # 4. physical rewrite
         if not resumed:
+            if config.reconstruct:
+                refit = reconstruct(teacher, small, graph, fit.plan, data, seed=config.seed)
+                reporter.line(f"reconstruction: {len(refit)} layers refit to the baseline's outputs")
             seed_epoch(data, config.seed, 3, 0)
             recalibrate_batch_norm(small, data.train)  # statistics of the pruned network, before fine-tuning
     with clock("finetune"):  # 5. fine-tune with distillation from the baseline
