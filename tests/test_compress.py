@@ -149,6 +149,21 @@ def test_cli_compress_and_resume_errors(task, tmp_path, capsys):
     assert "finished (its report.json is there)" in capsys.readouterr().err
 
 
+def test_cli_compress_with_the_whole_budget_and_reconstruction(task, tmp_path, capsys):
+    spec, data, model, path = task
+    out = tmp_path / "cli"
+    code = main(["compress", str(path), "--method", "sensitivity", "--target", "flops=0.5", "--data", spec,
+                 "-o", str(out), "--epochs", "1", "--reconstruct", "--batch-size", "64"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["reconstruct"] and report["config"]["epochs"] == 1
+    assert (report["config"]["search_epochs"], report["config"]["finetune_epochs"]) == (0, 1)
+    probes = report["search"]["probes"]
+    assert probes["count"] > 1 and probes["images"] > 0
+    assert 0.5 * 0.99 <= report["ratios"]["flops"] <= 0.5
+    assert set(report["latency"]["spread"]) == {"1", "32"} and report["latency"]["rounds"] == 5
+
+
 @pytest.mark.parametrize("weights", ["baseline", "search"])
 def test_figs_starts_fine_tuning_from_the_chosen_weights(task, weights):
     _, data, model, _ = task

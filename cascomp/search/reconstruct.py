@@ -93,9 +93,11 @@ def _samples(baseline, pruned, original, layer, calibration, outputs, positions,
             chosen = torch.randperm(columns.shape[2], generator=generator)[:positions]
             rows.append(columns[:, :, chosen].transpose(1, 2).reshape(-1, columns.shape[1]))
             targets.append(output[:, :, chosen].transpose(1, 2).reshape(-1, output.shape[1]))
-        else:
-            rows.append(inputs.reshape(-1, inputs.shape[-1]))
-            targets.append(output.reshape(-1, output.shape[-1]))
+        else:  # tokens of a sequence are positions too: (N, ..., C) -> (N, T, C), `positions` of the T
+            inputs, output = inputs.reshape(len(x), -1, inputs.shape[-1]), output.reshape(len(x), -1, output.shape[-1])
+            chosen = torch.randperm(inputs.shape[1], generator=generator)[:positions]
+            rows.append(inputs[:, chosen].reshape(-1, inputs.shape[-1]))
+            targets.append(output[:, chosen].reshape(-1, output.shape[-1]))
     return torch.cat(rows).double(), torch.cat(targets).double()
 
 

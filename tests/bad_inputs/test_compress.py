@@ -160,6 +160,8 @@ CASES = {
     "resume with a new seed and epochs": Case(
         ("compress", "--resume", "{dir}/run1", "--seed", "0", "--finetune-epochs", "3"),
         "takes no --finetune-epochs, --seed", setup=_interrupted_run),
+    "resume with --reconstruct": Case(("compress", "--resume", "{dir}/run1", "--reconstruct"),
+                                      "takes no --reconstruct", setup=_interrupted_run),
     "resume with --force": Case(("compress", "--resume", "{dir}/run1", "--force"), "takes no --force",
                                 setup=_interrupted_run),
     "resume a finished run": Case(("compress", "--resume", "{dir}/out"), "finished (its report.json is there)", setup=_finished_run),

@@ -77,6 +77,9 @@ def add_parser(commands) -> None:
     command.add_argument("--min-keep", type=int, metavar="N", help="no group below N channels (default 1)")
     command.add_argument("--ignore", action="append", metavar="PATTERN",
                          help="module-name patterns whose channels stay, e.g. 'fc' (repeatable)")
+    command.add_argument("--reconstruct", action="store_true",
+                         help="before fine-tuning, refit the pruned conv/linear layers by least squares to the "
+                              "baseline's outputs (forward passes on 8 training batches)")
     command.add_argument("--output-index", type=_index_or_key, metavar="N|KEY",
                          help="when forward returns a tuple or dict: which output is the logits (the compressed "
                               "model returns it alone)")
@@ -142,6 +145,7 @@ def _new_run(args) -> dict:
         search_epochs=options.search_epochs,
         finetune_epochs=options.finetune_epochs, lr=options.lr, seed=options.seed, round_to=options.round_to,
         min_keep=options.min_keep, ignore=tuple(options.ignore), output_index=options.output_index,
+        reconstruct=args.reconstruct,
         distill=DistillConfig(weight=options.kd_weight, temperature=options.kd_temperature))
     model = absolute(args.model)
     return {"format": RUN_FORMAT, "model": model, "model_sha256": sha256(model), "factory": args.factory,
@@ -157,7 +161,8 @@ def _resumed_run(args) -> dict:
              if (name in DEFAULTS or name in ("limit_train", "limit_val", "temperature", "factory")) and value is not None]
     given += [flag for flag, value in (("MODEL", args.model), ("--data", args.data), ("-o", args.output),
                                        ("--force", args.force), ("--safe", args.safe),
-                                       ("--keep-search-weights", args.keep_search_weights)) if value]
+                                       ("--keep-search-weights", args.keep_search_weights),
+                                       ("--reconstruct", args.reconstruct)) if value]
     if given:
         raise ConfigError(f"--resume continues the run as {RUN_FILE} in {args.resume} records it, so it takes no "
                           f"{', '.join(sorted(given))}; drop them, or start a new run with them (-o NEW_OUT)")
