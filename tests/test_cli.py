@@ -12,14 +12,12 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 import torch
 
 from cascomp import cli
-from cascomp.cli import graph_picture
 from cascomp.cli.commands import analyze, export
 from cascomp.export import export_onnx
 from tests.cli_factory import build
@@ -68,8 +66,7 @@ BAD = {
                                           None),
     "safe with a pickle": (["analyze", "{dir}/tiny.pt", "--safe", *TINY_SHAPE], "refusing to load", None),
 }
-if find_spec("matplotlib") is not None:  # optional; without it, a test of main() checks the error instead
-    GOOD["graph"] = ["analyze", "{dir}/tiny.pt", *TINY_SHAPE, "--graph", "{dir}/g.png"]
+GOOD["graph"] = ["analyze", "{dir}/tiny.pt", *TINY_SHAPE, "--graph", "{dir}/g.png"]
 
 
 def _cascomp(argv: list[str], directory: Path) -> subprocess.CompletedProcess:
@@ -188,7 +185,6 @@ def test_factory_with_a_state_dict(runs, workdir):
     assert "time by node" in runs["profile factory"].stdout and "conv1" in runs["profile factory"].stdout
 
 
-@pytest.mark.skipif(find_spec("matplotlib") is None, reason="matplotlib is optional and not installed")
 def test_graph_is_drawn_as_png(runs, workdir):
     _succeeded(runs["graph"])
     assert (workdir / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -238,14 +234,6 @@ def test_a_bug_is_one_line_with_status_1_and_debug_shows_the_traceback(monkeypat
     monkeypatch.setenv("CASCOMP_DEBUG", "1")
     assert cli.main(["analyze", "x.pt"]) == 1
     assert "Traceback" in capsys.readouterr().err
-
-
-def test_graph_without_matplotlib_says_how_to_install_it(workdir, monkeypatch, capsys):
-    monkeypatch.setattr(graph_picture.importlib.util, "find_spec", lambda name: None)
-    assert cli.main(["analyze", str(workdir / "tiny.pt"), *TINY_SHAPE, "--graph", str(workdir / "g0.png")]) == 2
-    assert capsys.readouterr().err == ("cascomp: error: --graph needs matplotlib, which is not installed; "
-                                       "pip install matplotlib\n")
-    assert not (workdir / "g0.png").exists()
 
 
 def test_ctrl_c_exits_130(monkeypatch, capsys):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import cascomp
 from cascomp.config import CompressConfig, FigsConfig, Target
 from cascomp.errors import ConfigError, SearchError
+from cascomp.kernels.channel_gates import ConcreteGates
 from cascomp.methods import METHODS
 from cascomp.search.budget import PREFERRED_MULTIPLES, fit_preferring_multiples, fit_widths, target_ratios
 from cascomp.search.control import PenaltyController, scheduled_target
@@ -246,3 +247,28 @@ def test_the_epoch_budget_with_one_part_given_and_its_mistakes():
         CompressConfig(epochs=0)
     with pytest.raises(ConfigError, match="finetune_epochs must be"):
         CompressConfig(epochs=2, search_epochs=3)
+
+
+def test_concrete_gates_read_the_temperature_and_expected_gates_do_not():
+    torch.manual_seed(0)
+    sharp = ConcreteGates((64,), init_logit=0.5, temperature=1e-3, estimator="concrete").train()()
+    soft = ConcreteGates((64,), init_logit=0.5, temperature=100.0, estimator="concrete").train()()
+    assert ((sharp[1:] < 0.01) | (sharp[1:] > 0.99)).float().mean() > 0.95  # tau -> 0: nearly 0/1 draws
+    assert ((soft[1:] - 0.5).abs() < 0.05).all()  # tau large: every gate near sigmoid(0) = 0.5
+    hard = ConcreteGates((64,), init_logit=0.5, temperature=100.0, estimator="expected").train()()
+    assert set(hard[1:].detach().unique().tolist()) <= {0.0, 1.0}
+
+
+def test_raw_cost_balance_and_sgd_logits_are_not_ignored():
+    graph = cascomp.trace(ZOO["resnet_basic"].build(), example_inputs("resnet_basic"))
+    gradient = torch.linspace(0.1, 2.0, sum(g.size for g in graph.groups))
+    raw = _figs(graph, cost_balance="raw").cost_direction([gradient])[0]
+    balanced = _figs(graph).cost_direction([gradient])[0]
+    assert torch.equal(raw, gradient) and not torch.allclose(balanced, gradient)
+    start = 0
+    for group in graph.groups:  # balanced: every group's mean push is the overall mean
+        assert float(balanced[start:start + group.size].abs().mean()) == pytest.approx(float(gradient.mean()))
+        start += group.size
+    sgd, adam = _figs(graph, logit_optimizer="sgd", logit_lr=0.3), _figs(graph)
+    assert type(sgd.arch_optimizer()) is torch.optim.SGD and sgd.arch_optimizer().defaults["lr"] == 0.3
+    assert type(adam.arch_optimizer()) is torch.optim.Adam and adam.arch_optimizer().defaults["eps"] == 1.0

@@ -2,12 +2,10 @@
 
 Nodes whose output spans several groups (a concatenation) are black; nodes whose channels are all frozen
 (inputs, the head, reductions) are grey. Layers run left to right in topological order.
-matplotlib is optional: without it the command says how to install it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import networkx as nx
@@ -15,7 +13,6 @@ import numpy as np
 import torch
 
 from cascomp.export.atomic import atomic_output
-from cascomp.errors import ConfigError
 from cascomp.ir.graph import Graph
 
 _FROZEN_COLOUR = "#c8c8c8"
@@ -23,16 +20,9 @@ _MIXED_COLOUR = "#000000"
 _LEGEND_GROUPS = 20  # a legend longer than this stops helping
 
 
-def require_matplotlib() -> None:
-    """Fail before the slow work when the picture cannot be drawn."""
-    if importlib.util.find_spec("matplotlib") is None:
-        raise ConfigError("--graph needs matplotlib, which is not installed; pip install matplotlib")
-
-
 def draw_groups(graph: Graph, path: str | os.PathLike) -> None:
     """Write a PNG of `graph` to `path` (whole or not at all; an existing file is replaced)."""
-    require_matplotlib()
-    import matplotlib
+    import matplotlib  # a dependency of cascomp; imported here so that commands without --graph start faster
 
     matplotlib.use("Agg")  # files only: no display is needed or wanted
     import matplotlib.pyplot as plt

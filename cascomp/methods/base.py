@@ -6,7 +6,7 @@ A method
   expected cost of the current search state as a differentiable ratio of the baseline, per metric,
 - may ask for `probes()`: plans whose loss the driver measures without training (`cascomp.search.probe`)
   and hands back through `take_measurements()` before the decision,
-- `decide()`s what survives: channel scores plus a family of widths, which `fit_widths` turns into a plan
+- `decide()`s what survives: channel scores plus a family of keep fractions, which `fit_widths` turns into a plan
   that meets every target.
 Methods that need no training (`searches = False`) are decided straight from the baseline's weights.
 `goals` (target ratio per metric) tells a method which costs the budget binds.
@@ -15,7 +15,6 @@ Methods that need no training (`searches = False`) are decided straight from the
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,12 +22,13 @@ import torch.fx as fx
 
 from cascomp.ir.graph import Graph
 from cascomp.ir.plan import Plan
+from cascomp.methods.families import Family
 
 
 @dataclass(frozen=True)
 class Decision:
     scores: dict[str, torch.Tensor]  # per group: importance of each channel (kept first when higher)
-    family: Callable[[float], dict[str, int]]  # s in [0, 1] -> width per group, growing with s
+    family: Family  # s in [0, 1] -> keep fraction per group (of its size), growing with s
 
 
 class Method:

@@ -7,7 +7,7 @@ from rich.console import Console
 from cascomp.api import trace
 from cascomp.cli.analysis_report import analysis_report, render_analysis
 from cascomp.cli.command import FORMATTER, Output, add_json_argument, wrapped
-from cascomp.cli.graph_picture import draw_groups, require_matplotlib
+from cascomp.cli.graph_picture import draw_groups
 from cascomp.cli.model_arguments import (add_model_arguments, describe, input_shapes, load, model_name,
                                          refuse_huge_inputs, refuse_overwriting_model)
 from cascomp.export.atomic import check_output_path
@@ -39,7 +39,6 @@ def run(args) -> Output:
     shapes = input_shapes(args)  # a typo in a flag fails before the slow load
     refuse_huge_inputs(shapes, args.input_dtype)
     if args.graph:
-        require_matplotlib()
         check_output_path(args.graph, force=True)
         refuse_overwriting_model(args.model, args.graph, "--graph", "the picture")
     loaded, inputs = load(args, shapes)

@@ -65,7 +65,11 @@ def add_parser(commands) -> None:
     command.add_argument("--limit-train", type=int, metavar="N", help="train on a seeded random subset of N samples")
     command.add_argument("--limit-val", type=int, metavar="N", help="validate on a seeded random subset of N samples")
     command.add_argument("--seed", type=int, help="(default 0)")
-    command.add_argument("--temperature", type=float, help="FiGS gate temperature (default 1e-3)")
+    command.add_argument("--estimator", choices=("expected", "concrete"),
+                         help="FiGS gate gradient: 'expected' (default; Bernoulli draws with their mean "
+                              "derivative) or 'concrete' (through the sampled sigmoid at --temperature)")
+    command.add_argument("--temperature", type=float, help="FiGS Concrete temperature, read by --estimator "
+                         "concrete only (default 1e-3)")
     command.add_argument("--keep-search-weights", action="store_true",
                          help="FiGS: fine-tune from the weights trained during the search (default: the baseline's "
                               "weights of the kept channels)")
@@ -132,11 +136,16 @@ def _new_run(args) -> dict:
     method = options.method
     if method not in METHOD_CONFIGS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(sorted(METHOD_CONFIGS))}")
-    for flag, was_given in (("--temperature", args.temperature is not None),
+    for flag, was_given in (("--temperature", args.temperature is not None), ("--estimator", args.estimator),
                             ("--keep-search-weights", args.keep_search_weights)):
         if was_given and method != "figs":
             raise ConfigError(f"{flag} is a FiGS option; method {method!r} has no search")
+    if args.temperature is not None and args.estimator != "concrete":
+        raise ConfigError("--temperature is the Concrete relaxation's temperature, which only --estimator concrete "
+                          "reads (the default estimator draws hard gates); add --estimator concrete or drop it")
     method_options = {"temperature": args.temperature} if args.temperature is not None else {}
+    if args.estimator is not None:
+        method_options["estimator"] = args.estimator
     if args.keep_search_weights:
         method_options["weights"] = "search"
     config = CompressConfig(
@@ -158,7 +167,8 @@ def _resumed_run(args) -> dict:
     """The run's record in --resume OUT; the flags that would change the run are refused (it is resumed as
     recorded)."""
     given = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
-             if (name in DEFAULTS or name in ("limit_train", "limit_val", "temperature", "factory")) and value is not None]
+             if (name in DEFAULTS or name in ("limit_train", "limit_val", "temperature", "estimator", "factory"))
+             and value is not None]
     given += [flag for flag, value in (("MODEL", args.model), ("--data", args.data), ("-o", args.output),
                                        ("--force", args.force), ("--safe", args.safe),
                                        ("--keep-search-weights", args.keep_search_weights),
