@@ -134,7 +134,8 @@ METHOD_CONFIGS = {"figs": FigsConfig, "uniform": UniformConfig, "l1": L1Config, 
 class CompressConfig:
     """Everything one `compress` run needs besides the model and the data."""
 
-    method: str = "figs"
+    # the default: the best cascomp method of benchmarks/peers.py (docs/results.md)
+    method: str = "sensitivity"
     targets: tuple[Target, ...] = (Target(metric="flops", value=0.33),)
     method_config: object = None
     # the schedule in full passes over the training data: `epochs` is the total, which the method splits
@@ -230,7 +231,7 @@ class CompressConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "CompressConfig":
         data = dict(data)
-        method = data.get("method", "figs")
+        method = data.get("method", cls.method)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -20,3 +20,11 @@ def test_every_public_name_exists() -> None:
 def test_methods_registry_matches_the_configs() -> None:
     from cascomp.config import METHOD_CONFIGS
     assert sorted(cascomp.METHODS) == sorted(METHOD_CONFIGS) == ["figs", "l1", "sensitivity", "uniform"]
+
+
+def test_the_default_method_is_pinned() -> None:
+    """compress without a method runs `sensitivity`: the best cascomp method of benchmarks/peers.py. Changing
+    it needs the benchmark's table (docs/results.md) to say so."""
+    from cascomp.cli.commands.compress import DEFAULTS
+    assert cascomp.CompressConfig().method == DEFAULTS["method"] == "sensitivity"
+    assert isinstance(cascomp.CompressConfig().method_config, cascomp.SensitivityConfig)

@@ -26,7 +26,7 @@ from cascomp.errors import ConfigError
 NAME = "compress"
 # The run's options: parsed with default None, so an option given on the command line can be told from one
 # left out (a resumed run refuses the former); the real defaults are applied here.
-DEFAULTS = {"method": "figs", "target": ["flops=0.33"], "epochs": None, "search_epochs": None,
+DEFAULTS = {"method": "sensitivity", "target": ["flops=0.33"], "epochs": None, "search_epochs": None,
             "finetune_epochs": None, "lr": 0.01,
             "batch_size": 128, "seed": 0, "kd_weight": 0.9, "kd_temperature": 4.0, "round_to": "auto",
             "min_keep": 1, "ignore": [], "output_index": None}
@@ -46,7 +46,7 @@ def add_parser(commands) -> None:
                          "or a state dict with --factory)")
     command.add_argument("--factory", metavar="PKG.MODULE:FUNCTION", help="builds the model; MODEL is its state dict")
     command.add_argument("--safe", action="store_true", help="refuse pickles, which run code when loaded")
-    command.add_argument("--method", help=f"one of {', '.join(sorted(METHOD_CONFIGS))} (default figs)")
+    command.add_argument("--method", help=f"one of {', '.join(sorted(METHOD_CONFIGS))} (default sensitivity)")
     command.add_argument("--target", action="append", metavar="METRIC=VALUE",
                          help="budget: flops=0.33 (ratio of the baseline), params=1.5M (absolute); repeatable "
                               "(default flops=0.33)")
