@@ -193,8 +193,8 @@ CASES = {
     "no data": Case(("compress", "{dir}/tiny.pt", "-o", "{dir}/out"), "--data is required"),
     "no output": Case(("compress", "{dir}/tiny.pt", *DATA), "-o OUT is required"),
     "no model": Case(("compress", *DATA, "-o", "{dir}/out"), "give the model to compress"),
-    "temperature without the concrete estimator": Case((*COMPRESS, "-o", "{dir}/out", "--temperature", "0.1"),
-                                                       "only --estimator concrete reads"),
+    "temperature without the concrete estimator": Case(
+        (*COMPRESS, "-o", "{dir}/out", "--method", "figs", "--temperature", "0.1"), "only --estimator concrete reads"),
     "FiGS estimator with l1": Case((*COMPRESS, "-o", "{dir}/out", "--method", "l1", "--estimator", "concrete"),
                                    "--estimator is a FiGS option"),
     "FiGS option with l1": Case((*COMPRESS, "-o", "{dir}/out", "--method", "l1", "--temperature", "0.1"),
