@@ -7,13 +7,27 @@ its FLOPs: one that traces and rewrites but prunes (almost) nothing is a failure
 network with twice the blocks, to show how analysis time grows with the number of nodes.
 
     python benchmarks/coverage.py
+    python benchmarks/coverage.py --vs-torch-pruning
+
+`--vs-torch-pruning` prints only the speed comparison with Torch-Pruning (needs `pip install torch-pruning`,
+never a dependency of cascomp) on five full-size ImageNet families at 224x224, batch 1 (tests/zoo_full.py):
+cascomp's trace + analysis and its rewrite of a random 50 % plan (`trace`, `Plan.random`, `apply_plan`, which
+also runs the result once to check it) against Torch-Pruning building its DependencyGraph and pruner and taking
+one 50 % magnitude step (it does not run the result). One thread, a fresh model per run, one untimed run of each
+tool per model first, the garbage of earlier runs collected before each run (a full collection of torch's heap
+takes ~0.2 s and would land in a random run), the two tools alternating run by run so that machine drift hits
+both alike; medians of 3 runs.
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
+import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,9 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cascomp  # noqa: E402
 from tests.models import ZOO, example_inputs, resnet50, resnet50_deep  # noqa: E402
+from tests.zoo_full import BUILDERS as FULL_SIZE  # noqa: E402
 
 
 MIN_REMOVED = 0.10  # a random half-width plan removing less of the FLOPs than this counts as pruning nothing
+PEER_RUNS = 3
 
 
 def first(value):
@@ -93,5 +109,61 @@ def main() -> None:
               f"rewrite {rewrite:5.2f} s  total {analyse + rewrite:5.2f} s")
 
 
+# -- against Torch-Pruning -----------------------------------------------------------------------------------
+def cascomp_seconds(build) -> tuple[float, float]:
+    """(trace + analysis, rewrite of a random 50 % plan) in seconds, on a fresh model."""
+    model, x = build(), torch.randn(1, 3, 224, 224)
+    gc.collect()  # garbage left by earlier runs is collected now, not in the middle of this one
+    start = time.perf_counter()
+    graph = cascomp.trace(model, (x,))
+    analysed = time.perf_counter()
+    cascomp.apply_plan(graph, cascomp.Plan.random(graph, 0.5, seed=0))
+    return analysed - start, time.perf_counter() - analysed
+
+
+def torch_pruning_seconds(tp, build, classifier: str) -> float:
+    """Torch-Pruning's DependencyGraph (built with the pruner) and one 50 % step, on a fresh model. Attention
+    modules are named with their head count, as Torch-Pruning's ViT example does: without it the step fails."""
+    model, x = build(), torch.randn(1, 3, 224, 224)
+    heads = {m.qkv: m.heads for m in model.modules() if hasattr(m, "qkv") and hasattr(m, "heads")}
+    gc.collect()
+    start = time.perf_counter()
+    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
+                                  ignored_layers=[model.get_submodule(classifier)], num_heads=heads)
+    pruner.step()
+    return time.perf_counter() - start
+
+
+def compare_with_torch_pruning() -> None:
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        sys.exit("--vs-torch-pruning needs Torch-Pruning, which cascomp does not depend on: pip install torch-pruning")
+    warnings.filterwarnings("ignore", module="torch_pruning")  # its note on ViT's class token and positions
+    torch.set_num_threads(1)  # the two tools must not differ by how well they use a shared machine
+    header = (f"{'model':16} {'cascomp trace+analysis':>22} {'rewrite':>8} {'total':>7} "
+              f"{'Torch-Pruning graph+step':>24} {'ratio':>6}")
+    print(header)
+    print("-" * len(header))
+    for name, (build, classifier) in FULL_SIZE.items():
+        # untimed: the first calls pay for lazy imports and for the kernels picked per new shape
+        cascomp_seconds(build), torch_pruning_seconds(tp, build, classifier)
+        ours, theirs = [], []
+        for _ in range(PEER_RUNS):  # interleaved, so drift during the runs hits both tools alike
+            ours.append(cascomp_seconds(build))
+            theirs.append(torch_pruning_seconds(tp, build, classifier))
+        analyse = statistics.median(a for a, _ in ours)
+        rewrite = statistics.median(r for _, r in ours)
+        total, peer = statistics.median(a + r for a, r in ours), statistics.median(theirs)
+        print(f"{name:16} {analyse:21.2f}s {rewrite:7.2f}s {total:6.2f}s {peer:23.2f}s {total / peer:5.2f}x", flush=True)
+    print(f"\nmedians of {PEER_RUNS} runs, one thread, 224x224, batch 1; ratio = cascomp total / Torch-Pruning")
+
+
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vs-torch-pruning", action="store_true",
+                        help="only compare speed with Torch-Pruning on five full-size models")
+    if parser.parse_args().vs_torch_pruning:
+        compare_with_torch_pruning()
+    else:
+        main()

@@ -23,10 +23,11 @@ from cascomp.data import load_data
 from cascomp.errors import ConfigError, PassError
 from cascomp.export import export_onnx
 from cascomp.ir.graph import Constraints, Graph
+from cascomp.ir.module_copy import copy_for_rewrite
 from cascomp.ir.plan import Plan
 from cascomp.methods import METHODS
 from cascomp.passes import (EliminateDeadCodePass, MaskChannelsPass, PruneChannelsPass, RemoveBranchesPass,
-                            ResizeShapeArgsPass)
+                            ResizeShapeArgsPass, run_passes)
 from cascomp.report import Outputs, build_report, summary_table
 from cascomp.search.budget import PREFERRED_MULTIPLES, fit_of_plan, fit_preferring_multiples, target_ratios
 from cascomp.search.checkpoint import CheckpointStore
@@ -52,12 +53,14 @@ def trace(model: nn.Module, example_inputs, example_kwargs: dict | None = None, 
 def apply_plan(graph: Graph, plan: Plan) -> fx.GraphModule:
     """A new, physically smaller module computing what `mask_model(graph, plan)` computes."""
     label_keep = graph.label_keep(plan)
-    gm = _copy_sharing_tensors(graph.gm)  # the prune pass gives every parameter and buffer a fresh tensor
+    # the prune pass gives every parameter and buffer a fresh tensor, so the copy may share them; its code is
+    # generated once, after the last pass
+    gm = copy_for_rewrite(graph.gm)
     removed = graph.depth.zeroed(plan.widths(graph))  # groups keeping no channel: their branches become constants
-    gm = RemoveBranchesPass(graph.record, label_keep, removed)(gm, copy_input=False).gm
-    gm = PruneChannelsPass(graph.record, label_keep)(gm, copy_input=False).gm
-    gm = ResizeShapeArgsPass(graph.record, label_keep)(gm, copy_input=False).gm
-    gm = EliminateDeadCodePass()(gm, copy_input=False).gm
+    gm = run_passes(gm, [RemoveBranchesPass(graph.record, label_keep, removed),
+                         PruneChannelsPass(graph.record, label_keep),
+                         ResizeShapeArgsPass(graph.record, label_keep),
+                         EliminateDeadCodePass()]).gm
     _verify_runs(graph, gm)
     return gm
 
@@ -66,11 +69,6 @@ def mask_model(graph: Graph, plan: Plan) -> fx.GraphModule:
     """Same sizes as the traced model, with every dropped channel zeroed on every tensor of its group."""
     label_keep = graph.label_keep(plan)
     return MaskChannelsPass(graph.record, label_keep)(graph.gm).gm
-
-
-def _copy_sharing_tensors(gm: fx.GraphModule) -> fx.GraphModule:
-    memo = {id(t): t for t in list(gm.parameters()) + list(gm.buffers())}
-    return copy.deepcopy(gm, memo)
 
 
 def _verify_runs(graph: Graph, gm: fx.GraphModule) -> None:

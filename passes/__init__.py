@@ -1,6 +1,6 @@
 """Graph passes, installed as cascomp.passes: one pass per file, each with a declared rule."""
 
-from cascomp.passes.base import Pass, PassResult
+from cascomp.passes.base import Pass, PassResult, run_passes
 from cascomp.passes.eliminate_dead_code import EliminateDeadCodePass
 from cascomp.passes.insert_channel_gates import InsertChannelGatesPass
 from cascomp.passes.mask_channels import MaskChannelsPass
@@ -10,5 +10,5 @@ from cascomp.passes.resize_shape_args import ResizeShapeArgsPass
 
 __all__ = [
     "EliminateDeadCodePass", "InsertChannelGatesPass", "MaskChannelsPass", "Pass", "PassResult", "PruneChannelsPass",
-    "RemoveBranchesPass", "ResizeShapeArgsPass",
+    "RemoveBranchesPass", "ResizeShapeArgsPass", "run_passes",
 ]

@@ -25,15 +25,18 @@ class _Propagator(fx.Interpreter):
         self.labels: dict[fx.Node, Any] = {}
 
     def run_node(self, node: fx.Node) -> Any:
+        # Interpreter.run_node without its per-node context (it attributes errors for re-tracing, which never
+        # happens here), fetching the arguments once for both the op and its rule
         try:
-            value = super().run_node(node)
+            args, kwargs = self.fetch_args_kwargs_from_env(node)
+            value = getattr(self, node.op)(node.target, args, kwargs)
         except Exception as error:
             raise AnalysisError(f"running the traced model failed at node {node.name!r}: {type(error).__name__}: "
                                 f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}; check that the "
                                 "example inputs have the shapes and dtypes the model expects") from error
         self.ctx.node = node
         try:
-            labels = self._rule(node, value)
+            labels = self._rule(node, value, args, kwargs)
         except Exception as error:  # a bug in a rule must name the node it broke on
             raise AnalysisError(f"channel analysis failed at {self.ctx.where}: {type(error).__name__}: {error}; "
                                 "please report this with the model (CASCOMP_DEBUG=1 shows the traceback)") from error
@@ -44,7 +47,10 @@ class _Propagator(fx.Interpreter):
             self.ctx.record.floating.add(node.name)
         return value
 
-    def _rule(self, node: fx.Node, value: Any) -> Any:
+    def call_module(self, target, args, kwargs) -> Any:
+        return self.ctx.module(target)(*args, **kwargs)  # a dict lookup where fetch_attr walks the path
+
+    def _rule(self, node: fx.Node, value: Any, args: tuple, kwargs: dict) -> Any:
         if node.op == "placeholder":
             return self.ctx.frozen_output(value)
         if node.op == "get_attr":
@@ -52,7 +58,6 @@ class _Propagator(fx.Interpreter):
         if node.op == "output":
             self.ctx.freeze(fx.node.map_arg(node.args[0], self.labels.get), OUTPUT)
             return None
-        args, kwargs = self.fetch_args_kwargs_from_env(node)
         largs = fx.node.map_arg(node.args, self.labels.get)
         lkwargs = fx.node.map_arg(node.kwargs, self.labels.get)
         largs = tuple(_literal_labels(a, la) for a, la in zip(args, largs))

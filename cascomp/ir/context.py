@@ -81,6 +81,7 @@ class Context:
         self.record = Record()
         self.batch_size = batch_size
         self.node: fx.Node | None = None
+        self._modules = dict(gm.named_modules(remove_duplicate=False))  # get_submodule walks the path each call
         self._params = dict(gm.named_parameters())
         self._params.update(dict(gm.named_buffers()))
         self._param_freezes: dict[tuple[str, int], tuple[str, str]] = {}  # (param, dim) -> (node, reason)
@@ -101,7 +102,7 @@ class Context:
         return f"node {node.name!r}{line}"
 
     def module(self, target: str) -> torch.nn.Module:
-        return self.gm.get_submodule(target)
+        return self._modules[target] if target in self._modules else self.gm.get_submodule(target)
 
     def param(self, name: str) -> torch.Tensor:
         return self._params[name]

@@ -112,11 +112,12 @@ def removable_branches(gm: fx.GraphModule, record: Record, grouping: Grouping) -
     users = tensor_users(gm)
     nodes = {node.name: node for node in gm.graph.nodes}
     position = {node: index for index, node in enumerate(nodes.values())}
+    modules = dict(gm.named_modules(remove_duplicate=False))  # get_submodule walks the path on every call
     branches, refused = {}, {}
     for index, group in enumerate(grouping.groups):
         zero = tensors_of_group.get(index, set())
         mixed = {name for name in zero if touched[name] != {index}}
-        outcome = _Scan(gm, record, zero, mixed, nodes, position).run(group.name)
+        outcome = _Scan(gm, record, zero, mixed, nodes, position, modules).run(group.name)
         if isinstance(outcome, Branch):  # case 5
             dead = dead_closure(nodes[name] for name in outcome.removed if name in nodes)
             readers = {name: users.get(name, frozenset()) - dead for name in params_of_group.get(index, ())}
@@ -152,8 +153,9 @@ class _Scan:
     from them: zero tensors, frontier, chain, merges (cases 1-4). No other node can change the outcome."""
 
     def __init__(self, gm: fx.GraphModule, record: Record, zero: set[str], mixed: set[str],
-                 nodes: dict[str, fx.Node], position: dict[fx.Node, int]) -> None:
-        self.gm, self.record = gm, record
+                 nodes: dict[str, fx.Node], position: dict[fx.Node, int],
+                 modules: dict[str, nn.Module]) -> None:
+        self.gm, self.record, self.modules = gm, record, modules
         self.zero, self.mixed = zero, mixed
         self.nodes, self.position = nodes, position
         self.constants: dict[str, tuple[tuple[int, ...], int]] = {}  # node -> (shape, channel dim)
@@ -184,7 +186,7 @@ class _Scan:
         if node.name in self.mixed:  # case 1
             return f"{describe_node(self.gm, node)} holds its channels together with other channels"
         if node.name in self.zero:
-            return _zero_problem(self.gm, self.record, node)
+            return _zero_problem(self.gm, self.modules, self.record, node)
         if any(i.name in self.zero for i in inputs):
             return self._frontier(node)  # case 2
         if any(i.name in self.constants for i in inputs):
@@ -193,7 +195,7 @@ class _Scan:
         return None
 
     def _frontier(self, node: fx.Node) -> str | None:
-        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        module = self.modules[str(node.target)] if node.op == "call_module" else None
         dense = isinstance(module, nn.Linear) or (
             isinstance(module, CONVS + CONV_TRANSPOSES) and module.groups == 1)
         if node.op == "output":
@@ -207,14 +209,14 @@ class _Scan:
         return None
 
     def _chain(self, node: fx.Node) -> str | None:
-        if not _is_chain_op(self.gm, node):
+        if not _is_chain_op(self.modules, node):
             return "not a per-channel op"
         inputs = node.all_input_nodes
         known = {self.constants[i.name] for i in inputs if i.name in self.constants}
         shape, dim = next(iter(known))
         if len(known) > 1 or self.record.shapes.get(node.name) != shape:
             return f"{describe_node(self.gm, node)} changes the shape of the constant its branch becomes"
-        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        module = self.modules[str(node.target)] if node.op == "call_module" else None
         if isinstance(module, BATCH_NORMS) and dim != 1:
             return f"{describe_node(self.gm, node)} normalises another dim than the constant's channels"
         for other in inputs:
@@ -242,14 +244,15 @@ class _Scan:
         return None
 
 
-def _zero_problem(gm: fx.GraphModule, record: Record, node: fx.Node) -> str | None:
+def _zero_problem(gm: fx.GraphModule, modules: dict[str, nn.Module], record: Record,
+                  node: fx.Node) -> str | None:
     labels = record.labels.get(node.name)
     if not isinstance(labels, torch.Tensor) or len(varying_dims(labels)) > 1:
         return f"{describe_node(gm, node)} holds its channels along several dims or in several outputs"
     if node.name not in record.floating:
         return f"{describe_node(gm, node)} holds its channels in a non-floating tensor"
     if node.op == "call_module":
-        if isinstance(gm.get_submodule(str(node.target)), ZERO_SAFE_MODULES):
+        if isinstance(modules[str(node.target)], ZERO_SAFE_MODULES):
             return None
     elif node.op in ("call_function", "call_method"):
         name = op_name(node)
@@ -259,9 +262,9 @@ def _zero_problem(gm: fx.GraphModule, record: Record, node: fx.Node) -> str | No
     return f"{describe_node(gm, node)} would see only zeros in its channels and is not known to stay finite"
 
 
-def _is_chain_op(gm: fx.GraphModule, node: fx.Node) -> bool:
+def _is_chain_op(modules: dict[str, nn.Module], node: fx.Node) -> bool:
     if node.op == "call_module":
-        return isinstance(gm.get_submodule(str(node.target)), BATCH_NORMS + POINTWISE_MODULES)
+        return isinstance(modules[str(node.target)], BATCH_NORMS + POINTWISE_MODULES)
     return node.op in ("call_function", "call_method") and op_name(node) in CHAIN_FUNCTIONS
 
 

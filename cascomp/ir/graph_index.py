@@ -57,21 +57,32 @@ def tensor_users(gm: fx.GraphModule) -> dict[str, frozenset[str]]:
 
 
 def groups_of_nodes(record: Record, grouping: Grouping) -> dict[str, set[int]]:
-    """For every node, the indices of the groups whose channels its value (or values) carry."""
-    group_of_slot = _group_of_slot(grouping)
-    touched = {}
-    for name, labels in record.labels.items():
-        found = [group_of_slot[grouping.slot_of_label[t.numpy()]] for t in _label_tensors(labels)]
-        touched[name] = {int(i) for part in found for i in np.unique(part)}  # -1: frozen channels
-    return touched
+    """For every node, the indices of the groups whose channels its value (or values) carry (-1: frozen
+    channels)."""
+    vectors = {name: [t.reshape(-1) for t in _label_tensors(labels)] for name, labels in record.labels.items()}
+    return _groups_of(vectors, grouping)
 
 
 def groups_of_params(record: Record, grouping: Grouping) -> dict[str, set[int]]:
     """For every parameter linked to channel labels, the indices of the groups its dims follow."""
-    group_of_slot = _group_of_slot(grouping)
-    return {name: {int(i) for v in axes if v is not None
-                   for i in np.unique(group_of_slot[grouping.slot_of_label[v.numpy()]]) if i >= 0}
-            for name, axes in record.param_axes.items()}
+    vectors = {name: [v for v in axes if v is not None] for name, axes in record.param_axes.items()}
+    return {name: {i for i in groups if i >= 0} for name, groups in _groups_of(vectors, grouping).items()}
+
+
+def _groups_of(vectors: dict[str, list[torch.Tensor]], grouping: Grouping) -> dict[str, set[int]]:
+    """The distinct groups of the labels listed under each name: one numpy pass over all of them, since a
+    unique per name costs more than the labels do."""
+    group_of_label = _group_of_slot(grouping)[grouping.slot_of_label]
+    names = list(vectors)
+    parts = [v.numpy() for name in names for v in vectors[name]]
+    lengths = np.array([sum(v.numel() for v in vectors[name]) for name in names], dtype=np.int64)
+    labels = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    width = len(grouping.groups) + 1  # groups shifted by one, so that -1 (frozen) is 0
+    keys = np.unique(np.repeat(np.arange(len(names)), lengths) * width + group_of_label[labels] + 1)
+    found: dict[str, set[int]] = {name: set() for name in names}
+    for owner, group in zip((keys // width).tolist(), (keys % width - 1).tolist()):
+        found[names[owner]].add(group)
+    return found
 
 
 def by_group(indices_of_name: dict[str, set[int]]) -> dict[int, set[str]]:

@@ -17,16 +17,18 @@ import numpy as np
 import torch
 
 from cascomp.errors import ConfigError
+from cascomp.ir.channel_positions import ChannelPositions
 from cascomp.ir.context import OUTPUT, Context
 
 
 @dataclass(frozen=True)
 class GroupMember:
-    """Parameter `param`, sliced along `dim`: `indices[c]` are the positions channel c owns there."""
+    """Parameter `param`, sliced along `dim`: `indices[c]` are the positions channel c owns there (a
+    `ChannelPositions` from the analysis, which reads as a tuple of tuples)."""
 
     param: str
     dim: int
-    indices: tuple[tuple[int, ...], ...]
+    indices: tuple[tuple[int, ...], ...] | ChannelPositions
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,8 @@ def build_groups(ctx: Context, ignore: tuple[str, ...] = ()) -> Grouping:
         if _ignored(keys, ignore):  # case 4
             ignored.append(len(classes))
             continue
-        members = tuple(GroupMember(name, dim, table.indices(classes, j))
-                        for j, (name, dim) in enumerate(keys))
+        first = table.first_cell[classes]
+        members = tuple(GroupMember(name, dim, table.indices(first, j)) for j, (name, dim) in enumerate(keys))
         groups.append(ChannelGroup(len(groups), "", len(classes), members))
         slot_roots.append(table.root_of_class[classes])
     groups = _name(groups)
@@ -177,16 +179,10 @@ class _ClassTable:
             unused += int(refined.max()) + 1
         return ids
 
-    def indices(self, classes: np.ndarray, member: int) -> tuple[tuple[int, ...], ...]:
-        """Positions each class owns in the group's `member`-th key, as tuples (case 3)."""
-        cells = self.first_cell[classes] + member
-        starts, lengths = self.cell_start[cells], self.cell_length[cells]
-        if bool((lengths == lengths[0]).all()):  # the usual case: every channel owns as many positions
-            columns = self.positions[starts[None, :] + np.arange(lengths[0])[:, None]]
-            return tuple(zip(*columns.tolist()))  # builds no list per channel
-        before = np.cumsum(lengths) - lengths  # uneven: gather just these cells, then cut them apart
-        flat = self.positions[np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()))].tolist()
-        return tuple(tuple(flat[a:a + n]) for a, n in zip(before.tolist(), lengths.tolist()))
+    def indices(self, first_cells: np.ndarray, member: int) -> ChannelPositions:
+        """Positions each class (given by its first cell) owns in the group's `member`-th key (case 3): a
+        cell's rows are contiguous and sorted by position, so each class's positions are one cell."""
+        return ChannelPositions(self.positions, self.cell_start, self.cell_length, first_cells + member)
 
 
 def _run_starts(*columns: np.ndarray) -> np.ndarray:

@@ -79,12 +79,15 @@ class LabelSpace:
 
     def unify(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Tie labels elementwise after broadcasting `a` against `b`."""
-        a, b = torch.broadcast_tensors(a, b)
-        pairs = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
-        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-        if len(pairs):
-            pairs = torch.unique(pairs, dim=0).numpy()
-            self._pending.append((pairs[:, 0], pairs[:, 1]))
+        if a.shape != b.shape:  # broadcast_tensors costs tens of microseconds even when there is nothing to do
+            a, b = torch.broadcast_tensors(a, b)
+        left, right = a.reshape(-1).numpy(), b.reshape(-1).numpy()
+        differ = left != right
+        if differ.any():
+            # one int64 key per pair (labels are below `count`): a 1-D unique, several times cheaper than
+            # torch.unique(dim=0), in the same (left, right) order
+            keys = np.unique(left[differ] * self.count + right[differ])
+            self._pending.append((keys // self.count, keys % self.count))
 
     def tie_all(self, labels: torch.Tensor) -> None:
         """Tie every label in `labels` into one class."""
@@ -135,6 +138,9 @@ def frozen_like(value: torch.Tensor) -> torch.Tensor:
 
 def compress(labels: torch.Tensor) -> torch.Tensor:
     """Shrink every dim along which all labels are equal to size 1 (the canonical form)."""
+    for dim in range(labels.dim()):  # broadcast dims (stride 0) first: constant without comparing anything
+        if labels.shape[dim] > 1 and labels.stride(dim) == 0:
+            labels = labels.narrow(dim, 0, 1)
     for dim in range(labels.dim()):
         if labels.shape[dim] > 1:
             first = labels.narrow(dim, 0, 1)
@@ -154,9 +160,12 @@ def varying_dims(labels: torch.Tensor) -> list[int]:
 
 def along(labels: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     """The 1-D label vector along `dim` (length `size`), assuming labels vary along no other dim."""
-    index = [0] * labels.dim()
-    index[dim] = slice(None)
-    vector = labels[tuple(index)].reshape(-1)
+    if labels.dim() and all(s == 1 for d, s in enumerate(labels.shape) if d != dim % labels.dim()):
+        vector = labels.reshape(-1)  # the usual (1, C, 1, 1): no index op needed
+    else:
+        index = [0] * labels.dim()
+        index[dim] = slice(None)
+        vector = labels[tuple(index)].reshape(-1)
     return vector.expand(size) if vector.numel() == 1 else vector
 
 

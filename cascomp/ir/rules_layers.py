@@ -44,7 +44,8 @@ def conv(ctx: Context, w: Weights, x, labels, out: torch.Tensor, groups: int, tr
     kernel = w.weight.shape[2:] if isinstance(w.weight, Derived) else ctx.param(w.weight).shape[2:]
     in_channels, out_channels = x.shape[1], out.shape[1]
     # MACs per (output channel, input channel) pair: kernel size times the positions it slides over
-    positions = (x if transposed else out)[:, 0].numel()  # all samples: ctx.macs divides by the batch
+    sliding = x if transposed else out
+    positions = sliding.numel() // sliding.shape[1]  # all samples (ctx.macs divides by the batch), one channel
     per_pair = positions * math.prod(kernel)
     vin = channel_vector(ctx, labels, x, 1, "convolution")
     if groups == 1:  # case 1

@@ -143,6 +143,8 @@ def _replaced(node: fx.Node, name: str, args, kwargs, largs, lkwargs, out_labels
         return _at_channel_dims((shape,) if isinstance(value, int) else shape, out_labels, 0)  # view(n): one size
     if name == "unflatten" and len(args) > 2:
         return _at_channel_dims(largs[2], out_labels, args[1] % args[0].dim())
+    if name not in ("split", "chunk", "narrow", "select", "getitem"):
+        return []
     if not args or not isinstance(args[0], torch.Tensor) or not isinstance(largs[0], torch.Tensor):
         return []
     vary = set(varying_dims(align(largs[0], args[0].dim())))

@@ -58,7 +58,8 @@ def elementwise(ctx: Context, operands: list[tuple[object, object]], out: torch.
     result = carrying[0][0]
     for labels, _ in carrying[1:]:  # case 1
         ctx.space.unify(result, labels)
-        result = torch.broadcast_tensors(result, labels)[0] if labels.dim() else result
+        if labels.dim() and labels.shape != result.shape:
+            result = torch.broadcast_tensors(result, labels)[0]
     for labels, shape in passive:  # case 2
         if any(labels.shape[d] > 1 and result.shape[d] == 1 for d in range(ndim)):
             ctx.freeze(labels, "channels broadcast against other channels")

@@ -11,7 +11,6 @@ graph, which the analysis follows (cascomp.ir.rules_params).
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import logging
 import traceback
@@ -24,6 +23,7 @@ from torch.nn.utils import parametrize
 
 from cascomp.errors import TraceError
 from cascomp.ir.decompose import decompose_attention
+from cascomp.ir.module_copy import copy_module
 
 MAX_LEAF_RETRIES = 32
 
@@ -75,7 +75,7 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
        ATen-level graph is traced as in 1; a branch on tensor values fails there too, and the error names
        the user's line.
     """
-    model = copy.deepcopy(model).eval()
+    model = copy_module(model).eval()
     try:
         return _trace_with_leaves(model, example_inputs, example_kwargs or {})
     except _TopLevelUntraceable as failure:
