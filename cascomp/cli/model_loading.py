@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from cascomp.cli.model_factory import build_model, fit_state_dict, state_dict_in
+from cascomp.data.imports import error_reason as _reason
 from cascomp.errors import ConfigError, ModelLoadError
 from cascomp.ir.trace import exported_module, quiet_logger
 
@@ -163,11 +164,6 @@ def _load_with_factory(path: str | os.PathLike | None, spec: str) -> LoadedModel
 def _corrupt(file: Path, error: Exception) -> ModelLoadError:
     return ModelLoadError(f"cannot read {str(file)!r} ({_reason(error)}); the file is corrupt or truncated, save "
                           "the model again")
-
-
-def _reason(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
