@@ -63,13 +63,19 @@ def measure_probes(plans: list[Plan], rewrite: Callable[[Plan], nn.Module], teac
 def _fixed_batches(data, seed: int, calibration: int, scoring: int) -> tuple[list, list]:
     """The first batches of a seeded pass over the training split; a split too small for both sets shares its
     batches between them (in proportion, at least one each)."""
-    seed_epoch(data, seed, PROBE_PHASE, 0)
-    batches = []
-    for x, y in data.train:
-        batches.append((x, y))
-        if len(batches) == calibration + scoring:
-            break
+    batches = first_batches(data, seed, PROBE_PHASE, calibration + scoring)
     if len(batches) < 2:
         return batches, batches
     cut = min(max(1, round(len(batches) * calibration / (calibration + scoring))), len(batches) - 1)
     return batches[:cut], batches[cut:]
+
+
+def first_batches(data, seed: int, phase: int, count: int) -> list:
+    """The first `count` batches of the training split's pass seeded by (seed, phase)."""
+    seed_epoch(data, seed, phase, 0)
+    batches = []
+    for batch in data.train:
+        batches.append(batch)
+        if len(batches) >= count:  # stop before the loader makes another batch
+            break
+    return batches

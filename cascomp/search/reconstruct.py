@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from cascomp.ir.graph import Graph
 from cascomp.ir.plan import Plan
-from cascomp.search.driver import seed_epoch
+from cascomp.search.probe import first_batches
 
 RECONSTRUCT_PHASE = 6  # the seed phase of the reconstruction batches
 RIDGE = 1e-4
@@ -42,7 +42,7 @@ def kept_positions(graph: Graph, plan: Plan) -> dict[tuple[str, int], torch.Tens
 def reconstruct(baseline: nn.Module, pruned: nn.Module, graph: Graph, plan: Plan, data, *, seed: int,
                 batches: int = 8, positions: int = 64) -> list[str]:
     """Refit the plain layers of `pruned` (the rewrite of `baseline` by `plan`) in place; returns their names."""
-    calibration = _fixed_batches(data, seed, batches)
+    calibration = first_batches(data, seed, RECONSTRUCT_PHASE, batches)
     kept = kept_positions(graph, plan)
     originals = dict(baseline.named_modules())
     refit = []
@@ -113,13 +113,3 @@ def _solve(layer: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> Non
         layer.weight.copy_(weight.T.reshape(layer.weight.shape).to(layer.weight.dtype))
         if layer.bias is not None:
             layer.bias.copy_(solution[-1].to(layer.bias.dtype))
-
-
-def _fixed_batches(data, seed: int, count: int) -> list:
-    seed_epoch(data, seed, RECONSTRUCT_PHASE, 0)
-    batches = []
-    for x, y in data.train:
-        batches.append((x, y))
-        if len(batches) == count:
-            break
-    return batches
