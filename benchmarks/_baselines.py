@@ -1,4 +1,4 @@
-"""The benchmarks' baseline networks for 1x28x28 images, and their cached training.
+"""The benchmarks' baseline networks for 1x28x28 images (from cascomp.zoo), and their cached training.
 
 `resnet20`: He et al.'s CIFAR ResNet-20, where residual adds tie most widths together and every layer is about
 equally redundant. `vgg`: a plain VGG-style net whose layers are far from equally redundant (16 channels at
@@ -14,49 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cascomp.demo import DemoBlock, train_demo_model  # the demo's basic block and training recipe
-
-
-class ResNet20(nn.Module):
-    """He et al.'s CIFAR ResNet-20 (3 stages x 3 blocks, 16/32/64 channels) for 1x28x28 inputs."""
-
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        stages, inputs = [], 16
-        for channels, stride in ((16, 1), (32, 2), (64, 2)):
-            blocks = [DemoBlock(inputs, channels, stride)] + [DemoBlock(channels, channels, 1) for _ in range(2)]
-            stages.append(nn.Sequential(*blocks))
-            inputs = channels
-        self.stages = nn.Sequential(*stages)
-        self.fc = nn.Linear(64, classes)
-
-    def forward(self, x):
-        return self.fc(self.stages(self.stem(x)).mean(dim=(2, 3)))
-
-
-class VGG(nn.Module):
-    """Seven 3x3 conv-BN-ReLU layers (16, 16 | 32, 32 | 64, 64 | 128 channels at 28, 14, 7 and 3 pixels),
-    global average pool, linear head: no residual ties, widths growing much faster than the information (each
-    stage costs about the same FLOPs, but the parameters pile up in the last layers)."""
-
-    WIDTHS = ((16, 16), (32, 32), (64, 64), (128,))
-
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        inputs = 1
-        for stage, widths in enumerate(self.WIDTHS):
-            if stage:
-                layers.append(nn.MaxPool2d(2))
-            for width in widths:
-                layers += [nn.Conv2d(inputs, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-                inputs = width
-        self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(inputs, classes)
-
-    def forward(self, x):
-        return self.fc(self.features(x).mean(dim=(2, 3)))
+from cascomp.train.demo import train_demo_model  # the demo's training recipe
+from cascomp.zoo.resnet20 import ResNet20
+from cascomp.zoo.vgg import VGG
 
 
 BASELINES = {"resnet20": ResNet20, "vgg": VGG}

@@ -10,7 +10,7 @@ network with twice the blocks, to show how analysis time grows with the number o
     python benchmarks/coverage.py --vs-torch-pruning
 
 `--vs-torch-pruning` prints only the speed comparison with Torch-Pruning (needs `pip install torch-pruning`,
-never a dependency of cascomp) on five full-size ImageNet families at 224x224, batch 1 (tests/zoo_full.py):
+never a dependency of cascomp) on five full-size ImageNet families at 224x224, batch 1 (cascomp.zoo's imagenet suite):
 cascomp's trace + analysis and its rewrite of a random 50 % plan (`trace`, `Plan.random`, `apply_plan`, which
 also runs the result once to check it) against Torch-Pruning building its DependencyGraph and pruner and taking
 one 50 % magnitude step (it does not run the result). One thread, a fresh model per run, one untimed run of each
@@ -22,6 +22,7 @@ both alike; medians of 3 runs.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import statistics
 import sys
@@ -35,12 +36,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cascomp  # noqa: E402
-from tests.models import ZOO, example_inputs, resnet50, resnet50_deep  # noqa: E402
-from tests.zoo_full import BUILDERS as FULL_SIZE  # noqa: E402
+from cascomp import zoo  # noqa: E402
+from tests.models import ZOO, example_inputs, prepare  # noqa: E402
+
+# name -> the final classifier's attribute path: the layer a peer pruner must be told to leave
+FULL_SIZE = {"resnet50": "head.fc", "densenet121": "classifier", "efficientnet_b0": "classifier", "vit_b16": "head",
+             "convnext_tiny": "head"}
 
 
 MIN_REMOVED = 0.10  # a random half-width plan removing less of the FLOPs than this counts as pruning nothing
 PEER_RUNS = 3
+
+
+def full_size(name: str) -> torch.nn.Module:
+    """A full-size zoo model with randomised normalisation, in eval mode (as the test zoo's are)."""
+    return prepare(zoo.build(name))
 
 
 def first(value):
@@ -94,8 +104,8 @@ def main() -> None:
         print(f"{r['model']:22} {r['params']:7d} {r['groups']:6d} {r['prunable']:8.1%} {r['flops_ratio']:9.3f} {r['analyse_s']:7.2f}s {r['rewrite_s']:7.2f}s "
               f"{r['equiv_s']:6.2f}s {r['onnx_s']:5.2f}s {r['rel_err']:8.1e}  {'pass' if r['ok'] else 'FAIL'}    {r['frozen']}")
     print(f"\n{sum(r['ok'] for r in rows)}/{len(rows)} models pass\n")
-    for build in (resnet50, resnet50_deep):
-        model, x = build(), torch.randn(1, 3, 224, 224)
+    for name in ("resnet50", "resnet50_deep"):
+        model, x = full_size(name), torch.randn(1, 3, 224, 224)
         cascomp.trace(model, x)  # warm-up: first convolutions pay for kernel selection
         start = time.perf_counter()
         graph = cascomp.trace(model, x)
@@ -104,7 +114,7 @@ def main() -> None:
         cascomp.apply_plan(graph, cascomp.Plan.random(graph, 0.5, seed=0))
         rewrite = time.perf_counter() - start
         cost = graph.cost()
-        print(f"{build.__name__:14} {len(graph.gm.graph.nodes):4d} nodes  {cost.params / 1e6:6.2f} M params  "
+        print(f"{name:14} {len(graph.gm.graph.nodes):4d} nodes  {cost.params / 1e6:6.2f} M params  "
               f"{cost.flops / 1e9:5.2f} GFLOPs  {len(graph.groups):3d} groups  analysis {analyse:5.2f} s  "
               f"rewrite {rewrite:5.2f} s  total {analyse + rewrite:5.2f} s")
 
@@ -145,7 +155,8 @@ def compare_with_torch_pruning() -> None:
               f"{'Torch-Pruning graph+step':>24} {'ratio':>6}")
     print(header)
     print("-" * len(header))
-    for name, (build, classifier) in FULL_SIZE.items():
+    for name, classifier in FULL_SIZE.items():
+        build = functools.partial(full_size, name)
         # untimed: the first calls pay for lazy imports and for the kernels picked per new shape
         cascomp_seconds(build), torch_pruning_seconds(tp, build, classifier)
         ours, theirs = [], []

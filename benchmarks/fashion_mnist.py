@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 import cascomp
-from _baselines import ResNet20, baseline  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from cascomp.zoo.resnet20 import ResNet20
+from _baselines import baseline  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 from _timing import interleaved_latency, median_latency  # noqa: E402
 
 

@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cascomp  # noqa: E402
 from cascomp.methods import METHODS  # noqa: E402
-from cascomp.search.driver import FinetuneLoop, evaluate, recalibrate_batch_norm, seed_epoch  # noqa: E402
-from cascomp.search.progress import Reporter  # noqa: E402
+from cascomp.train.loops import FinetuneLoop, evaluate, recalibrate_batch_norm, seed_epoch  # noqa: E402
+from cascomp.train.progress import Reporter  # noqa: E402
 from _baselines import BASELINES, INPUT, baseline  # noqa: E402
 from _timing import interleaved_latency, ratio_with_spread  # noqa: E402
 
@@ -52,10 +52,18 @@ BASELINE_EPOCHS = 8
 BUDGETS = (("flops=0.33", 2, (0, 1, 2)), ("flops=0.5", 2, (0,)), ("params=0.33", 2, (0,)), ("flops=0.33", 6, (0,)))
 
 
+# contender variants: `cascomp:METHOD+OPTION` runs METHOD with these CompressConfig fields
+OPTIONS = {
+    "reconstruct": {"reconstruct": True},  # refit the pruned layers to the baseline's outputs first
+    "any-width": {"round_to": 1},  # widths of any size, as Torch-Pruning's (the default prefers multiples of 8)
+}
+
+
 def contenders() -> list[str]:
     """Every cascomp method (the default one is marked in the table, not run twice) and Torch-Pruning's."""
     methods = [f"cascomp:{name}" for name in METHODS]
-    return methods + [f"cascomp:{name}+reconstruct" for name in ("l1", "sensitivity")] + ["tp:l1", "tp:taylor"]
+    variants = [f"cascomp:{name}+{option}" for name in ("l1", "sensitivity") for option in OPTIONS]
+    return methods + variants + ["cascomp:uniform+any-width", "tp:l1", "tp:taylor"]
 
 
 def all_rows() -> list[str]:
@@ -71,10 +79,10 @@ def all_rows() -> list[str]:
 # -- contenders --------------------------------------------------------------------------------------------
 def run_cascomp(method: str, model, data, target: str, epochs: int, seed: int) -> tuple[torch.nn.Module, dict]:
     """compress with the total epoch budget, which the method splits between search and fine-tuning;
-    `method+reconstruct` refits the pruned layers before fine-tuning."""
+    `method+option` runs it with one of OPTIONS."""
     method, _, option = method.partition("+")
     config = cascomp.CompressConfig(method=method, targets=(target,), seed=seed, epochs=epochs,
-                                    reconstruct=option == "reconstruct")
+                                    **(OPTIONS[option] if option else {}))
     result = cascomp.compress(model, config, data=data, progress=False)
     probes = result.report["search"]["probes"] or {}
     return result.model, {"method": config.method, "search_epochs": config.search_epochs,

@@ -24,7 +24,8 @@ from cascomp.config import Target  # noqa: E402
 from cascomp.errors import SearchError  # noqa: E402
 from cascomp.methods import METHODS  # noqa: E402
 from cascomp.search.budget import Fit, fit_widths, target_ratios  # noqa: E402
-from fashion_mnist import ResNet20, interleaved_latency  # noqa: E402
+from cascomp.zoo.resnet20 import ResNet20  # noqa: E402
+from fashion_mnist import interleaved_latency  # noqa: E402
 
 MULTIPLES = (1, 4, 8, 16)
 

@@ -1,4 +1,5 @@
-"""The cascomp pipeline, top to bottom: trace -> analyse groups -> plan -> rewrite -> verify -> export.
+"""The cascomp pipeline, top to bottom: trace -> method -> search -> decide -> rewrite -> fine-tune -> measure
+(cost, accuracy, latency) -> write. Also the steps alone: trace, apply_plan, mask_model.
 
 Every entry point copies the caller's model once at the boundary; nothing here mutates user objects.
 """
@@ -21,20 +22,23 @@ from torch.utils.data import TensorDataset
 from cascomp.config import CompressConfig
 from cascomp.data import load_data
 from cascomp.errors import ConfigError, PassError
-from cascomp.export import export_onnx
+from cascomp.export import OnnxExportResult, export_onnx
+from cascomp.export.compare import compare_latency
+from cascomp.export.outputs import Outputs
+from cascomp.export.report import Measurements, build_report, summary_table
 from cascomp.ir.graph import Constraints, Graph
 from cascomp.ir.module_copy import copy_for_rewrite
 from cascomp.ir.plan import Plan
 from cascomp.methods import METHODS
 from cascomp.passes import (EliminateDeadCodePass, MaskChannelsPass, PruneChannelsPass, RemoveBranchesPass,
                             ResizeShapeArgsPass, run_passes)
-from cascomp.report import Outputs, build_report, summary_table
 from cascomp.search.budget import PREFERRED_MULTIPLES, fit_of_plan, fit_preferring_multiples, target_ratios
-from cascomp.search.checkpoint import CheckpointStore
-from cascomp.search.driver import FinetuneLoop, History, SearchLoop, recalibrate_batch_norm, seed_epoch
-from cascomp.search.probe import measure_probes
-from cascomp.search.reconstruct import reconstruct
-from cascomp.search.progress import Reporter
+from cascomp.train.checkpoint import FILE as CHECKPOINT
+from cascomp.train.checkpoint import CheckpointStore
+from cascomp.train.loops import FinetuneLoop, History, SearchLoop, evaluate, recalibrate_batch_norm, seed_epoch
+from cascomp.train.probe import measure_probes
+from cascomp.train.reconstruct import reconstruct
+from cascomp.train.progress import Reporter
 
 
 def trace(model: nn.Module, example_inputs, example_kwargs: dict | None = None, *, ignore=(), round_to: int = 1,
@@ -125,7 +129,7 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
     store = CheckpointStore(out_dir) if out_dir is not None else None
     state = store.load() if resume else None
     reporter, clock = Reporter(progress), Clock()
-    out = Outputs(out_dir, force=force, resume=resume) if out_dir is not None else None
+    out = Outputs(out_dir, force=force, resume=resume, run_files=(CHECKPOINT,)) if out_dir is not None else None
 
     with clock("trace"):  # 1. trace and analyse
         multiples = PREFERRED_MULTIPLES if config.round_to == "auto" else (config.round_to,)
@@ -174,10 +178,10 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         with clock("measure"):  # 6. export the result (checked against torch); measure baseline and result
             exported = export_onnx(small, example_inputs, os.path.join(scratch, "model.onnx"))
             baseline_exported = export_onnx(teacher, example_inputs, os.path.join(scratch, "baseline.onnx"))
-            report = build_report(graph=graph, teacher=teacher, small=small, fit=fit, data=data,
-                                  config=config, example_inputs=example_inputs, exported=exported,
-                                  baseline_exported=baseline_exported, search=search_history,
-                                  finetune=finetune_history, probes=probes)
+            measured = _measure(graph, fit.plan, (teacher, baseline_exported), (small, exported), data,
+                                example_inputs, config.latency_batch_sizes)
+        report = build_report(graph=graph, fit=fit, data=data, config=config, measured=measured,
+                              search=search_history, finetune=finetune_history, probes=probes)
         report["timings"] = clock.seconds
         if out is not None:  # 7. write everything, each file whole or not at all
             out.write(small, fit.plan, report, exported)
@@ -208,6 +212,15 @@ def _measure_probes(method, graph: Graph, teacher, data, config: CompressConfig,
     method.take_measurements(result.losses)
     return {"count": len(plans), "images": result.images, "seconds": round(result.seconds, 3),
             "epochs_of_forward_passes": result.images / max(data.train_size, 1)}
+
+
+def _measure(graph: Graph, plan: Plan, baseline: tuple[nn.Module, OnnxExportResult],
+             compressed: tuple[nn.Module, OnnxExportResult], data, example_inputs, batch_sizes) -> Measurements:
+    """Cost, validation top-1 and latency (interleaved rounds of the two checked exports) of both models."""
+    return Measurements(baseline_cost=graph.cost(), cost=graph.cost(plan),
+                        baseline_top1=evaluate(baseline[0], data.val), top1=evaluate(compressed[0], data.val),
+                        latency=compare_latency(baseline, compressed, example_inputs, batch_sizes),
+                        prunable_share=graph.prunable_share())
 
 
 def _take_trained_weights(target: fx.GraphModule, trained: nn.Module) -> None:

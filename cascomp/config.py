@@ -156,7 +156,7 @@ class CompressConfig:
     ignore: tuple[str, ...] = ()
     latency_batch_sizes: tuple[int, ...] = (1, 32)
     # refit the pruned model's plain conv/linear layers by least squares to the baseline's outputs before
-    # fine-tuning (cascomp.search.reconstruct)
+    # fine-tuning (cascomp.train.reconstruct)
     reconstruct: bool = False
     # which output is the logits when forward returns a tuple/list (an index) or a dict (a key); the
     # compressed model returns that output alone

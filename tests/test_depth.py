@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 import cascomp
 from cascomp.ir import depth
 from cascomp.passes import RemoveBranchesPass
+from cascomp.zoo.resnet import Bottleneck, ResNet
 from tests.exactness import check_exact, zoo_graph as graph_of
-from tests.models import ZOO, Bottleneck, ResNet
+from tests.models import ZOO
 
 class BiasedBlock(nn.Module):
     """A residual branch whose constant is not trivial: conv bias, a layer scale, an in-place merge."""
@@ -144,7 +145,7 @@ def test_analysis_work_grows_linearly_with_depth(monkeypatch) -> None:
 
     monkeypatch.setattr(depth._Scan, "_visit", counting)
     nodes = []
-    for blocks in ([3, 4, 6, 3], [6, 8, 12, 6]):  # the stages of tests/models.py resnet50 and resnet50_deep
+    for blocks in ([3, 4, 6, 3], [6, 8, 12, 6]):  # the stages of cascomp.zoo's resnet50 and resnet50_deep
         visits.append(0)
         model = ResNet(Bottleneck, blocks, [4, 4, 4, 4], 8, imagenet_stem=True)
         graph = cascomp.trace(model, torch.randn(1, 3, 32, 32))

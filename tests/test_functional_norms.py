@@ -20,7 +20,8 @@ from torch.nn.utils.parametrizations import weight_norm
 import cascomp
 from cascomp.errors import CascompWarning
 from tests.exactness import check_exact, first, traced_graphs, zoo_graph
-from tests.models import _prepare, zoo_norms
+from tests import zoo_norms
+from tests.models import prepare
 
 MODELS = sorted(zoo_norms.ENTRIES)
 
@@ -209,8 +210,8 @@ class CombinedScales(nn.Module):
 
 graph_of = traced_graphs({
     "combined": lambda: (CombinedScales(), (torch.randn(2, 3, 8, 8),)),
-    "variants": lambda: (_prepare(Variants()), (torch.randn(2, 3, 8, 8),)),
-    "one_by_one": lambda: (_prepare(OneByOne()), (torch.randn(2, 3, 8, 8),)),
+    "variants": lambda: (prepare(Variants()), (torch.randn(2, 3, 8, 8),)),
+    "one_by_one": lambda: (prepare(OneByOne()), (torch.randn(2, 3, 8, 8),)),
 })
 
 

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from cascomp.cli.model_loading import check_runs, load_model, make_inputs, parse_input_shape
-from cascomp.demo import INPUT_SHAPE, demo_model, save_demo_model
+from cascomp.train.demo import save_demo_model
+from cascomp.zoo.demo import INPUT_SHAPE
 from cascomp.errors import ConfigError, ModelLoadError
 from cascomp.export.atomic import atomic_output
+from cascomp.zoo.demo import demo_model
 from tests.cli_factory import TinyNet, build
 
 FACTORY = "tests.cli_factory:build"

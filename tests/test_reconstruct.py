@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import cascomp
-from cascomp.search.reconstruct import kept_positions, reconstruct
+from cascomp.train.reconstruct import kept_positions, reconstruct
 from tests.search_fixtures import TinyNet, quadrant_task, trained_tiny
 
 

@@ -13,7 +13,7 @@ from cascomp.kernels.channel_gates import ConcreteGates
 from cascomp.methods import METHODS
 from cascomp.search.budget import PREFERRED_MULTIPLES, fit_preferring_multiples, fit_widths, target_ratios
 from cascomp.search.control import PenaltyController, scheduled_target
-from cascomp.search.distill import distillation_loss
+from cascomp.train.distill import distillation_loss
 from tests.models import ZOO, example_inputs
 from tests.search_fixtures import TinyNet
 

@@ -12,10 +12,10 @@ from cascomp.config import CompressConfig, SensitivityConfig, Target
 from cascomp.errors import ConfigError
 from cascomp.methods import METHODS
 from cascomp.search.budget import fit_widths, target_ratios
-from cascomp.search.distill import distillation_loss
-from cascomp.search.driver import recalibrate_batch_norm, seed_epoch
-from cascomp.search.probe import PROBE_PHASE, measure_probes
-from cascomp.search.progress import Reporter
+from cascomp.train.distill import distillation_loss
+from cascomp.train.loops import recalibrate_batch_norm, seed_epoch
+from cascomp.train.probe import PROBE_PHASE, measure_probes
+from cascomp.train.progress import Reporter
 from tests.models import ZOO, example_inputs
 from tests.search_fixtures import TinyNet, quadrant_task, trained_tiny
 

@@ -1,7 +1,8 @@
 """Zoo models whose forward torch.fx cannot trace (see ENTRIES): captured by the fallback paths of
 cascomp.ir.trace (a submodule kept whole; torch.export for the top-level forward).
 
-Imported by tests.models, which merges ENTRIES into ZOO; import the models through tests.models."""
+tests.models merges ENTRIES into its ZOO, whose builders randomise the normalisation and switch to eval
+mode."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.models import ZooEntry, _builder
+from cascomp.zoo import ZooEntry
 
 
 class ShapeBranchNet(nn.Module):
@@ -62,10 +63,10 @@ class OpaqueBlockNet(nn.Module):
 
 
 ENTRIES: dict[str, ZooEntry] = {
-    "shape_branch": ZooEntry(_builder(ShapeBranchNet), ((2, 3, 16, 16),),
+    "shape_branch": ZooEntry(ShapeBranchNet, ((2, 3, 16, 16),),
                              "Top-level forward branching on the input size: captured by torch.export.",
                              fx_traceable=False),
-    "opaque_block": ZooEntry(_builder(OpaqueBlockNet), ((2, 3, 16, 16),),
+    "opaque_block": ZooEntry(OpaqueBlockNet, ((2, 3, 16, 16),),
                              "A submodule fx cannot trace, kept whole between prunable layers.",
                              fx_traceable=False),
 }

@@ -4,7 +4,8 @@ Issue 21, classes 1 and 2: model libraries write their norms and convolutions as
 calls the functional form (fx traces into them, so parameters arrive through `get_attr` nodes), and
 standardise or reparameterise convolution weights in forward. Written here from the patterns, not copied.
 
-Imported by tests.models, which merges ENTRIES into ZOO; import the models through tests.models."""
+tests.models merges ENTRIES into its ZOO, whose builders randomise the normalisation and switch to eval
+mode."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.models import ZooEntry, _builder
+from cascomp.zoo import ZooEntry
 
 
 # -- class 1: norms whose forward calls the functional form ------------------------------------------------
@@ -258,19 +259,19 @@ def _with_random_gains(factory):
 _IMAGE_16 = ((2, 3, 16, 16),)
 
 ENTRIES: dict[str, ZooEntry] = {
-    "batchnorm_act": ZooEntry(_builder(BatchNormActNet), _IMAGE_16,
+    "batchnorm_act": ZooEntry(BatchNormActNet, _IMAGE_16,
                               "BatchNorm2d subclass calling F.batch_norm then ReLU, in residual blocks."),
     "batchnorm_act_batch_stats": ZooEntry(
-        _builder(lambda: BatchNormActNet(track_running_stats=False)), _IMAGE_16,
+        lambda: BatchNormActNet(track_running_stats=False), _IMAGE_16,
         "The same with track_running_stats=False: F.batch_norm with no running statistics, batch statistics."),
-    "layernorm2d": ZooEntry(_builder(LayerNorm2dNet), _IMAGE_16,
+    "layernorm2d": ZooEntry(LayerNorm2dNet, _IMAGE_16,
                             "LayerNorm subclass permuting NCHW and calling F.layer_norm, ConvNeXt-style blocks."),
-    "groupnorm_act": ZooEntry(_builder(GroupNormActNet), _IMAGE_16,
+    "groupnorm_act": ZooEntry(GroupNormActNet, _IMAGE_16,
                               "GroupNorm subclasses calling F.group_norm (1, 4 and C groups), F.instance_norm."),
-    "nf_resnet": ZooEntry(_builder(_with_random_gains(NormFreeNet)), _IMAGE_16,
+    "nf_resnet": ZooEntry(_with_random_gains(NormFreeNet), _IMAGE_16,
                           "Scaled weight-standardised convs (F.batch_norm of the weight, per-filter gain)."),
-    "nf_resnet_moments": ZooEntry(_builder(_with_random_gains(lambda: NormFreeNet("moments"))), _IMAGE_16,
+    "nf_resnet_moments": ZooEntry(_with_random_gains(lambda: NormFreeNet("moments")), _IMAGE_16,
                                   "Scaled weight-standardised convs written as (w - mean) / (std + eps) * gain."),
-    "repvgg": ZooEntry(_builder(RepVggNet), _IMAGE_16,
+    "repvgg": ZooEntry(RepVggNet, _IMAGE_16,
                        "RepVGG train-time blocks: 3x3 conv-BN + 1x1 conv-BN + identity BN, summed."),
 }

@@ -2,7 +2,8 @@
 at run time (from `x.shape`, from other nodes, layer scales reshaped to `[C, 1, 1]`, biases concatenated
 from parameters and buffers, attention heads on a computed dim) and normalising ops across channels.
 
-Imported by tests.models, which merges ENTRIES into ZOO; import the models through tests.models."""
+tests.models merges ENTRIES into its ZOO, whose builders randomise the normalisation and switch to eval
+mode."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.models import ZooEntry, _builder
+from cascomp.zoo import ZooEntry
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | float = 0.0):
@@ -282,23 +283,23 @@ _IMAGE_16 = ((2, 3, 16, 16),)
 
 ENTRIES: dict[str, ZooEntry] = {
     "pit_pooling": ZooEntry(
-        _builder(PoolingTransformer), _IMAGE_16,
+        PoolingTransformer, _IMAGE_16,
         "PiT-like stages: reshapes from x.shape, class token split by a length read off a tensor, conv pooling."),
     "edgenext_split": ZooEntry(
-        _builder(EdgeNet), _IMAGE_16,
+        EdgeNet, _IMAGE_16,
         "EdgeNeXt-like split sized from x.shape[1], concat, positional encoding, cross-covariance attention."),
     "poolformer_scales": ZooEntry(
-        _builder(PoolFormer), _IMAGE_16, "PoolFormer-like blocks with layer scales viewed as [C, 1, 1]."),
+        PoolFormer, _IMAGE_16, "PoolFormer-like blocks with layer scales viewed as [C, 1, 1]."),
     "beit_bias_cat": ZooEntry(
-        _builder(BeitLike), _IMAGE_16,
+        BeitLike, _IMAGE_16,
         "BEiT-like qkv bias cat(q_bias, zeros, v_bias) fed to F.linear; relative position bias table."),
     "window_relpos": ZooEntry(
-        _builder(WindowNet), _IMAGE_16,
+        WindowNet, _IMAGE_16,
         "Window attention, heads on a computed dim, bias table gathered and viewed as (num_heads, N, N)."),
     "sknet_select": ZooEntry(
-        _builder(SelectiveKernelNet), _IMAGE_16,
+        SelectiveKernelNet, _IMAGE_16,
         "SK-Net-like selective kernel: stacked branches, softmax over the branch dim."),
     "channel_softmax": ZooEntry(
-        _builder(ChannelNormalising), _IMAGE_16,
+        ChannelNormalising, _IMAGE_16,
         "Softmax, F.normalize, sum and norm division, logsumexp across channels (frozen), convs around them."),
 }

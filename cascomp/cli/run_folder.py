@@ -27,8 +27,8 @@ from cascomp.config import CompressConfig
 from cascomp.data import spec_path
 from cascomp.errors import ConfigError
 from cascomp.export.atomic import atomic_output
-from cascomp.report import Outputs
-from cascomp.search.checkpoint import FILE as CHECKPOINT
+from cascomp.export.outputs import Outputs
+from cascomp.train.checkpoint import FILE as CHECKPOINT
 
 RUN_FILE = "run.json"
 RUN_FORMAT = 2

@@ -4,7 +4,7 @@ A method
 - `prepare()`s the model the search trains (the traced graph with the method's search nodes inserted),
 - lists its architecture parameters (trained by their own optimiser) and contributes a `penalty()`: the
   expected cost of the current search state as a differentiable ratio of the baseline, per metric,
-- may ask for `probes()`: plans whose loss the driver measures without training (`cascomp.search.probe`)
+- may ask for `probes()`: plans whose loss the driver measures without training (`cascomp.train.probe`)
   and hands back through `take_measurements()` before the decision,
 - `decide()`s what survives: channel scores plus a family of keep fractions, which `fit_widths` turns into a plan
   that meets every target.

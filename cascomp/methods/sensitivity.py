@@ -1,6 +1,6 @@
 """`sensitivity`: widths allocated from each group's measured sensitivity, channels ranked by filter norm.
 
-1. Probes (measured by the driver, `cascomp.search.probe`, without training): the unpruned model, and every
+1. Probes (measured by the driver, `cascomp.train.probe`, without training): the unpruned model, and every
    group alone cut to each of `fractions` of its width (its lowest filter-norm channels go); each probe's
    distillation loss against the baseline after its BatchNorm statistics are re-estimated.
 2. A group's sensitivity curve is its probes' loss increase over the unpruned model by width, made monotone

@@ -60,7 +60,7 @@ def _finished_run(folder: Path, out: str = "out") -> None:
 
 def _interrupted_run(folder: Path, out: str = "run1") -> None:
     """A compress run in folder/out stopped after its last checkpoint, before its outputs were written."""
-    with mock.patch("cascomp.report.Outputs.write", side_effect=KeyboardInterrupt):
+    with mock.patch("cascomp.export.outputs.Outputs.write", side_effect=KeyboardInterrupt):
         code = main(["compress", str(folder / "tiny.pt"), "--data", f"tensors:{folder}/data.npz", "--batch-size", "32",
                      "--finetune-epochs", "1", "-o", str(folder / out)])
     assert code == 130 and (folder / out / "checkpoint.pt").is_file()

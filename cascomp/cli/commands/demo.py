@@ -6,7 +6,8 @@ import sys
 
 from cascomp.cli.command import FORMATTER, Output, wrapped
 from cascomp.data import load_data
-from cascomp.demo import INPUT_SHAPE, save_demo_model
+from cascomp.train.demo import save_demo_model
+from cascomp.zoo.demo import INPUT_SHAPE
 from cascomp.errors import ConfigError
 from cascomp.export.atomic import check_output_path
 

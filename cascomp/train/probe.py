@@ -19,9 +19,9 @@ import torch.nn as nn
 
 from cascomp.config import CompressConfig
 from cascomp.ir.plan import Plan
-from cascomp.search.distill import distillation_loss
-from cascomp.search.driver import recalibrate_batch_norm, seed_epoch
-from cascomp.search.progress import Reporter
+from cascomp.train.distill import distillation_loss
+from cascomp.train.loops import recalibrate_batch_norm, seed_epoch
+from cascomp.train.progress import Reporter
 
 PROBE_PHASE = 5  # the seed phase of the probe batches (search 1, fine-tune 2, recalibration 3)
 

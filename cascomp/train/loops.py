@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from cascomp.config import CompressConfig
 from cascomp.errors import SearchError
 from cascomp.methods import Method
-from cascomp.search.checkpoint import CheckpointStore
+from cascomp.train.checkpoint import CheckpointStore
 from cascomp.search.control import PenaltyController, scheduled_target
-from cascomp.search.distill import distillation_loss
-from cascomp.search.progress import Reporter
+from cascomp.train.distill import distillation_loss
+from cascomp.train.progress import Reporter
 
 TRAJECTORY_EVERY = 10  # steps between points of the recorded search trajectory
 

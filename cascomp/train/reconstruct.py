@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from cascomp.ir.graph import Graph
 from cascomp.ir.plan import Plan
-from cascomp.search.probe import first_batches
+from cascomp.train.probe import first_batches
 
 RECONSTRUCT_PHASE = 6  # the seed phase of the reconstruction batches
 RIDGE = 1e-4
