@@ -8,11 +8,13 @@ Rule:
    is made (the same sites `MaskChannelsPass` masks, so a 0/1 gate table computes exactly what the masked
    reference computes, which is what the rewrite builds);
 3. tensors whose channels are all frozen are left alone;
-4. a tensor read only by BatchNorm is not gated: BatchNorm is per channel and its output is gated, so the
-   result is the same, and in training its batch statistics then describe the channel as it is when kept,
-   instead of being dragged toward zero by the batches in which the gate was off;
-5. a zero-preserving activation (ReLU, GELU, SiLU, ...) of a gated tensor is not gated again: it is zero
-   wherever its input is. Cases 4 and 5 keep the 0/1 semantics exact and cut the elementwise work of search.
+4. a tensor read only by BatchNorm (the op table's `needs_gated_input` off) is not gated: BatchNorm is per
+   channel and its output is gated, so the result is the same, and in training its batch statistics then
+   describe the channel as it is when kept, instead of being dragged toward zero by the batches in which
+   the gate was off;
+5. a zero-preserving activation (ReLU, GELU, SiLU, ...: the op table's `zero_preserving`) of a gated tensor
+   is not gated again: it is zero wherever its input is. Cases 4 and 5 keep the 0/1 semantics exact and cut
+   the elementwise work of search.
 Normalisation statistics (LayerNorm over channels) are not re-masked during search: a gated-off channel
 still counts in the mean there, a small difference the rewrite's exact masking does not have.
 """
@@ -25,6 +27,7 @@ import torch.fx as fx
 from torch import nn
 
 from cascomp.ir.context import Record
+from cascomp.ir.op_table import op_of
 from cascomp.kernels.channel_gates import apply_gate
 from cascomp.passes.base import Pass, PassResult
 
@@ -44,6 +47,7 @@ class InsertChannelGatesPass(Pass):
         with gm.graph.inserting_before(first_op):
             table = gm.graph.call_module(GATES)
         modified = False
+        modules = dict(gm.named_modules(remove_duplicate=False))
         gated_nodes: set[fx.Node] = set()
         for index, node in enumerate(nodes):
             if node.op not in ("call_module", "call_function", "call_method"):
@@ -54,10 +58,10 @@ class InsertChannelGatesPass(Pass):
             slots = self.slot_of_label[labels]
             if not bool((slots > 0).any()):
                 continue  # case 3
-            if _read_only_by_batch_norm(gm, node):
+            if _read_only_by_batch_norm(modules, node):
                 continue  # case 4
             gated_nodes.add(node)
-            if _zero_preserving(gm, node) and node.args and node.args[0] in gated_nodes:
+            if _zero_preserving(modules, node) and node.args and node.args[0] in gated_nodes:
                 continue  # case 5
             name = f"cascomp_gate_index_{index}"
             gm.register_buffer(name, slots.clone())
@@ -71,21 +75,11 @@ class InsertChannelGatesPass(Pass):
         return PassResult(gm, modified)
 
 
-_ZERO_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.Dropout, nn.Identity,
-                            nn.Mish, nn.ELU)
-_ZERO_PRESERVING_FUNCTIONS = {"relu", "relu_", "relu6", "gelu", "silu", "hardswish", "leaky_relu", "dropout", "mish",
-                              "elu"}
+def _zero_preserving(modules: dict[str, nn.Module], node: fx.Node) -> bool:
+    return op_of(node, modules).zero_preserving
 
 
-def _zero_preserving(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(node.target), _ZERO_PRESERVING_MODULES)
-    return getattr(node.target, "__name__", node.target) in _ZERO_PRESERVING_FUNCTIONS
-
-
-def _read_only_by_batch_norm(gm: fx.GraphModule, node: fx.Node) -> bool:
+def _read_only_by_batch_norm(modules: dict[str, nn.Module], node: fx.Node) -> bool:
+    """Every user reads `node` as its input and needs no gated input (the op table: BatchNorm)."""
     users = list(node.users)
-    return bool(users) and all(
-        (u.op == "call_module" and isinstance(gm.get_submodule(u.target), nn.modules.batchnorm._BatchNorm)
-         and u.args[0] is node) or (getattr(u.target, "__name__", "") == "batch_norm" and u.args[0] is node)
-        for u in users)
+    return bool(users) and all(not op_of(u, modules).needs_gated_input and u.args[0] is node for u in users)

@@ -23,6 +23,8 @@ import torch.nn as nn
 
 from cascomp.ir.context import ParamStatistic, Record
 from cascomp.ir.keep import kept, kept_along, statistic_masks
+from cascomp.ir.op_table import function_op, module_op, op_name
+from cascomp.ir.ops import Kind
 from cascomp.kernels.masked_norm import MaskedGroupNorm, MaskedLayerNorm, masked_group_norm, masked_layer_norm
 from cascomp.passes.base import Pass, PassResult
 
@@ -67,22 +69,23 @@ class MaskChannelsPass(Pass):
         return None if bool(mask.all()) else mask
 
     def _mask_statistics(self, gm: fx.GraphModule, node: fx.Node) -> bool:
+        """Case 2, for the ops the op table calls layer and group norms."""
         if node.op == "call_module":
             module = gm.get_submodule(node.target)
-            replacement = None
-            if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
+            kind, replacement = module_op(module).kind, None
+            if kind is Kind.LAYER_NORM and len(module.normalized_shape) == 1:
                 mask = self._channel_mask(node, -1)
                 replacement = None if mask is None else MaskedLayerNorm(module, mask)
-            elif isinstance(module, nn.GroupNorm) and module.num_groups < module.num_channels:
+            elif kind is Kind.GROUP_NORM and module.num_groups < module.num_channels:
                 mask = self._channel_mask(node, 1)
                 replacement = None if mask is None else MaskedGroupNorm(module, mask)
             if replacement is not None:
                 _replace_module(gm, node.target, replacement)
             return replacement is not None
-        name = getattr(node.target, "__name__", "") if node.op == "call_function" else ""
-        if name == "layer_norm":
+        kind = function_op(op_name(node)).kind
+        if kind is Kind.LAYER_NORM:
             return self._mask_function(gm, node, -1, masked_layer_norm)
-        if name == "group_norm" and _fewer_groups_than_channels(self.record, node):
+        if kind is Kind.GROUP_NORM and _fewer_groups_than_channels(self.record, node):
             return self._mask_function(gm, node, 1, masked_group_norm)
         return False
 

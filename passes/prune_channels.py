@@ -4,8 +4,8 @@ Rule:
 1. every parameter/buffer dim the analysis linked to channel labels is sliced to the surviving positions,
    and every parameter and buffer becomes a tensor of its own (the input module may share them);
 2. every module's size attributes (in/out channels, features, num_features, normalized_shape, num_channels,
-   embedding_dim) are set from the surviving widths, so the module's own checks and repr stay true and
-   `torch.save` gives a consistent plain module;
+   embedding_dim) are set from the surviving widths, by its op table entry's `resize`, so the module's own
+   checks and repr stay true and `torch.save` gives a consistent plain module;
 3. a depthwise conv's `groups` and a per-channel GroupNorm's `num_groups` follow the width; any other
    group count stays, since the analysis kept every group equally wide.
 """
@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from cascomp.ir.context import Record
 from cascomp.ir.keep import new_size
+from cascomp.ir.op_table import module_op
 from cascomp.passes.base import Pass, PassResult
 
 
@@ -40,39 +41,34 @@ class PruneChannelsPass(Pass):
                 self._resize_module(owners[target] if target in owners else gm.get_submodule(target), node)
         return PassResult(gm, modified)
 
-    def _size(self, node: fx.Node, dim: int, of_input: bool = True) -> int:
-        source = node.args[0].name if of_input else node.name
-        labels = self.record.labels[source]
-        shape = self.record.shapes[source]
-        return new_size(labels, dim % len(shape), shape[dim], self.label_keep)
-
     def _resize_module(self, module: nn.Module, node: fx.Node) -> None:
+        """Cases 2-3: the module's entry in the op table resizes it."""
         if not node.args or not isinstance(node.args[0], fx.Node):
             return
         if not isinstance(self.record.labels.get(node.args[0].name), torch.Tensor):
             return
-        if isinstance(module, nn.modules.conv._ConvNd):
-            in_channels, out_channels = self._size(node, 1), self._size(node, 1, of_input=False)
-            if module.groups == module.in_channels and module.groups > 1:  # case 3: depthwise
-                module.groups = in_channels
-            assert not (in_channels % module.groups or out_channels % module.groups), "unequal group widths"
-            module.in_channels, module.out_channels = in_channels, out_channels
-        elif isinstance(module, nn.Linear):
-            module.in_features, module.out_features = self._size(node, -1), self._size(node, -1, of_input=False)
-        elif isinstance(module, (nn.modules.batchnorm._NormBase,)):
-            module.num_features = self._size(node, 1)
-        elif isinstance(module, nn.LayerNorm):
-            module.normalized_shape = tuple(module.normalized_shape[:-1]) + (self._size(node, -1),)
-        elif isinstance(module, nn.GroupNorm):
-            channels = self._size(node, 1)
-            if module.num_groups == module.num_channels:  # case 3: one channel per group
-                module.num_groups = channels
-            assert channels % module.num_groups == 0, "unequal group widths"
-            module.num_channels = channels
-        elif isinstance(module, nn.Embedding):
-            module.embedding_dim = self._size(node, -1, of_input=False)
-        elif isinstance(module, nn.PReLU):
-            module.num_parameters = module.weight.numel()
+        resize = module_op(module).resize
+        if resize is not None:
+            resize(module, _Widths(self.record, self.label_keep, node))
+
+
+class _Widths:
+    """A module call's widths after pruning (cascomp.ir.ops.Widths), from the kept labels of its input and
+    output."""
+
+    def __init__(self, record: Record, label_keep: torch.Tensor, node: fx.Node) -> None:
+        self.record, self.label_keep, self.node = record, label_keep, node
+
+    def input(self, dim: int) -> int:
+        return self._size(self.node.args[0].name, dim)
+
+    def output(self, dim: int) -> int:
+        return self._size(self.node.name, dim)
+
+    def _size(self, source: str, dim: int) -> int:
+        labels = self.record.labels[source]
+        shape = self.record.shapes[source]
+        return new_size(labels, dim % len(shape), shape[dim], self.label_keep)
 
 
 def _slice(owner: nn.Module, attr: str, axes: list, label_keep: np.ndarray) -> bool:

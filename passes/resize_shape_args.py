@@ -1,7 +1,7 @@
 """ResizeShapeArgsPass: rewrite the sizes that forward code passes to ops, after channels are pruned.
 
 fx bakes Python ints (`self.num_heads`, `C // groups`) into the graph, so the rewrite updates them here and
-the user never has to. Cases:
+the user never has to. Which case an op gets is its op table entry's `shape_args`. Cases:
 1. view / reshape / expand / unflatten: every output dim that carries channels gets its new size (-1 stays);
    a view of a parameter (`gamma.view(C, 1, 1)`) likewise, each dim showing a pruned parameter dim;
 2. split / chunk: section sizes become the surviving counts per section (chunk turns into split);
@@ -26,8 +26,9 @@ import torch.fx as fx
 from cascomp.ir.context import Record
 from cascomp.ir.keep import kept_along, kept_before, new_size, parameter_view_sizes
 from cascomp.ir.labels import Derived, ParamRef
+from cascomp.ir.op_table import function_op, op_name
+from cascomp.ir.ops import ShapeArgs
 from cascomp.ir.rules_sizes import SizeOf
-from cascomp.ir.rules_ops import CONVOLUTIONS, op_name
 from cascomp.passes.base import Pass, PassResult
 
 
@@ -43,13 +44,13 @@ class ResizeShapeArgsPass(Pass):
                 continue
             before = (node.args, dict(node.kwargs), node.target)
             source = node.args[0].name if node.args and isinstance(node.args[0], fx.Node) else None
-            labels, name = self.record.labels.get(source), op_name(node)
-            if node.op == "call_module":
-                pass
-            elif isinstance(labels, (ParamRef, Derived)) and name in ("view", "reshape", "expand"):  # case 1
+            labels = self.record.labels.get(source)
+            name = op_name(node) if node.op != "call_module" else ""
+            shape_args = function_op(name).shape_args if name else None
+            if shape_args is ShapeArgs.SHAPE and isinstance(labels, (ParamRef, Derived)):  # case 1
                 self._resize_out_dims(node)
-            elif isinstance(labels, torch.Tensor):
-                self._rewrite(gm, node, name, labels, self.record.shapes[source])
+            elif shape_args is not None and isinstance(labels, torch.Tensor):
+                self._rewrite(gm, node, name, shape_args, labels, self.record.shapes[source])
             self._pin_sizes(node)
             modified |= before != (node.args, dict(node.kwargs), node.target)
         return PassResult(gm, modified)
@@ -67,23 +68,25 @@ class ResizeShapeArgsPass(Pass):
 
         node.args, node.kwargs = fx.node.map_arg(node.args, pin), fx.node.map_arg(node.kwargs, pin)
 
-    def _rewrite(self, gm, node: fx.Node, name: str, labels: torch.Tensor, shape: tuple) -> None:
-        if name in ("view", "reshape", "expand"):  # case 1
+    def _rewrite(self, gm, node: fx.Node, name: str, shape_args: ShapeArgs, labels: torch.Tensor,
+                 shape: tuple) -> None:
+        """The rewrite the op table's `shape_args` names."""
+        if shape_args is ShapeArgs.SHAPE:  # case 1
             self._resize_out_dims(node)
-        elif name == "unflatten":
+        elif shape_args is ShapeArgs.UNFLATTEN:
             self._unflatten(node)
-        elif name in ("split", "chunk"):  # case 2
+        elif shape_args is ShapeArgs.SECTIONS:  # case 2
             self._split(gm, node, name, labels, shape)
-        elif name in ("narrow", "select", "getitem"):  # case 3
+        elif shape_args in (ShapeArgs.BOUNDS, ShapeArgs.INDEX):  # case 3
             self._index(node, name, labels, shape)
-        elif name == "layer_norm":  # case 4
+        elif shape_args is ShapeArgs.NORMALIZED_SHAPE:  # case 4
             normalized = self._value(_get(node, 1, "normalized_shape", None))
             normalized = [normalized] if isinstance(normalized, int) else list(normalized)
             normalized[-1] = new_size(labels, len(shape) - 1, shape[-1], self.label_keep)
             _set(node, 1, "normalized_shape", tuple(normalized))
-        elif name == "group_norm" and self._value(_get(node, 1, "num_groups", None)) == shape[1]:
+        elif shape_args is ShapeArgs.NUM_GROUPS and self._value(_get(node, 1, "num_groups", None)) == shape[1]:
             _set(node, 1, "num_groups", new_size(labels, 1, shape[1], self.label_keep))
-        elif name in CONVOLUTIONS and 1 < self._value(_get(node, 6, "groups", 1)) == shape[1]:  # case 5
+        elif shape_args is ShapeArgs.GROUPS and 1 < self._value(_get(node, 6, "groups", 1)) == shape[1]:  # case 5
             _set(node, 6, "groups", new_size(labels, 1, shape[1], self.label_keep))
 
     def _value(self, arg):

@@ -13,7 +13,7 @@ import torch.fx as fx
 from torch.utils.flop_counter import FlopCounterMode
 
 from cascomp.errors import AnalysisError
-from cascomp.ir import rules_ops, rules_sizes
+from cascomp.ir import dispatch, op_table, rules_sizes
 from cascomp.ir.context import OUTPUT, Context
 from cascomp.ir.labels import ParamRef, frozen_like
 
@@ -63,13 +63,14 @@ class _Propagator(fx.Interpreter):
         largs = tuple(_literal_labels(a, la) for a, la in zip(args, largs))
         uncounted = len(self.ctx.record.uncounted)
         if node.op == "call_module":
-            labels = rules_ops.run_module(self.ctx, node, args, kwargs, largs, lkwargs, value)
+            labels = dispatch.run_module(self.ctx, node, args, kwargs, largs, lkwargs, value)
         else:
-            labels = rules_ops.run_function(self.ctx, node, args, kwargs, largs, lkwargs, value)
+            labels = dispatch.run_function(self.ctx, node, args, kwargs, largs, lkwargs, value)
         if len(self.ctx.record.uncounted) > uncounted:
             self._count_opaque(node, args, kwargs, uncounted)
-        name = "module" if node.op == "call_module" else rules_ops.op_name(node)
-        rules_sizes.record_uses(self.ctx, node, name, args, kwargs, largs, lkwargs, labels)
+        name = "module" if node.op == "call_module" else op_table.op_name(node)
+        shape_args = None if node.op == "call_module" else op_table.function_op(name).shape_args
+        rules_sizes.record_uses(self.ctx, node, name, shape_args, args, kwargs, largs, lkwargs, labels)
         return labels
 
     def _count_opaque(self, node: fx.Node, args, kwargs, first: int) -> None:
@@ -118,7 +119,7 @@ def analyze(gm: fx.GraphModule, example_inputs: tuple, example_kwargs: dict | No
     inputs = placeholder_inputs(gm, tuple(example_inputs), dict(example_kwargs or {}))
     tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
     batch = tensors[0].shape[0] if tensors and tensors[0].dim() else 1
-    ctx = Context(gm, batch)
+    ctx = Context(gm, batch, op_table.reads_sizes_only)
     with torch.no_grad():
         _Propagator(gm, ctx).run(*inputs)
     settle(ctx)

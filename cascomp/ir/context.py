@@ -7,12 +7,12 @@ results (groups, cost terms, rewrite facts) at the end.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.fx as fx
 
 from cascomp.ir.labels import FROZEN, Derived, LabelSpace, ParamAxis, ParamRef, frozen_like
-from cascomp.ir.op_names import SIZE_QUERIES, op_name
 
 
 OUTPUT = "model output (every channel of the result is kept)"  # the reason the output's channels are frozen
@@ -75,8 +75,9 @@ class Record:
 class Context:
     """Handed to every rule: the label space, the modules, and the record being written."""
 
-    def __init__(self, gm: fx.GraphModule, batch_size: int) -> None:
+    def __init__(self, gm: fx.GraphModule, batch_size: int, reads_sizes_only: Callable[[fx.Node], bool]) -> None:
         self.gm = gm
+        self._reads_sizes_only = reads_sizes_only  # the op table's size queries (x.shape): not a value read
         self.space = LabelSpace()
         self.record = Record()
         self.batch_size = batch_size
@@ -113,7 +114,7 @@ class Context:
         if self._from_inputs is None:
             self._from_inputs = set()
             for n in self.gm.graph.nodes:
-                if n.op == "placeholder" or (op_name(n) not in SIZE_QUERIES and n.op != "get_attr"
+                if n.op == "placeholder" or (not self._reads_sizes_only(n) and n.op != "get_attr"
                                              and any(i in self._from_inputs for i in n.all_input_nodes)):
                     self._from_inputs.add(n)
         return node in self._from_inputs

@@ -38,21 +38,7 @@ from cascomp.ir.graph_index import (by_group, dead_closure, describe_node, group
                                     tensor_users)
 from cascomp.ir.groups import Grouping
 from cascomp.ir.labels import ParamRef, varying_dims
-from cascomp.ir.rules_ops import (BATCH_NORMS, CONV_TRANSPOSES, CONVS, POINTWISE, POINTWISE_MODULES, SPATIAL,
-                                  SPATIAL_MODULES, op_name)
-
-_ZERO_UNSAFE = {"log", "rsqrt", "reciprocal"}  # map 0 to +-inf: the masked reference would hold NaN
-ZERO_SAFE_FUNCTIONS = ((POINTWISE - _ZERO_UNSAFE) | SPATIAL | {
-    "add", "sub", "mul", "rsub", "iadd", "isub", "imul", "maximum", "minimum", "truediv", "div", "itruediv",
-    "pad", "flatten", "view", "reshape", "squeeze", "unsqueeze", "permute", "transpose", "getitem",
-    "mean", "sum", "amax", "amin",
-})
-ZERO_SAFE_MODULES = (CONVS + CONV_TRANSPOSES + BATCH_NORMS + POINTWISE_MODULES + SPATIAL_MODULES
-                     + (nn.Linear, nn.Flatten))
-CHAIN_FUNCTIONS = POINTWISE | {"add", "sub", "mul", "truediv", "div", "rsub", "iadd", "isub", "imul", "itruediv",
-                               "maximum", "minimum"}
-MERGES = {"add", "sub", "mul", "iadd", "isub", "imul"}
-_DIVISIONS = {"truediv", "div", "itruediv"}
+from cascomp.ir.op_table import op_of
 
 
 @dataclass(frozen=True)
@@ -195,29 +181,28 @@ class _Scan:
         return None
 
     def _frontier(self, node: fx.Node) -> str | None:
-        module = self.modules[str(node.target)] if node.op == "call_module" else None
-        dense = isinstance(module, nn.Linear) or (
-            isinstance(module, CONVS + CONV_TRANSPOSES) and module.groups == 1)
         if node.op == "output":
             return "its channels reach the model output"
+        op = op_of(node, self.modules) if node.op == "call_module" else None
+        dense = op is not None and op.dense is not None and op.dense(self.modules[str(node.target)])
         if not dense or len(node.all_input_nodes) != 1 or node.kwargs:
             return (f"its channels reach {describe_node(self.gm, node)}, which is not a dense convolution or "
                     "linear layer")
         shape = self.record.shapes.get(node.name)
-        self.constants[node.name] = (shape, len(shape) - 1 if isinstance(module, nn.Linear) else 1)
+        self.constants[node.name] = (shape, op.channel_dim % len(shape))
         self.frontier.append(node.name)
         return None
 
     def _chain(self, node: fx.Node) -> str | None:
-        if not _is_chain_op(self.modules, node):
+        op = op_of(node, self.modules)
+        if not op.chain:
             return "not a per-channel op"
         inputs = node.all_input_nodes
         known = {self.constants[i.name] for i in inputs if i.name in self.constants}
         shape, dim = next(iter(known))
         if len(known) > 1 or self.record.shapes.get(node.name) != shape:
             return f"{describe_node(self.gm, node)} changes the shape of the constant its branch becomes"
-        module = self.modules[str(node.target)] if node.op == "call_module" else None
-        if isinstance(module, BATCH_NORMS) and dim != 1:
+        if op.channel_dim is not None and dim != op.channel_dim % len(shape):  # BatchNorm: dim 1
             return f"{describe_node(self.gm, node)} normalises another dim than the constant's channels"
         for other in inputs:
             if other.name not in self.constants and not _per_channel_parameter(self.record, other, shape, dim):
@@ -227,15 +212,15 @@ class _Scan:
 
     def _merge(self, node: fx.Node) -> str | None:
         inputs = node.all_input_nodes
-        name = op_name(node) if node.op in ("call_function", "call_method") else ""
+        op = op_of(node, self.modules) if node.op in ("call_function", "call_method") else None
         ours = [i for i in inputs if i.name in self.constants]
         others = [i for i in inputs if i.name not in self.constants]
         if node.op == "output":
             return "its branch reaches the model output without being merged"
-        if name not in MERGES or len(ours) != 1 or len(others) != 1 or len(node.args) != 2:
+        if op is None or not op.merge or len(ours) != 1 or len(others) != 1 or len(node.args) != 2:
             return (f"its branch reaches {describe_node(self.gm, node)}, which is neither a per-channel op "
                     "nor a residual merge")
-        if name.startswith("i") and node.args[0] is ours[0]:
+        if op.in_place and node.args[0] is ours[0]:
             return f"{describe_node(self.gm, node)} adds into the branch's constant in place"
         shape = self.record.shapes.get(node.name)
         if not isinstance(shape, tuple) or self.record.shapes.get(others[0].name) != shape:
@@ -251,21 +236,11 @@ def _zero_problem(gm: fx.GraphModule, modules: dict[str, nn.Module], record: Rec
         return f"{describe_node(gm, node)} holds its channels along several dims or in several outputs"
     if node.name not in record.floating:
         return f"{describe_node(gm, node)} holds its channels in a non-floating tensor"
-    if node.op == "call_module":
-        if isinstance(modules[str(node.target)], ZERO_SAFE_MODULES):
-            return None
-    elif node.op in ("call_function", "call_method"):
-        name = op_name(node)
-        divisor = node.args[1] if len(node.args) > 1 else None
-        if name in ZERO_SAFE_FUNCTIONS and not (name in _DIVISIONS and isinstance(divisor, fx.Node)):
-            return None
+    op = op_of(node, modules)
+    divisor = node.args[1] if node.op != "call_module" and len(node.args) > 1 else None
+    if op.zero_safe and not (op.divides and isinstance(divisor, fx.Node)):
+        return None
     return f"{describe_node(gm, node)} would see only zeros in its channels and is not known to stay finite"
-
-
-def _is_chain_op(modules: dict[str, nn.Module], node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules[str(node.target)], BATCH_NORMS + POINTWISE_MODULES)
-    return node.op in ("call_function", "call_method") and op_name(node) in CHAIN_FUNCTIONS
 
 
 def _per_channel_parameter(record: Record, node: fx.Node, shape: tuple[int, ...], dim: int) -> bool:

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from cascomp.ir.context import Record
 from cascomp.ir.groups import Grouping
-from cascomp.ir.rules_ops import op_name
+from cascomp.ir.op_table import op_name
 
 
 def dead_nodes(graph: fx.Graph, seeds: frozenset[str] | set[str]) -> frozenset[str]:

@@ -6,23 +6,24 @@ Such a tensor is described by a `Derived`: per parameter dim it reads, an index 
 along that dim every element comes from (a `ParamRef` is the special case of one parameter in place).
 
 Cases:
-1. views and reshapes apply to the index tensors, as to label tensors, so a merged dim holds the positions
-   of every dim merged into it; a slice or an index that leaves some positions of a parameter dim unread
-   freezes that dim (the positions read would move when others are pruned);
-2. pointwise ops keep the index tensors; elementwise ops of parameters and constants keep those of every
+1. views and reshapes (the op table's `on_parameters` MOVE) apply to the index tensors, as to label
+   tensors, so a merged dim holds the positions of every dim merged into it; a slice or an index that leaves
+   some positions of a parameter dim unread freezes that dim (the positions read would move when others are
+   pruned);
+2. pointwise ops (KEEP) keep the index tensors; elementwise ops (COMBINE) of parameters and constants keep those of every
    operand (parameters aligned along a dim are tied there once the result meets channels, case 5); a
    constant varying along a dim that holds parameter positions freezes them (it cannot be pruned);
-3. reductions (`STATISTICS`) and batch-statistics norms (`NORMALISATIONS`) over dims holding a parameter
-   dim's positions are statistics over its channels: recorded as a `ParamStatistic`, so the masked
-   reference computes them over the positions that survive, as the pruned parameter does; a parameter dim
-   spread over a reduced and a kept dim cannot be sliced so, and is frozen;
+3. reductions (the op table's `on_parameters` STATISTIC) and batch-statistics norms (NORMALISE) over
+   dims holding a parameter dim's positions are statistics over its channels: recorded as a
+   `ParamStatistic`, so the masked reference computes them over the positions that survive, as the pruned
+   parameter does; a parameter dim spread over a reduced and a kept dim cannot be sliced so, and is frozen;
 4. a result showing one parameter with each dim in place (or dims reduced away) is a `ParamRef` again, so
    every rule for parameters applies: a standardised weight is a conv's whole weight;
 5. where a derived tensor meets activations (an elementwise op, a conv's or a linear layer's weight), every
    parameter dim read along a dim that carries channels follows them (`link`), its positions in the order
    read; dims that carry none (kernel taps) are left alone; a parameter dim read along several dims, or
    with positions repeated or missing, is frozen;
-6. any other op freezes the parameter dims it reads, with the reason (rules_ops._unknown).
+6. any other op freezes the parameter dims it reads, with the reason (rules_ops.unknown).
 """
 
 from __future__ import annotations
@@ -35,13 +36,8 @@ import torch.fx as fx
 from cascomp.ir.context import Context, ParamStatistic
 from cascomp.ir.labels import Derived, ParamAxis, ParamRef, along, compress, expand_to, frozen_like, place
 from cascomp.ir.labels import varying_dims
-from cascomp.ir.op_names import ELEMENTWISE, MOVEMENT, POINTWISE
+from cascomp.ir.ops import ParamRule
 from cascomp.ir.rules_tensor import align, elementwise
-
-STATISTICS = {"mean", "sum", "std", "var", "var_mean", "std_mean", "amax", "amin", "norm", "vector_norm",
-              "logsumexp", "prod"}
-NORMALISATIONS = {"batch_norm", "instance_norm", "weight_norm"}  # torch._weight_norm(v, g, dim)
-_FOLLOWED = MOVEMENT | POINTWISE | STATISTICS | NORMALISATIONS | {"getitem"}
 
 
 def tensor_operands(node: fx.Node, args, kwargs, largs, lkwargs) -> list[tuple[object, torch.Tensor, object]]:
@@ -57,12 +53,10 @@ def tensor_operands(node: fx.Node, args, kwargs, largs, lkwargs) -> list[tuple[o
     return [(source, value, labels) for source, value, labels in flat if isinstance(value, torch.Tensor)]
 
 
-def claims(ctx: Context, name: str, operands) -> bool:
-    """Whether this file's rules apply: the op reads parameters and constants only (nothing computed from
-    a model input), and either one of them is a `Derived` or the op is one a `ParamRef` would not survive
-    in rules_tensor."""
-    if name not in _FOLLOWED | ELEMENTWISE:
-        return False
+def claims(ctx: Context, rule: ParamRule, operands) -> bool:
+    """Whether this file's rules apply to an op its table entry says they follow (`rule`): the op reads
+    parameters and constants only (nothing computed from a model input), and either one of them is a
+    `Derived` or the op is one a `ParamRef` would not survive in rules_tensor."""
     params, derived = 0, False
     for source, _, labels in operands:
         if isinstance(source, fx.Node) and ctx.reads_inputs(source):
@@ -73,28 +67,28 @@ def claims(ctx: Context, name: str, operands) -> bool:
             params += 1
     if derived:
         return True
-    if name in ELEMENTWISE:
+    if rule is ParamRule.COMBINE:
         return params >= 1 and len(operands) > 1  # a second parameter or a constant tensor beside it
-    return params >= 1 and name in _FOLLOWED - POINTWISE
+    return params >= 1 and rule is not ParamRule.KEEP
 
 
-def run(ctx: Context, name: str, apply: Callable, args, kwargs, largs, lkwargs, out) -> object:
+def run(ctx: Context, rule: ParamRule, name: str, apply: Callable, args, kwargs, largs, lkwargs, out) -> object:
     """Rule for an op `claims` accepts; None for an op it does not follow (the caller freezes, case 6)."""
     x, lx = (args[0], largs[0]) if args else (None, None)
-    if name in POINTWISE:  # case 2
+    if rule is ParamRule.KEEP:  # case 2
         return lx if isinstance(x, torch.Tensor) else None
-    if name in MOVEMENT or name == "getitem":  # case 1 (a constant moved, `c.expand_as(w)`, stays one)
+    if rule is ParamRule.MOVE:  # case 1 (a constant moved, `c.expand_as(w)`, stays one)
         derived = of(ctx, lx, x) if isinstance(x, torch.Tensor) else None
         return ctx.frozen_output(out) if derived is None else movement(ctx, derived, x, apply, out)
-    if name in ELEMENTWISE:  # case 2
+    if rule is ParamRule.COMBINE:  # case 2
         return combine(ctx, [(v, labels) for _, v, labels in tensor_operands(ctx.node, args, kwargs, largs, lkwargs)],
                        out)
-    if name in STATISTICS and isinstance(x, torch.Tensor) and of(ctx, lx, x) is not None:  # case 3
+    if rule is ParamRule.STATISTIC and isinstance(x, torch.Tensor) and of(ctx, lx, x) is not None:  # case 3
         if any(isinstance(a, torch.Tensor) for a in list(args[1:]) + list(kwargs.values())):
             return None
         dims, keepdim = _reduction_dims(name, args, kwargs, x.dim())
         return reduce(ctx, of(ctx, lx, x), x, dims, keepdim, out, _fewest_positions(name, args, kwargs))
-    if name in NORMALISATIONS and isinstance(x, torch.Tensor) and of(ctx, lx, x) is not None:  # case 3
+    if rule is ParamRule.NORMALISE and isinstance(x, torch.Tensor) and of(ctx, lx, x) is not None:  # case 3
         return normalise(ctx, name, args, kwargs, largs, lkwargs, out)
     return None
 

@@ -23,6 +23,7 @@ import torch.fx as fx
 
 from cascomp.ir.context import Context
 from cascomp.ir.labels import Derived, ParamRef, varying_dims
+from cascomp.ir.ops import ShapeArgs
 from cascomp.ir.rules_tensor import align
 
 
@@ -119,41 +120,43 @@ def _flat(labels) -> list[SizeOf]:
 
 
 # -- where a computed size is used ---------------------------------------------------------------------
-def record_uses(ctx: Context, node: fx.Node, name: str, args, kwargs, largs, lkwargs, labels) -> None:
+def record_uses(ctx: Context, node: fx.Node, name: str, shape_args: ShapeArgs | None, args, kwargs, largs, lkwargs,
+                labels) -> None:
     """Case 3: remember every computed size that reads channels and other dims and that the rewrite leaves
-    in place, at the ops that make tensors (arithmetic on sizes only passes the reads on)."""
+    in place, at the ops that make tensors (arithmetic on sizes only passes the reads on). `shape_args`: what
+    the op table says the rewrite replaces in this op's arguments."""
     if labels is None or isinstance(labels, SizeOf) or (
             isinstance(labels, tuple) and all(isinstance(item, SizeOf) for item in labels)):
         return
     left = _flat(list(largs) + list(lkwargs.values()))
-    for size in _replaced(node, name, args, kwargs, largs, lkwargs, labels):  # case 1
+    for size in _replaced(shape_args, args, kwargs, largs, lkwargs, labels):  # case 1
         left.remove(size)  # one occurrence: the same size may also sit where it is not replaced
     for size in left:
         if size.reads and size.other:  # case 3; case 2 when it reads channels only
             ctx.record.size_uses.append(SizeUse(node.name, name, size.reads))
 
 
-def _replaced(node: fx.Node, name: str, args, kwargs, largs, lkwargs, out_labels) -> list[SizeOf]:
+def _replaced(shape_args: ShapeArgs | None, args, kwargs, largs, lkwargs, out_labels) -> list[SizeOf]:
     """The SizeOf arguments `ResizeShapeArgsPass` overwrites with constants (case 1); a shape computed whole
     (`x.reshape(y.shape)`) is written out element by element, so the same holds for its elements."""
-    if name in ("view", "reshape", "expand") and len(args) > 1:
+    if shape_args is ShapeArgs.SHAPE and len(args) > 1:
         key = "size" if "size" in kwargs else "shape" if "shape" in kwargs else None
         value = kwargs[key] if key else args[1] if len(args) == 2 else args[1:]
         shape = lkwargs[key] if key else largs[1] if len(args) == 2 else largs[1:]
         return _at_channel_dims((shape,) if isinstance(value, int) else shape, out_labels, 0)  # view(n): one size
-    if name == "unflatten" and len(args) > 2:
+    if shape_args is ShapeArgs.UNFLATTEN and len(args) > 2:
         return _at_channel_dims(largs[2], out_labels, args[1] % args[0].dim())
-    if name not in ("split", "chunk", "narrow", "select", "getitem"):
+    if shape_args not in (ShapeArgs.SECTIONS, ShapeArgs.BOUNDS, ShapeArgs.INDEX):
         return []
     if not args or not isinstance(args[0], torch.Tensor) or not isinstance(largs[0], torch.Tensor):
         return []
     vary = set(varying_dims(align(largs[0], args[0].dim())))
-    if name in ("split", "chunk") and len(args) > 1:  # every section is rewritten
+    if shape_args is ShapeArgs.SECTIONS and len(args) > 1:  # every section is rewritten
         dim = kwargs.get("dim", args[2] if len(args) > 2 else 0)
         return _flat(largs[1]) if dim % args[0].dim() in vary else []
-    if name in ("narrow", "select") and len(args) > 2:  # start, length / index are rewritten
+    if shape_args is ShapeArgs.BOUNDS and len(args) > 2:  # start, length / index are rewritten
         return _flat(list(largs[2:])) if args[1] % args[0].dim() in vary else []
-    if name == "getitem" and len(largs) > 1:
+    if shape_args is ShapeArgs.INDEX and len(largs) > 1:
         return _indices_on_channels(args, largs, vary)
     return []
 

@@ -22,6 +22,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from cascomp.errors import TraceError
+from cascomp.ir import op_table
 from cascomp.ir.decompose import decompose_attention
 from cascomp.ir.module_copy import copy_module
 
@@ -48,7 +49,8 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if parametrize.is_parametrized(m) or ".parametrizations." in f".{qualname}.":
             return qualname in self.leaves  # traced through: what a parametrization computes from its tensors
-        return qualname in self.leaves or super().is_leaf_module(m, qualname)
+        # a class the op table lists itself is kept whole: its entry says what it computes
+        return qualname in self.leaves or op_table.TABLE.registered(type(m)) or super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
         qualname = self.path_of_module(m)
