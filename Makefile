@@ -3,7 +3,7 @@ PYTHON ?= python3
 OUT ?= out
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo demo-run test coverage benchmark
+.PHONY: setup demo demo-run test test-all coverage benchmark
 
 # torch first (the CPU wheel), then the project; Fashion-MNIST from Debian's package where apt-get can run.
 setup:
@@ -25,6 +25,10 @@ demo-run:
 
 test: setup
 	$(PYTHON) -m pytest -q
+
+# also the tests marked slow (training-heavy), which the default run leaves out
+test-all: setup
+	$(PYTHON) -m pytest -q -m 'slow or not slow'
 
 coverage: setup
 	$(PYTHON) benchmarks/coverage.py

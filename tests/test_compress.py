@@ -121,6 +121,7 @@ def test_resume_after_an_interruption_gives_the_same_result(task, tmp_path, stop
     assert untimed(resumed.report["search"]["epochs"]) == untimed(straight.report["search"]["epochs"])
 
 
+@pytest.mark.slow  # trains a baseline for an epoch, then searches three on 2048 samples
 def test_target_control_brings_the_expected_cost_to_the_target(tmp_path):
     spec = quadrant_task(tmp_path / "big.npz", samples=2048, seed=1)
     data = cascomp.load_data(spec, batch_size=64, seed=0)
