@@ -131,7 +131,7 @@ def run_torch_pruning(importance: str, model, data, target: str, epochs: int, se
     recalibrate_batch_norm(best, data.train)
     config = cascomp.CompressConfig(targets=(target,), seed=seed, search_epochs=0, finetune_epochs=epochs)
     FinetuneLoop(best, teacher, data, config, epochs, Reporter(False)).run(None, None)
-    return best.eval(), {"method": f"torch-pruning {importance}", "pruning_ratio": round(high, 4),
+    return best.eval().cpu(), {"method": f"torch-pruning {importance}", "pruning_ratio": round(high, 4),
                          "search_epochs": 0, "finetune_epochs": epochs}
 
 

@@ -2,6 +2,8 @@
 (cost, accuracy, latency) -> write. Also the steps alone: trace, apply_plan, mask_model.
 
 Every entry point copies the caller's model once at the boundary; nothing here mutates user objects.
+Tracing, the decision and the rewrite run on the CPU; search, probes, reconstruction, fine-tuning and the
+top-1 measurements run on config.device; export, latency and every output are of the CPU module.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch.utils.data import TensorDataset
 
 from cascomp.config import CompressConfig
 from cascomp.data import load_data
+from cascomp.data.bundle import default_workers
 from cascomp.errors import ConfigError, PassError
 from cascomp.export import OnnxExportResult, export_onnx
 from cascomp.export.compare import compare_latency
@@ -35,6 +38,7 @@ from cascomp.passes import (EliminateDeadCodePass, MaskChannelsPass, PruneChanne
 from cascomp.search.budget import PREFERRED_MULTIPLES, fit_of_plan, fit_preferring_multiples, target_ratios
 from cascomp.train.checkpoint import FILE as CHECKPOINT
 from cascomp.train.checkpoint import CheckpointStore
+from cascomp.train.device import Placement
 from cascomp.train.loops import FinetuneLoop, History, SearchLoop, evaluate, recalibrate_batch_norm, seed_epoch
 from cascomp.train.probe import measure_probes
 from cascomp.train.reconstruct import reconstruct
@@ -103,7 +107,7 @@ def _flatten(value) -> list[torch.Tensor]:
 # -- compress: the whole pipeline ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CompressResult:
-    model: fx.GraphModule  # the compressed, fine-tuned plain module (eval mode)
+    model: fx.GraphModule  # the compressed, fine-tuned plain module (eval mode, on the CPU)
     plan: Plan
     report: dict  # what report.json holds
 
@@ -121,14 +125,19 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
     config = config or CompressConfig()
     if not isinstance(config, CompressConfig):
         raise ConfigError(f"config must be a cascomp.CompressConfig, got {type(config).__name__}")
-    data = load_data(data, seed=config.seed) if isinstance(data, str) else data
+    placement = Placement.of(config)  # where training runs
+    reporter, clock = Reporter(progress), Clock()
+    if placement.caution():
+        reporter.line(placement.caution())
+    if isinstance(data, str):
+        data = load_data(data, seed=config.seed, workers=default_workers(placement.device),
+                         pin_memory=placement.device.type == "cuda")
     example_inputs = example_inputs if example_inputs is not None else _example_batch(data)
     if config.output_index is not None:
         model = LogitsOf(model, config.output_index)
         _check_output_index(model.model, example_inputs, config.output_index)
     store = CheckpointStore(out_dir) if out_dir is not None else None
     state = store.load() if resume else None
-    reporter, clock = Reporter(progress), Clock()
     out = Outputs(out_dir, force=force, resume=resume, run_files=(CHECKPOINT,)) if out_dir is not None else None
 
     with clock("trace"):  # 1. trace and analyse
@@ -136,6 +145,7 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         graph = trace(model, example_inputs, ignore=config.ignore, round_to=multiples[-1], min_keep=config.min_keep)
         teacher = copy.deepcopy(graph.gm).eval()
         _check_classifier(teacher, example_inputs, data)
+        teacher.to(placement.device)  # the teacher of search, probes, reconstruction and fine-tuning
         goals = target_ratios(graph, config.targets)
         method = METHODS[config.method](graph, config.method_config, goals)
     resumed = state is not None and state["phase"] == "finetune"  # the plan is settled; only fine-tuning is left
@@ -158,7 +168,7 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
             graph, fit = fit_preferring_multiples(graph, decision.scores, decision.family, goals, multiples)
             if method.keeps_search_weights:
                 _take_trained_weights(graph.gm, trained)
-        small = apply_plan(graph, fit.plan)  # 4. physical rewrite
+        small = apply_plan(graph, fit.plan).to(placement.device)  # 4. physical rewrite
         if not resumed:
             if config.reconstruct:
                 refit = reconstruct(teacher, small, graph, fit.plan, data, seed=config.seed)
@@ -175,14 +185,17 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         save = None if store is None else (lambda finetune: store.save({**checkpoint, "finetune": finetune}))
         finetune_history = loop.run(save, on_epoch)
     with tempfile.TemporaryDirectory(prefix="cascomp-") as scratch:  # the two models' one ONNX export each: 6, 7
-        with clock("measure"):  # 6. export the result (checked against torch); measure baseline and result
+        with clock("measure"):  # 6. top-1 where they trained; export the result (checked against torch), time both
+            top1 = evaluate(teacher, data.val), evaluate(small, data.val)
+            small, teacher = small.cpu(), teacher.cpu()  # the result is a CPU module, whatever the device
             exported = export_onnx(small, example_inputs, os.path.join(scratch, "model.onnx"))
             baseline_exported = export_onnx(teacher, example_inputs, os.path.join(scratch, "baseline.onnx"))
-            measured = _measure(graph, fit.plan, (teacher, baseline_exported), (small, exported), data,
+            measured = _measure(graph, fit.plan, (teacher, baseline_exported), (small, exported), top1,
                                 example_inputs, config.latency_batch_sizes)
         report = build_report(graph=graph, fit=fit, data=data, config=config, measured=measured,
                               search=search_history, finetune=finetune_history, probes=probes)
         report["timings"] = clock.seconds
+        report["environment"].update(placement.describe())
         if out is not None:  # 7. write everything, each file whole or not at all
             out.write(small, fit.plan, report, exported)
             store.remove()
@@ -197,7 +210,8 @@ def _search(method, graph: Graph, teacher, data, config: CompressConfig, goals, 
     loop = SearchLoop(method, method.prepare(), data, config, goals, reporter, teacher)
     if state is not None:
         loop.load_state_dict(state["search"])
-    return loop.model, loop.run(store, on_epoch)
+    history = loop.run(store, on_epoch)
+    return loop.model.cpu(), history  # the decision reads it (and its gates) on the CPU
 
 
 def _measure_probes(method, graph: Graph, teacher, data, config: CompressConfig, reporter) -> dict | None:
@@ -215,10 +229,10 @@ def _measure_probes(method, graph: Graph, teacher, data, config: CompressConfig,
 
 
 def _measure(graph: Graph, plan: Plan, baseline: tuple[nn.Module, OnnxExportResult],
-             compressed: tuple[nn.Module, OnnxExportResult], data, example_inputs, batch_sizes) -> Measurements:
-    """Cost, validation top-1 and latency (interleaved rounds of the two checked exports) of both models."""
-    return Measurements(baseline_cost=graph.cost(), cost=graph.cost(plan),
-                        baseline_top1=evaluate(baseline[0], data.val), top1=evaluate(compressed[0], data.val),
+             compressed: tuple[nn.Module, OnnxExportResult], top1: tuple[float, float], example_inputs,
+             batch_sizes) -> Measurements:
+    """Cost and latency (interleaved rounds of the two checked exports) of both models, with their top-1."""
+    return Measurements(baseline_cost=graph.cost(), cost=graph.cost(plan), baseline_top1=top1[0], top1=top1[1],
                         latency=compare_latency(baseline, compressed, example_inputs, batch_sizes),
                         prunable_share=graph.prunable_share())
 

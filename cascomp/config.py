@@ -10,6 +10,8 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+import torch
+
 from cascomp.errors import ConfigError
 
 METRICS = ("flops", "params")
@@ -161,6 +163,12 @@ class CompressConfig:
     # which output is the logits when forward returns a tuple/list (an index) or a dict (a key); the
     # compressed model returns that output alone
     output_index: int | str | None = None
+    # where search, probes, reconstruction, fine-tuning and evaluation run: "auto" (CUDA when available, else
+    # the CPU), "cpu", "cuda", "cuda:N" or "mps"; the result is a CPU module whatever the device
+    device: str = "auto"
+    # mixed precision for the forward passes of search and fine-tuning (bfloat16 where the device supports
+    # it, else float16 with loss scaling); the cost model and the budget stay in float32/float64
+    amp: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_CONFIGS:
@@ -198,6 +206,9 @@ class CompressConfig:
                               f"ignore=({self.ignore!r},)")
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "latency_batch_sizes", tuple(self.latency_batch_sizes))
+        resolve_device(self.device)
+        if not isinstance(self.amp, bool):
+            raise ConfigError(f"amp must be True or False, got {self.amp!r}; e.g. --amp")
 
     def _resolve_schedule(self) -> None:
         """search_epochs and finetune_epochs from `epochs` (the method's split, or the one of them given), or
@@ -242,6 +253,34 @@ class CompressConfig:
             data["distill"] = DistillConfig(**data["distill"])
         data["targets"] = tuple(data.get("targets", ("flops=0.33",)))
         return cls(**data)
+
+
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device `name` (a CompressConfig.device) stands for on this machine: "auto" is the first CUDA
+    device when there is one, else the CPU. A device this machine lacks is refused, naming those it has."""
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:(0|[1-9]\d{0,3}))?", name):
+        raise ConfigError(f"unknown device {name!r}; give {DEVICE_FORMS}, e.g. --device cuda:0")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    cuda = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    present = {"cpu": True, "cuda": cuda, "mps": torch.backends.mps.is_available()}[device.type]
+    if not present:
+        without = device.type == "cuda" and not torch.version.cuda
+        build = f" (torch {torch.__version__} is built without CUDA)" if without else ""
+        raise ConfigError(f"device {name!r} is not available: this machine has {', '.join(devices())}{build}; "
+                          "give one of those, or --device auto")
+    return device
+
+
+def devices() -> list[str]:
+    """The devices of this machine, as --device names them."""
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    found = ["cpu"] + [f"cuda:{index}" for index in range(cuda)]
+    return found + (["mps"] if torch.backends.mps.is_available() else [])
 
 
 def _choice(config, name: str, options: tuple[str, ...]) -> None:

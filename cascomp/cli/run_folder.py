@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from cascomp.config import CompressConfig
+from cascomp.config import CompressConfig, devices, resolve_device
 from cascomp.data import spec_path
 from cascomp.errors import ConfigError
 from cascomp.export.atomic import atomic_output
@@ -131,6 +131,13 @@ def _read_run_file(path: Path) -> dict:
             raise ConfigError(f"{path} lacks {key!r} (damaged or edited); {fix}")
         if not isinstance(run[key], kinds) or (kinds is int and isinstance(run[key], bool)):
             raise ConfigError(f"{path}: {key!r} is {run[key]!r}, not what compress wrote (damaged or edited); {fix}")
+    device = run["config"].get("device", "auto")
+    if isinstance(device, str) and device != "auto":
+        try:
+            resolve_device(device)
+        except ConfigError:  # a valid record, made on another machine
+            raise ConfigError(f"the run in {path.parent} trains on --device {device}, which this machine lacks "
+                              f"(it has {', '.join(devices())}); resume it where that device is") from None
     try:
         CompressConfig.from_dict(run["config"])
     except (ConfigError, TypeError) as error:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -42,15 +45,18 @@ class DataBundle:
 
 
 def tensor_bundle(name: str, train: Samples, val: Samples, *, num_classes: int, batch_size: int, seed: int,
-                  mean: tuple[float, ...], std: tuple[float, ...]) -> DataBundle:
-    """Wrap prepared float samples in in-memory loaders (no worker processes: the data is already in RAM)."""
+                  mean: tuple[float, ...], std: tuple[float, ...], workers: int = 0,
+                  pin_memory: bool = False) -> DataBundle:
+    """Wrap prepared float samples in in-memory loaders. The training order comes from the loader's seeded
+    generator alone, which also seeds the workers (`seed_worker`), so any number of workers gives the same
+    batches. `pin_memory`: batches in page-locked memory, for non-blocking copies to a CUDA device."""
     generator = torch.Generator().manual_seed(seed)
+    options = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory, drop_last=False,
+                   worker_init_fn=seed_worker if workers else None)
     return DataBundle(
         name=name,
-        train=DataLoader(TensorDataset(train.x, train.y), batch_size=batch_size, shuffle=True,
-                         generator=generator, num_workers=0, drop_last=False),
-        val=DataLoader(TensorDataset(val.x, val.y), batch_size=batch_size, shuffle=False,
-                       num_workers=0, drop_last=False),
+        train=DataLoader(TensorDataset(train.x, train.y), shuffle=True, generator=generator, **options),
+        val=DataLoader(TensorDataset(val.x, val.y), shuffle=False, **options),
         num_classes=num_classes,
         input_shape=tuple(train.x.shape[1:]),
         train_size=len(train),
@@ -58,3 +64,21 @@ def tensor_bundle(name: str, train: Samples, val: Samples, *, num_classes: int, 
         mean=mean,
         std=std,
     )
+
+
+def seed_worker(worker_id: int) -> None:
+    """A worker's Python and NumPy generators from its torch seed (the loader's generator draws the base
+    seed of every epoch's workers, and torch adds the worker's id), for transforms that draw from them."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def default_workers(device: torch.device) -> int:
+    """Loader worker processes when none are asked for: none when training on the CPU, where the data is
+    already in memory as tensors (a batch is an index and a copy, far cheaper than its training step) and
+    every worker would take a core from the training's threads; up to 4 beside an accelerator, whose steps
+    are quick enough for batching in the main process to show."""
+    if device.type == "cpu":
+        return 0
+    return min(4, max(1, (os.cpu_count() or 2) // 2))

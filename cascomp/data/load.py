@@ -6,8 +6,11 @@ The steps, in order:
 3. take the seeded random subsets limit_train / limit_val;
 4. scale uint8 pixels to [0, 1] and resize to image_size;
 5. normalise per channel with the mean and std of the training samples kept in step 3;
-6. wrap both splits in DataLoaders (train shuffled by a generator seeded from seed).
-python: factories skip steps 2-5: their loaders are used as they come.
+6. wrap both splits in DataLoaders (train shuffled by a generator seeded from seed; `workers` worker
+   processes, seeded from that generator, so the batches do not depend on their number; `pin_memory` for
+   non-blocking copies to a CUDA device).
+python: factories skip steps 2-6: their loaders are used as they come (batch_size, workers and pin_memory are
+theirs to set).
 """
 
 from __future__ import annotations
@@ -67,9 +70,11 @@ def absolute_spec(spec: str) -> str:
 
 def load_data(spec: str, *, batch_size: int = 128, val_fraction: float = 0.1, seed: int = 0,
               limit_train: int | None = None, limit_val: int | None = None,
-              image_size: int | None = None) -> DataBundle:
+              image_size: int | None = None, workers: int = 0, pin_memory: bool = False) -> DataBundle:
     """The DataBundle `spec` names (see SPEC_HELP); DataError, in one line, for anything that does not fit."""
     prepare.check_arguments(batch_size, val_fraction, limit_train, limit_val, image_size)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise DataError(f"workers (--workers) must be a whole number >= 0, got {workers!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise DataError(f"seed (--seed) must be an integer, got {seed!r}")
     name, argument = _parse(spec)
@@ -93,7 +98,8 @@ def load_data(spec: str, *, batch_size: int = 128, val_fraction: float = 0.1, se
     mean, std = prepare.channel_stats(train_x, spec)
     return tensor_bundle(spec, Samples(x=prepare.normalise(train_x, mean, std), y=train.y),
                          Samples(x=prepare.normalise(val_x, mean, std), y=val.y),
-                         num_classes=raw.num_classes, batch_size=batch_size, seed=seed, mean=mean, std=std)
+                         num_classes=raw.num_classes, batch_size=batch_size, seed=seed, mean=mean, std=std,
+                         workers=workers, pin_memory=pin_memory)
 
 
 def _parse(spec: str) -> tuple[str, str]:

@@ -69,7 +69,9 @@ class Figs(Method):
         return [direction]
 
     def penalty(self) -> dict[str, torch.Tensor]:
-        macs, params = self.graph.cost_model.evaluate(self.gates.probabilities())  # case 2
+        # case 2, on the CPU whatever device the gates train on: the cost model's tables live there, and the
+        # budget's arithmetic is then the same on every machine (the copy passes the gradient back)
+        macs, params = self.graph.cost_model.evaluate(self.gates.probabilities().cpu())
         return {"flops": macs / max(self.baseline.macs, 1.0), "params": params / max(self.baseline.params, 1.0)}
 
     def decide(self, model) -> Decision:

@@ -1,5 +1,7 @@
 """Checkpoints of a compress run: one file, replaced whole at the end of every epoch, so a crash or Ctrl-C
-loses at most the epoch in progress and `--resume OUT` picks up from the last finished one."""
+loses at most the epoch in progress and `--resume OUT` picks up from the last finished one. Its tensors are
+saved on the CPU and loaded there (the loops move them to their device), so a run trained on a GPU resumes on
+any machine."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 import torch
 
 from cascomp.errors import SearchError
+from cascomp.train.device import on_cpu
 
 FILE = "checkpoint.pt"
 
@@ -22,7 +25,7 @@ class CheckpointStore:
         handle, temporary = tempfile.mkstemp(prefix=f".{FILE}.", suffix=".tmp", dir=self.path.parent)
         os.close(handle)
         try:
-            torch.save(state, temporary)
+            torch.save(on_cpu(state), temporary)
             os.replace(temporary, self.path)
         finally:
             if os.path.exists(temporary):

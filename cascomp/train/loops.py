@@ -2,7 +2,9 @@
 
 Each epoch starts from seeds derived from (seed, phase, epoch) for the data order and the random draws, and
 ends with a checkpoint, so a run resumed from a checkpoint takes exactly the steps the uninterrupted run
-would have taken.
+would have taken. The loops train on config.device (their models are moved there before their optimisers
+are made), with config.amp's autocast for the forward passes (cascomp.train.device); evaluation and BN
+recalibration run in full precision wherever the model they are given is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cascomp.errors import SearchError
 from cascomp.methods import Method
 from cascomp.train.checkpoint import CheckpointStore
 from cascomp.search.control import PenaltyController, scheduled_target
+from cascomp.train.device import Placement, backward_and_step, module_device, to_device
 from cascomp.train.distill import distillation_loss
 from cascomp.train.progress import Reporter
 
@@ -36,12 +39,14 @@ class History:
 
 
 def evaluate(model: nn.Module, loader) -> float:
-    """Top-1 accuracy of `model` (eval mode) on `loader`."""
+    """Top-1 accuracy of `model` (eval mode, on its own device) on `loader`."""
     was_training = model.training
     model.eval()
+    device = module_device(model)
     correct = total = 0
     with torch.no_grad():
         for x, y in loader:
+            x, y = to_device(x, device), to_device(y, device)
             correct += int((model(x).argmax(dim=1) == y).sum())
             total += len(y)
     model.train(was_training)
@@ -58,6 +63,7 @@ def recalibrate_batch_norm(model: nn.Module, loader, batches: int = 32) -> None:
         return
     was_training = model.training
     model.eval()
+    device = module_device(model)
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()
@@ -67,7 +73,7 @@ def recalibrate_batch_norm(model: nn.Module, loader, batches: int = 32) -> None:
         for index, (x, _) in enumerate(loader):
             if index == batches:
                 break
-            model(x)
+            model(to_device(x, device))
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
     model.train(was_training)
@@ -98,9 +104,13 @@ class SearchLoop:
 
     def __init__(self, method: Method, model: nn.Module, data, config: CompressConfig, goals: dict[str, float],
                  reporter: Reporter, teacher: nn.Module | None = None) -> None:
+        self.placement = Placement.of(config)
         self.method, self.model, self.data, self.config, self.goals = method, model, data, config, goals
-        self.teacher = teacher.eval() if teacher is not None and config.distill.in_search else None
+        self.model.to(self.placement.device)  # the architecture parameters too: the gates are its submodule
+        use_teacher = teacher is not None and config.distill.in_search
+        self.teacher = teacher.eval().to(self.placement.device) if use_teacher else None
         self.reporter = reporter
+        self.scaler = self.placement.grad_scaler()
         arch = {id(p) for p in method.arch_parameters()}
         weights = [p for p in model.parameters() if id(p) not in arch and p.requires_grad]
         self.weight_optimizer = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum,
@@ -116,7 +126,8 @@ class SearchLoop:
         return {"model": self.model.state_dict(), "weight_optimizer": self.weight_optimizer.state_dict(),
                 "arch_optimizer": self.arch_optimizer.state_dict(), "start": self.start, "epoch": self.epoch,
                 "controllers": {m: c.state_dict() for m, c in self.controllers.items()},
-                "history": {"epochs": self.history.epochs, "trajectory": self.history.trajectory}}
+                "history": {"epochs": self.history.epochs, "trajectory": self.history.trajectory},
+                **_scaler_state(self.scaler)}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -126,6 +137,7 @@ class SearchLoop:
         for metric, controller in self.controllers.items():
             controller.load_state_dict(state["controllers"][metric])
         self.history = History(**state["history"])
+        _load_scaler_state(self.scaler, state)
 
     def run(self, store: CheckpointStore | None, on_epoch: Callable[[str, int], None] | None) -> History:
         epochs = self.config.search_epochs
@@ -147,8 +159,9 @@ class SearchLoop:
         loss_sum = 0.0
         describe = lambda: self._describe(status)  # noqa: E731
         for step, (x, y) in enumerate(self.reporter.batches(self.data.train, f"search {epoch + 1}/{epochs}", describe)):
+            x, y = self.placement.batch(x, y)
             progress = (epoch * steps + step) / max(epochs * steps, 1)
-            logits = self.model(x)
+            logits = self.placement.forward(self.model, x)
             task = self._task_loss(x, y, logits)
             expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
             progress_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
@@ -157,9 +170,7 @@ class SearchLoop:
             _finite(loss, f"search epoch {epoch + 1}", x)
             self.weight_optimizer.zero_grad(set_to_none=True)
             self.arch_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.weight_optimizer.step()
-            self.arch_optimizer.step()
+            backward_and_step(loss, [self.weight_optimizer, self.arch_optimizer], self.scaler)
             self._take_cost_step(pushes)
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
@@ -191,7 +202,7 @@ class SearchLoop:
         if self.teacher is None:
             return F.cross_entropy(logits, y)
         with torch.no_grad():
-            teacher = self.teacher(x)
+            teacher = self.placement.forward(self.teacher, x)
         distill = self.config.distill
         return distillation_loss(logits, teacher, y, temperature=distill.temperature, weight=distill.weight)
 
@@ -227,8 +238,10 @@ class FinetuneLoop:
 
     def __init__(self, student: nn.Module, teacher: nn.Module, data, config: CompressConfig, epochs: int,
                  reporter: Reporter) -> None:
-        self.student, self.teacher, self.data, self.config, self.epochs = student, teacher.eval(), data, config, epochs
-        self.reporter = reporter
+        self.placement = Placement.of(config)
+        self.student, self.teacher = student.to(self.placement.device), teacher.eval().to(self.placement.device)
+        self.data, self.config, self.epochs, self.reporter = data, config, epochs, reporter
+        self.scaler = self.placement.grad_scaler()
         self.optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         total = max(epochs * len(data.train), 1)
@@ -238,7 +251,8 @@ class FinetuneLoop:
 
     def state_dict(self) -> dict:
         return {"model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "epoch": self.epoch, "epochs": self.history.epochs}
+                "schedule": self.schedule.state_dict(), "epoch": self.epoch, "epochs": self.history.epochs,
+                **_scaler_state(self.scaler)}
 
     def load_state_dict(self, state: dict) -> None:
         self.student.load_state_dict(state["model"])
@@ -246,6 +260,7 @@ class FinetuneLoop:
         self.schedule.load_state_dict(state["schedule"])
         self.epoch = state["epoch"]
         self.history = History(epochs=state["epochs"])
+        _load_scaler_state(self.scaler, state)
 
     def run(self, save: Callable[[dict], None] | None, on_epoch: Callable[[str, int], None] | None) -> History:
         while self.epoch < self.epochs:
@@ -265,14 +280,14 @@ class FinetuneLoop:
         describe = lambda: f"loss {loss_sum / max(seen, 1):.3f}  acc {correct / max(seen, 1):.3f}"  # noqa: E731
         distill = self.config.distill
         for x, y in self.reporter.batches(self.data.train, f"fine-tune {epoch + 1}/{self.epochs}", describe):
+            x, y = self.placement.batch(x, y)
             with torch.no_grad():
-                teacher = self.teacher(x)
-            logits = self.student(x)
+                teacher = self.placement.forward(self.teacher, x)
+            logits = self.placement.forward(self.student, x)
             loss = distillation_loss(logits, teacher, y, temperature=distill.temperature, weight=distill.weight)
             _finite(loss, f"fine-tuning epoch {epoch + 1}", x)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            backward_and_step(loss, [self.optimizer], self.scaler)
             self.schedule.step()
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
@@ -282,3 +297,13 @@ class FinetuneLoop:
         self.history.epochs.append(row)
         self.reporter.line(f"fine-tune {epoch + 1}/{self.epochs}  {describe()}  val top-1 {row['val_acc']:.4f}  "
                            f"({row['seconds']:.0f} s)")
+
+
+def _scaler_state(scaler: torch.amp.GradScaler | None) -> dict:
+    """The loss scaler's state, for a checkpoint (nothing without one: full precision, bfloat16)."""
+    return {} if scaler is None else {"scaler": scaler.state_dict()}
+
+
+def _load_scaler_state(scaler: torch.amp.GradScaler | None, state: dict) -> None:
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])

@@ -6,6 +6,7 @@ to its physically smaller model, its BatchNorm statistics are re-estimated on a 
 same order: Li et al., EagleEye), and its distillation loss against the baseline is averaged over other
 fixed training batches. The same batches serve every probe, so differences between probes are not batch
 noise. The validation split is never read: what it scores must stay an unbiased measure of the result.
+Probes run in full precision on the teacher's device: the batches go there once, each probe's model too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn as nn
 
 from cascomp.config import CompressConfig
 from cascomp.ir.plan import Plan
+from cascomp.train.device import module_device, to_device
 from cascomp.train.distill import distillation_loss
 from cascomp.train.loops import recalibrate_batch_norm, seed_epoch
 from cascomp.train.progress import Reporter
@@ -40,11 +42,13 @@ def measure_probes(plans: list[Plan], rewrite: Callable[[Plan], nn.Module], teac
     recalibration; batches drawn once from the training split with config.seed."""
     started = time.perf_counter()
     calibration, scoring = _fixed_batches(data, config.seed, calibration_batches, scoring_batches)
+    device = module_device(teacher)
+    calibration, scoring = to_device(calibration, device), to_device(scoring, device)
     with torch.no_grad():
         targets = [teacher(x) for x, _ in scoring]
     losses, images = [], 0
     for index, plan in enumerate(plans):
-        model = rewrite(plan)
+        model = rewrite(plan).to(device)
         recalibrate_batch_norm(model, calibration, batches=len(calibration))
         model.eval()
         total, count = 0.0, 0

@@ -155,6 +155,9 @@ CASES = {
     "resume with run.json of a bad config": Case(
         ("compress", "--resume", "{dir}/run1"), "config is not valid",
         setup=_then(_interrupted_run, _edit_run_file(lambda r: r["config"].update(lr=-1)))),
+    "resume a run made on a device this machine lacks": Case(
+        ("compress", "--resume", "{dir}/run1"), "trains on --device cuda:999, which this machine lacks (it has",
+        setup=_then(_interrupted_run, _edit_run_file(lambda r: r["config"].update(device="cuda:999")))),
     "resume with a new target": Case(("compress", "--resume", "{dir}/run1", "--target", "flops=0.3"),
                                      "takes no --target", setup=_interrupted_run),
     "resume with a new seed and epochs": Case(
@@ -162,6 +165,8 @@ CASES = {
         "takes no --finetune-epochs, --seed", setup=_interrupted_run),
     "resume with --reconstruct": Case(("compress", "--resume", "{dir}/run1", "--reconstruct"),
                                       "takes no --reconstruct", setup=_interrupted_run),
+    "resume on another device, with amp": Case(("compress", "--resume", "{dir}/run1", "--device", "cpu", "--amp"),
+                                               "takes no --amp, --device", setup=_interrupted_run),
     "resume with --force": Case(("compress", "--resume", "{dir}/run1", "--force"), "takes no --force",
                                 setup=_interrupted_run),
     "resume a finished run": Case(("compress", "--resume", "{dir}/out"), "finished (its report.json is there)", setup=_finished_run),
@@ -203,6 +208,11 @@ CASES = {
         ("compress", "{dir}/tiny.pt", *DATA, "--epochs", "2", "--search-epochs", "2", "--finetune-epochs", "2",
          "-o", "{dir}/out"), "epochs=2 is the total of search and fine-tuning epochs"),
     "no epochs at all": Case((*COMPRESS, "-o", "{dir}/out", "--epochs", "0"), "epochs must be a whole number"),
+    "unknown device": Case((*COMPRESS, "-o", "{dir}/out", "--device", "gpu"),
+                           "unknown device 'gpu'; give auto, cpu, cuda, cuda:N or mps"),
+    "device this machine lacks": Case((*COMPRESS, "-o", "{dir}/out", "--device", "cuda:999"),
+                                      "device 'cuda:999' is not available: this machine has cpu"),
+    "negative workers": Case((*COMPRESS, "-o", "{dir}/out", "--workers", "-1"), "workers (--workers) must be"),
     "bad round-to": Case((*COMPRESS, "-o", "{dir}/out", "--round-to", "0"), "expected 'auto' or a positive integer"),
     "ratio target of 2": Case((*COMPRESS, "-o", "{dir}/out", "--target", "flops=2"), "needs a suffix"),
     "unknown target metric": Case((*COMPRESS, "-o", "{dir}/out", "--target", "latency=0.3"), "unknown target metric"),

@@ -19,8 +19,9 @@ from cascomp.cli.command import FORMATTER, Output
 from cascomp.cli.model_loading import check_runs, load_model
 from cascomp.cli.run_folder import (RUN_FILE, RUN_FORMAT, absolute, check_output_folder, claimed, resumable_run,
                                     sha256)
-from cascomp.config import METHOD_CONFIGS, CompressConfig, DistillConfig, Target
+from cascomp.config import DEVICE_FORMS, METHOD_CONFIGS, CompressConfig, DistillConfig, Target, resolve_device
 from cascomp.data import SPEC_HELP, absolute_spec, load_data
+from cascomp.data.bundle import default_workers
 from cascomp.errors import ConfigError
 
 NAME = "compress"
@@ -29,7 +30,7 @@ NAME = "compress"
 DEFAULTS = {"method": "sensitivity", "target": ["flops=0.33"], "epochs": None, "search_epochs": None,
             "finetune_epochs": None, "lr": 0.01,
             "batch_size": 128, "seed": 0, "kd_weight": 0.9, "kd_temperature": 4.0, "round_to": "auto",
-            "min_keep": 1, "ignore": [], "output_index": None}
+            "min_keep": 1, "ignore": [], "output_index": None, "device": "auto", "workers": None}
 
 
 def add_parser(commands) -> None:
@@ -87,6 +88,15 @@ def add_parser(commands) -> None:
     command.add_argument("--output-index", type=_index_or_key, metavar="N|KEY",
                          help="when forward returns a tuple or dict: which output is the logits (the compressed "
                               "model returns it alone)")
+    command.add_argument("--device", help=f"where search and fine-tuning run: {DEVICE_FORMS} (default auto: "
+                         "CUDA when available, else the CPU); the outputs are CPU modules either way")
+    command.add_argument("--amp", action="store_true",
+                         help="mixed precision for the forward passes of search and fine-tuning: bfloat16 on the "
+                              "CPU and on GPUs that have it, else float16 with loss scaling; the budget "
+                              "arithmetic stays in float32/float64")
+    command.add_argument("--workers", type=int, metavar="N",
+                         help="data loader worker processes (default: 0 on the CPU, up to 4 on a GPU); the "
+                              "batches are the same for any N")
     command.add_argument("--json", action="store_true", help="print report.json on stdout instead of a summary")
 
 
@@ -104,14 +114,17 @@ def _index_or_key(text: str) -> int | str:
 
 def run(args) -> Output:
     out, run = (Path(args.resume), _resumed_run(args)) if args.resume else (Path(args.output or ""), _new_run(args))
-    data = load_data(run["data"], batch_size=run["batch_size"], seed=run["config"]["seed"],
-                     limit_train=run["limit_train"], limit_val=run["limit_val"])
+    config = CompressConfig.from_dict(run["config"])
+    device = resolve_device(config.device)
+    workers = run.get("workers")
+    data = load_data(run["data"], batch_size=run["batch_size"], seed=config.seed, limit_train=run["limit_train"],
+                     limit_val=run["limit_val"], workers=default_workers(device) if workers is None else workers,
+                     pin_memory=device.type == "cuda")
     loaded = load_model(run["model"], factory=run["factory"], safe=run["safe"])
     if loaded.warning and not args.resume:
         print(f"cascomp: warning: {loaded.warning}", file=sys.stderr)
     example = (next(iter(data.val))[0][:1].clone(),)
     check_runs(loaded, example, inputs_from=f"the samples of {run['data']}")
-    config = CompressConfig.from_dict(run["config"])
     if not args.resume:
         check_output_folder(out, run, force=args.force)
     with claimed(out, None if args.resume else run):
@@ -154,13 +167,13 @@ def _new_run(args) -> dict:
         search_epochs=options.search_epochs,
         finetune_epochs=options.finetune_epochs, lr=options.lr, seed=options.seed, round_to=options.round_to,
         min_keep=options.min_keep, ignore=tuple(options.ignore), output_index=options.output_index,
-        reconstruct=args.reconstruct,
+        reconstruct=args.reconstruct, device=options.device, amp=args.amp,
         distill=DistillConfig(weight=options.kd_weight, temperature=options.kd_temperature))
     model = absolute(args.model)
     return {"format": RUN_FORMAT, "model": model, "model_sha256": sha256(model), "factory": args.factory,
             "safe": args.safe, "data": absolute_spec(args.data), "working_directory": os.getcwd(),
             "batch_size": options.batch_size, "limit_train": args.limit_train, "limit_val": args.limit_val,
-            "config": config.to_dict()}
+            "workers": options.workers, "config": config.to_dict()}
 
 
 def _resumed_run(args) -> dict:
@@ -172,7 +185,7 @@ def _resumed_run(args) -> dict:
     given += [flag for flag, value in (("MODEL", args.model), ("--data", args.data), ("-o", args.output),
                                        ("--force", args.force), ("--safe", args.safe),
                                        ("--keep-search-weights", args.keep_search_weights),
-                                       ("--reconstruct", args.reconstruct)) if value]
+                                       ("--reconstruct", args.reconstruct), ("--amp", args.amp)) if value]
     if given:
         raise ConfigError(f"--resume continues the run as {RUN_FILE} in {args.resume} records it, so it takes no "
                           f"{', '.join(sorted(given))}; drop them, or start a new run with them (-o NEW_OUT)")
