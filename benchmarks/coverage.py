@@ -39,6 +39,9 @@ import cascomp  # noqa: E402
 from cascomp import zoo  # noqa: E402
 from tests.models import ZOO, example_inputs, prepare  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import RESULTS, recorded  # noqa: E402
+
 # name -> the final classifier's attribute path: the layer a peer pruner must be told to leave
 FULL_SIZE = {"resnet50": "head.fc", "densenet121": "classifier", "efficientnet_b0": "classifier", "vit_b16": "head",
              "convnext_tiny": "head"}
@@ -174,7 +177,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vs-torch-pruning", action="store_true",
                         help="only compare speed with Torch-Pruning on five full-size models")
-    if parser.parse_args().vs_torch_pruning:
-        compare_with_torch_pruning()
-    else:
-        main()
+    parser.add_argument("--results", default=str(RESULTS),
+                        help="the Markdown file whose section is regenerated ('' leaves it)")
+    args = parser.parse_args()
+    name = "coverage.py --vs-torch-pruning" if args.vs_torch_pruning else "coverage.py"
+    with recorded(Path(args.results) if args.results else None, name, f"`benchmarks/{name}`",
+                  "python benchmarks/" + name):
+        compare_with_torch_pruning() if args.vs_torch_pruning else main()

@@ -28,6 +28,7 @@ from torch import nn
 import cascomp
 from cascomp.zoo.resnet20 import ResNet20
 from _baselines import baseline  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from _results import RESULTS, recorded  # noqa: E402
 from _timing import interleaved_latency, median_latency  # noqa: E402
 
 
@@ -53,7 +54,16 @@ def main() -> None:
                              "(run it on an idle machine; rounds interleave the models so drift hits all alike)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=1, help="runs per method, with seeds 0..N-1 (default 1)")
+    parser.add_argument("--results", default=str(RESULTS),
+                        help="the Markdown file whose section is regenerated ('' leaves it)")
     args = parser.parse_args()
+    name = "fashion_mnist.py --time-only" if args.time_only else "fashion_mnist.py"
+    with recorded(Path(args.results) if args.results else None, name,
+                  f"`benchmarks/{name}`", "python benchmarks/" + name):
+        run(args)
+
+
+def run(args) -> None:
     if args.time_only:
         time_models(args)
         return

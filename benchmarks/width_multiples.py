@@ -25,6 +25,7 @@ from cascomp.errors import SearchError  # noqa: E402
 from cascomp.methods import METHODS  # noqa: E402
 from cascomp.search.budget import Fit, fit_widths, target_ratios  # noqa: E402
 from cascomp.zoo.resnet20 import ResNet20  # noqa: E402
+from _results import RESULTS, recorded  # noqa: E402
 from fashion_mnist import interleaved_latency  # noqa: E402
 
 MULTIPLES = (1, 4, 8, 16)
@@ -51,7 +52,15 @@ def main() -> None:
     parser.add_argument("--targets", default="flops=0.33,flops=0.5")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--results", default=str(RESULTS),
+                        help="the Markdown file whose width-multiples section is regenerated ('' leaves it)")
     args = parser.parse_args()
+    with recorded(Path(args.results) if args.results else None, "width_multiples.py",
+                  "Width multiples and latency (`benchmarks/width_multiples.py`)", "python benchmarks/width_multiples.py"):
+        measure(args)
+
+
+def measure(args) -> None:
     torch.manual_seed(0)
     baseline, x = ResNet20().eval(), torch.zeros(1, 1, 28, 28)
     graph = cascomp.trace(baseline, x)
