@@ -4,6 +4,8 @@
 Every entry point copies the caller's model once at the boundary; nothing here mutates user objects.
 Tracing, the decision and the rewrite run on the CPU; search, probes, reconstruction, fine-tuning and the
 top-1 measurements run on config.device; export, latency and every output are of the CPU module.
+Launched by torchrun, every process runs this pipeline: training is data-parallel, the plan is decided on
+rank 0 and broadcast, and rank 0 alone writes (cascomp.train.distributed says how the processes agree).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.utils.data import TensorDataset
 
-from cascomp.config import CompressConfig
+from cascomp.config import CompressConfig, resolve_device
 from cascomp.data import load_data
 from cascomp.data.bundle import default_workers
 from cascomp.errors import ConfigError, PassError
@@ -38,7 +40,8 @@ from cascomp.passes import (EliminateDeadCodePass, MaskChannelsPass, PruneChanne
 from cascomp.search.budget import PREFERRED_MULTIPLES, fit_of_plan, fit_preferring_multiples, target_ratios
 from cascomp.train.checkpoint import FILE as CHECKPOINT
 from cascomp.train.checkpoint import CheckpointStore
-from cascomp.train.device import Placement
+from cascomp.train.device import Placement, tensors_in
+from cascomp.train.distributed import Cluster
 from cascomp.train.loops import FinetuneLoop, History, SearchLoop, evaluate, recalibrate_batch_norm, seed_epoch
 from cascomp.train.probe import measure_probes
 from cascomp.train.reconstruct import reconstruct
@@ -86,22 +89,12 @@ def _verify_runs(graph: Graph, gm: fx.GraphModule) -> None:
     except Exception as error:
         raise PassError(f"the pruned model does not run on the example inputs: {type(error).__name__}: {error}; "
                         "please report this model") from error
-    shapes = [tuple(t.shape) for t in _flatten(out)]
+    shapes = [tuple(t.shape) for t in tensors_in(out)]
     expected = graph.output_shapes()  # recorded by the analysis; running the original again costs as much
     if expected is None:
-        expected = [tuple(t.shape) for t in _flatten(graph.run(graph.gm))]
+        expected = [tuple(t.shape) for t in tensors_in(graph.run(graph.gm))]
     if shapes != expected:
         raise PassError(f"the pruned model's outputs have shapes {shapes}, expected {expected}")
-
-
-def _flatten(value) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _flatten(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _flatten(v)]
-    return []
 
 
 # -- compress: the whole pipeline ----------------------------------------------------------------------------
@@ -125,20 +118,24 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
     config = config or CompressConfig()
     if not isinstance(config, CompressConfig):
         raise ConfigError(f"config must be a cascomp.CompressConfig, got {type(config).__name__}")
-    placement = Placement.of(config)  # where training runs
-    reporter, clock = Reporter(progress), Clock()
+    cluster = Cluster.join(resolve_device(config.device))  # one process, or torchrun's group
+    placement = Placement.of(config, cluster)  # where training runs
+    reporter, clock = Reporter(progress and cluster.is_main), Clock()
     if placement.caution():
         reporter.line(placement.caution())
     if isinstance(data, str):
         data = load_data(data, seed=config.seed, workers=default_workers(placement.device),
                          pin_memory=placement.device.type == "cuda")
+    cluster.check_batch(getattr(data.train, "batch_size", None))
     example_inputs = example_inputs if example_inputs is not None else _example_batch(data)
     if config.output_index is not None:
         model = LogitsOf(model, config.output_index)
         _check_output_index(model.model, example_inputs, config.output_index)
     store = CheckpointStore(out_dir) if out_dir is not None else None
-    state = store.load() if resume else None
-    out = Outputs(out_dir, force=force, resume=resume, run_files=(CHECKPOINT,)) if out_dir is not None else None
+    state = store.load() if resume else None  # every process reads it; rank 0 alone writes
+    writes = out_dir is not None and cluster.is_main
+    out = Outputs(out_dir, force=force, resume=resume, run_files=(CHECKPOINT,)) if writes else None
+    store = store if writes else None
 
     with clock("trace"):  # 1. trace and analyse
         multiples = PREFERRED_MULTIPLES if config.round_to == "auto" else (config.round_to,)
@@ -154,7 +151,7 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
             trained, search_history = None, History(**state["search_history"])
         else:
             trained, search_history = _search(method, graph, teacher, data, config, goals, reporter, store, state,
-                                              on_epoch)
+                                              on_epoch, cluster)
     # 3. decide what survives and project it onto the budget under the largest width multiple that lands it;
     # from here on the graph carries that multiple (the plan validates against it)
     with clock("decide"):
@@ -163,9 +160,8 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
             fit = fit_of_plan(graph, Plan.from_dict(state["plan"]), goals)
             probes = state.get("probes")
         else:
-            probes = _measure_probes(method, graph, teacher, data, config, reporter)
-            decision = method.decide(trained)
-            graph, fit = fit_preferring_multiples(graph, decision.scores, decision.family, goals, multiples)
+            probes = _measure_probes(method, graph, teacher, data, config, reporter, cluster)
+            graph, fit = _decide(method, trained, graph, goals, multiples, cluster)
             if method.keeps_search_weights:
                 _take_trained_weights(graph.gm, trained)
         small = apply_plan(graph, fit.plan).to(placement.device)  # 4. physical rewrite
@@ -177,51 +173,73 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
             recalibrate_batch_norm(small, data.train)  # statistics of the pruned network, before fine-tuning
     with clock("finetune"):  # 5. fine-tune with distillation from the baseline
         epochs = config.finetune_epochs + (0 if method.searches else config.search_epochs)
-        loop = FinetuneLoop(small, teacher, data, config, epochs, reporter)
+        loop = FinetuneLoop(small, teacher, data, config, epochs, reporter, cluster)
         if resumed:
             loop.load_state_dict(state["finetune"])
         checkpoint = {"phase": "finetune", "plan": fit.plan.to_dict(), "round_to": graph.constraints.round_to,
                       "search_history": vars(search_history), "probes": probes}
         save = None if store is None else (lambda finetune: store.save({**checkpoint, "finetune": finetune}))
         finetune_history = loop.run(save, on_epoch)
-    with tempfile.TemporaryDirectory(prefix="cascomp-") as scratch:  # the two models' one ONNX export each: 6, 7
-        with clock("measure"):  # 6. top-1 where they trained; export the result (checked against torch), time both
-            top1 = evaluate(teacher, data.val), evaluate(small, data.val)
-            small, teacher = small.cpu(), teacher.cpu()  # the result is a CPU module, whatever the device
-            exported = export_onnx(small, example_inputs, os.path.join(scratch, "model.onnx"))
-            baseline_exported = export_onnx(teacher, example_inputs, os.path.join(scratch, "baseline.onnx"))
-            measured = _measure(graph, fit.plan, (teacher, baseline_exported), (small, exported), top1,
-                                example_inputs, config.latency_batch_sizes)
-        report = build_report(graph=graph, fit=fit, data=data, config=config, measured=measured,
-                              search=search_history, finetune=finetune_history, probes=probes)
-        report["timings"] = clock.seconds
-        report["environment"].update(placement.describe())
-        if out is not None:  # 7. write everything, each file whole or not at all
-            out.write(small, fit.plan, report, exported)
-            store.remove()
+    with clock("measure"):  # 6. top-1 where they trained (every process scores its share of the batches)
+        top1 = evaluate(teacher, data.val, cluster), evaluate(small, data.val, cluster)
+        small, teacher = small.cpu(), teacher.cpu()  # the result is a CPU module, whatever the device
+    report = None
+    if cluster.is_main:
+        with tempfile.TemporaryDirectory(prefix="cascomp-") as scratch:  # the two models' ONNX export each: 6, 7
+            with clock("export"):  # export the result (checked against torch), time both
+                exported = export_onnx(small, example_inputs, os.path.join(scratch, "model.onnx"))
+                baseline_exported = export_onnx(teacher, example_inputs, os.path.join(scratch, "baseline.onnx"))
+                measured = _measure(graph, fit.plan, (teacher, baseline_exported), (small, exported), top1,
+                                    example_inputs, config.latency_batch_sizes)
+            report = build_report(graph=graph, fit=fit, data=data, config=config, measured=measured,
+                                  search=search_history, finetune=finetune_history, probes=probes)
+            report["timings"] = clock.seconds
+            report["environment"].update(placement.describe(), processes=cluster.world_size)
+            if out is not None:  # 7. write everything, each file whole or not at all
+                out.write(small, fit.plan, report, exported)
+                store.remove()
+    report = cluster.broadcast(report)  # the other processes return rank 0's report
     reporter.line(summary_table(report))
     return CompressResult(model=small, plan=fit.plan, report=report)
 
 
-def _search(method, graph: Graph, teacher, data, config: CompressConfig, goals, reporter, store, state, on_epoch):
+def _search(method, graph: Graph, teacher, data, config: CompressConfig, goals, reporter, store, state, on_epoch,
+            cluster: Cluster):
     """Run the method's search; methods without one are decided from the baseline's weights."""
     if not method.searches or config.search_epochs == 0:
         return graph.gm, History()
-    loop = SearchLoop(method, method.prepare(), data, config, goals, reporter, teacher)
+    loop = SearchLoop(method, method.prepare(), data, config, goals, reporter, teacher, cluster)
     if state is not None:
         loop.load_state_dict(state["search"])
     history = loop.run(store, on_epoch)
     return loop.model.cpu(), history  # the decision reads it (and its gates) on the CPU
 
 
-def _measure_probes(method, graph: Graph, teacher, data, config: CompressConfig, reporter) -> dict | None:
+def _decide(method, trained, graph: Graph, goals, multiples, cluster: Cluster):
+    """What survives, projected onto the budget under the largest width multiple that lands it: decided on
+    rank 0 and broadcast, so every process rewrites the same plan."""
+    settled = None
+    if cluster.is_main:
+        decision = method.decide(trained)
+        graph, fit = fit_preferring_multiples(graph, decision.scores, decision.family, goals, multiples)
+        settled = (fit.plan.to_dict(), graph.constraints.round_to)
+    settled = cluster.broadcast(settled)
+    if cluster.is_main:
+        return graph, fit
+    graph = graph.with_width_multiple(settled[1])
+    return graph, fit_of_plan(graph, Plan.from_dict(settled[0]), goals)
+
+
+def _measure_probes(method, graph: Graph, teacher, data, config: CompressConfig, reporter,
+                    cluster: Cluster) -> dict | None:
     """Measure the plans the method asks about (none for most methods) on the traced baseline; what it cost."""
     plans = method.probes()
     if not plans:
         return None
     options = config.method_config
     result = measure_probes(plans, lambda plan: apply_plan(graph, plan), teacher, data, config, reporter,
-                            calibration_batches=options.calibration_batches, scoring_batches=options.scoring_batches)
+                            calibration_batches=options.calibration_batches, scoring_batches=options.scoring_batches,
+                            cluster=cluster)
     reporter.line(f"probes: {len(plans)} measured on {result.images:,} images in {result.seconds:.0f} s")
     method.take_measurements(result.losses)
     return {"count": len(plans), "images": result.images, "seconds": round(result.seconds, 3),

@@ -3,7 +3,8 @@
 prints its Output, as rich tables or (--json) one JSON object.
 
 Exit status: 0 done; 2 a user mistake (a CascompError or a usage error), told in one line on stderr;
-1 a bug in cascomp, told in one line (CASCOMP_DEBUG=1 shows the traceback); 130 interrupted.
+1 a bug in cascomp, told in one line (CASCOMP_DEBUG=1 shows the traceback); 130 interrupted. Under torchrun,
+rank 0 alone prints the output, and an error line names the process it comes from.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cascomp import __version__
 from cascomp.cli.command import FORMATTER, Output
 from cascomp.cli.commands import analyze, compress, demo, export, profile
 from cascomp.errors import CascompError, CascompWarning, as_user_error
+from cascomp.train.distributed import Cluster
 
 # The commands, in the order --help lists them; `run` is looked up when the command runs.
 COMMANDS = {command.NAME: command for command in (demo, compress, analyze, export, profile)}
@@ -49,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Library chatter on stdout would corrupt --json, so while the work runs stdout goes to stderr.
         with _quiet_warnings(debug), contextlib.redirect_stdout(sys.stderr):
-            output = COMMANDS[args.command].run(args)
-        _print(output, json_output=getattr(args, "json", False))
+            try:
+                output = COMMANDS[args.command].run(args)
+            finally:
+                Cluster.leave()
+        if Cluster.from_environment().is_main:
+            _print(output, json_output=getattr(args, "json", False))
         return 0
     except CascompError as error:
         return _fail(error, 2, "", debug)
@@ -74,8 +80,17 @@ def _fail(error: BaseException, status: int, prefix: str, debug: bool) -> int:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
     # Messages that quote torch's multi-line errors keep their first line (what) and last (what to do).
     message = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
-    print(f"cascomp: error: {prefix}{message}", file=sys.stderr)
+    tag = _process_tag()
+    print(f"cascomp: error: {tag + ': ' if tag else ''}{prefix}{message}", file=sys.stderr)
     return status
+
+
+def _process_tag() -> str:
+    """'rank R/N' under torchrun, else ''; a broken torchrun environment is not this error's story."""
+    try:
+        return Cluster.from_environment().tag
+    except CascompError:
+        return ""
 
 
 @contextlib.contextmanager

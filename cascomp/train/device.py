@@ -30,8 +30,12 @@ class Placement:
     amp_dtype: torch.dtype | None = None  # None: full precision
 
     @classmethod
-    def of(cls, config: CompressConfig) -> "Placement":
+    def of(cls, config: CompressConfig, cluster=None) -> "Placement":
+        """config's device and precision; with several CUDA processes (`cluster`, a
+        cascomp.train.distributed.Cluster), each process's own GPU."""
         device = resolve_device(config.device)
+        if cluster is not None:
+            device = cluster.device(device)
         return cls(device=device, amp_dtype=amp_dtype(device) if config.amp else None)
 
     def batch(self, x, y):
@@ -109,6 +113,17 @@ def module_device(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def tensors_in(value) -> list[torch.Tensor]:
+    """The tensors of a (nested) output: tuples and lists in order, dicts by value order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in tensors_in(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in tensors_in(item)]
+    return []
 
 
 def on_cpu(value):

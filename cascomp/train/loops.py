@@ -4,7 +4,8 @@ Each epoch starts from seeds derived from (seed, phase, epoch) for the data orde
 ends with a checkpoint, so a run resumed from a checkpoint takes exactly the steps the uninterrupted run
 would have taken. The loops train on config.device (their models are moved there before their optimisers
 are made), with config.amp's autocast for the forward passes (cascomp.train.device); evaluation and BN
-recalibration run in full precision wherever the model they are given is.
+recalibration run in full precision wherever the model they are given is. Launched by torchrun, they train
+a DDP module on each process's slice of every batch (cascomp.train.distributed).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cascomp.methods import Method
 from cascomp.train.checkpoint import CheckpointStore
 from cascomp.search.control import PenaltyController, scheduled_target
 from cascomp.train.device import Placement, backward_and_step, module_device, to_device
+from cascomp.train.distributed import Cluster
 from cascomp.train.distill import distillation_loss
 from cascomp.train.progress import Reporter
 
@@ -38,8 +40,10 @@ class History:
     trajectory: list[dict] = field(default_factory=list)
 
 
-def evaluate(model: nn.Module, loader) -> float:
-    """Top-1 accuracy of `model` (eval mode, on its own device) on `loader`."""
+def evaluate(model: nn.Module, loader, cluster: Cluster = Cluster()) -> float:
+    """Top-1 accuracy of `model` (eval mode, on its own device) on `loader`; with several processes each
+    scores its share of the batches and the counts are summed."""
+    loader = cluster.shard(loader, train=False)
     was_training = model.training
     model.eval()
     device = module_device(model)
@@ -50,6 +54,7 @@ def evaluate(model: nn.Module, loader) -> float:
             correct += int((model(x).argmax(dim=1) == y).sum())
             total += len(y)
     model.train(was_training)
+    correct, total = cluster.sum([correct, total])
     return correct / max(total, 1)
 
 
@@ -103,10 +108,13 @@ class SearchLoop:
     plus the controlled penalty."""
 
     def __init__(self, method: Method, model: nn.Module, data, config: CompressConfig, goals: dict[str, float],
-                 reporter: Reporter, teacher: nn.Module | None = None) -> None:
-        self.placement = Placement.of(config)
+                 reporter: Reporter, teacher: nn.Module | None = None, cluster: Cluster = Cluster()) -> None:
+        self.cluster, self.placement = cluster, Placement.of(config, cluster)
         self.method, self.model, self.data, self.config, self.goals = method, model, data, config, goals
         self.model.to(self.placement.device)  # the architecture parameters too: the gates are its submodule
+        self.batches = cluster.shard(data.train, train=True)
+        # what the forward passes go through (DDP with several processes)
+        self.runner = cluster.wrap(self.model, lambda: _first_samples(data.train, self.placement))
         use_teacher = teacher is not None and config.distill.in_search
         self.teacher = teacher.eval().to(self.placement.device) if use_teacher else None
         self.reporter = reporter
@@ -153,15 +161,15 @@ class SearchLoop:
     def _epoch(self, epoch: int, epochs: int) -> None:
         seed_epoch(self.data, self.config.seed, 1, epoch)
         self.model.train()
-        steps, started = len(self.data.train), time.perf_counter()
+        steps, started = len(self.batches), time.perf_counter()
         status = {"loss": 0.0, "acc": 0.0}
         seen = correct = 0
         loss_sum = 0.0
         describe = lambda: self._describe(status)  # noqa: E731
-        for step, (x, y) in enumerate(self.reporter.batches(self.data.train, f"search {epoch + 1}/{epochs}", describe)):
+        for step, (x, y) in enumerate(self.reporter.batches(self.batches, f"search {epoch + 1}/{epochs}", describe)):
             x, y = self.placement.batch(x, y)
             progress = (epoch * steps + step) / max(epochs * steps, 1)
-            logits = self.placement.forward(self.model, x)
+            logits = self.placement.forward(self.runner, x)
             task = self._task_loss(x, y, logits)
             expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
             progress_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
@@ -179,9 +187,11 @@ class SearchLoop:
             if step % TRAJECTORY_EVERY == 0:
                 self.history.trajectory.append({"epoch": progress * epochs, "train_acc": status["acc"],
                                                 **self._cost_fields(status)})
-        recalibrate_batch_norm(self.model, self.data.train)
+        recalibrate_batch_norm(self.model, self.data.train)  # the full batches: the same statistics everywhere
+        loss_sum, correct, seen = self.cluster.sum([loss_sum, correct, seen])
+        status.update(loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1))
         row = {"epoch": epoch + 1, "loss": status["loss"], "train_acc": status["acc"],
-               "val_acc": evaluate(self.model, self.data.val), "seconds": time.perf_counter() - started,
+               "val_acc": evaluate(self.model, self.data.val, self.cluster), "seconds": time.perf_counter() - started,
                **self._cost_fields(status)}
         self.history.epochs.append(row)
         self.reporter.line(f"search {epoch + 1}/{epochs}  {self._describe(status)}  val top-1 {row['val_acc']:.4f}  "
@@ -237,14 +247,16 @@ class FinetuneLoop:
     """Trains the compressed network with distillation from the baseline; cosine learning-rate decay."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, data, config: CompressConfig, epochs: int,
-                 reporter: Reporter) -> None:
-        self.placement = Placement.of(config)
+                 reporter: Reporter, cluster: Cluster = Cluster()) -> None:
+        self.cluster, self.placement = cluster, Placement.of(config, cluster)
         self.student, self.teacher = student.to(self.placement.device), teacher.eval().to(self.placement.device)
+        self.batches = cluster.shard(data.train, train=True)
+        self.runner = cluster.wrap(self.student, lambda: _first_samples(data.train, self.placement))
         self.data, self.config, self.epochs, self.reporter = data, config, epochs, reporter
         self.scaler = self.placement.grad_scaler()
         self.optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
-        total = max(epochs * len(data.train), 1)
+        total = max(epochs * len(self.batches), 1)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
         self.epoch = 0
         self.history = History()
@@ -279,11 +291,11 @@ class FinetuneLoop:
         started, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
         describe = lambda: f"loss {loss_sum / max(seen, 1):.3f}  acc {correct / max(seen, 1):.3f}"  # noqa: E731
         distill = self.config.distill
-        for x, y in self.reporter.batches(self.data.train, f"fine-tune {epoch + 1}/{self.epochs}", describe):
+        for x, y in self.reporter.batches(self.batches, f"fine-tune {epoch + 1}/{self.epochs}", describe):
             x, y = self.placement.batch(x, y)
             with torch.no_grad():
                 teacher = self.placement.forward(self.teacher, x)
-            logits = self.placement.forward(self.student, x)
+            logits = self.placement.forward(self.runner, x)
             loss = distillation_loss(logits, teacher, y, temperature=distill.temperature, weight=distill.weight)
             _finite(loss, f"fine-tuning epoch {epoch + 1}", x)
             self.optimizer.zero_grad(set_to_none=True)
@@ -292,11 +304,20 @@ class FinetuneLoop:
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(loss.detach()) * len(y)
+        loss_sum, correct, seen = self.cluster.sum([loss_sum, correct, seen])
         row = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "val_acc": evaluate(self.student, self.data.val), "seconds": time.perf_counter() - started}
+               "val_acc": evaluate(self.student, self.data.val, self.cluster), "seconds": time.perf_counter() - started}
         self.history.epochs.append(row)
         self.reporter.line(f"fine-tune {epoch + 1}/{self.epochs}  {describe()}  val top-1 {row['val_acc']:.4f}  "
                            f"({row['seconds']:.0f} s)")
+
+
+def _first_samples(loader, placement: Placement) -> torch.Tensor:
+    """The first two samples of `loader`'s dataset as a batch on the placement's device (what Cluster.wrap
+    looks for unused parameters with); the loader's order and generator are left alone."""
+    dataset = loader.dataset
+    x = loader.collate_fn([dataset[i] for i in range(min(2, len(dataset)))])[0]
+    return to_device(x, placement.device)
 
 
 def _scaler_state(scaler: torch.amp.GradScaler | None) -> dict:

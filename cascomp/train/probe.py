@@ -7,6 +7,7 @@ same order: Li et al., EagleEye), and its distillation loss against the baseline
 fixed training batches. The same batches serve every probe, so differences between probes are not batch
 noise. The validation split is never read: what it scores must stay an unbiased measure of the result.
 Probes run in full precision on the teacher's device: the batches go there once, each probe's model too.
+With several processes each measures every N-th plan on the same batches, and the losses are gathered.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch.nn as nn
 from cascomp.config import CompressConfig
 from cascomp.ir.plan import Plan
 from cascomp.train.device import module_device, to_device
+from cascomp.train.distributed import Cluster
 from cascomp.train.distill import distillation_loss
 from cascomp.train.loops import recalibrate_batch_norm, seed_epoch
 from cascomp.train.progress import Reporter
@@ -37,18 +39,19 @@ class ProbeResult:
 
 def measure_probes(plans: list[Plan], rewrite: Callable[[Plan], nn.Module], teacher: nn.Module, data,
                    config: CompressConfig, reporter: Reporter, *, calibration_batches: int,
-                   scoring_batches: int) -> ProbeResult:
+                   scoring_batches: int, cluster: Cluster = Cluster()) -> ProbeResult:
     """The distillation loss (config.distill's temperature and weight) of each plan's rewritten model after BN
-    recalibration; batches drawn once from the training split with config.seed."""
+    recalibration; batches drawn once from the training split with config.seed. `images` counts the forward
+    passes of all processes."""
     started = time.perf_counter()
     calibration, scoring = _fixed_batches(data, config.seed, calibration_batches, scoring_batches)
     device = module_device(teacher)
     calibration, scoring = to_device(calibration, device), to_device(scoring, device)
     with torch.no_grad():
         targets = [teacher(x) for x, _ in scoring]
-    losses, images = [], 0
-    for index, plan in enumerate(plans):
-        model = rewrite(plan).to(device)
+    losses, images = {}, 0
+    for done, index in enumerate(cluster.share(len(plans))):
+        model = rewrite(plans[index]).to(device)
         recalibrate_batch_norm(model, calibration, batches=len(calibration))
         model.eval()
         total, count = 0.0, 0
@@ -57,11 +60,15 @@ def measure_probes(plans: list[Plan], rewrite: Callable[[Plan], nn.Module], teac
                 loss = distillation_loss(model(x), target, y, temperature=config.distill.temperature,
                                          weight=config.distill.weight)
                 total, count = total + float(loss) * len(y), count + len(y)
-        losses.append(total / max(count, 1))
+        losses[index] = total / max(count, 1)
         images += sum(len(y) for _, y in calibration) + count
-        if reporter is not None and (index + 1) % 20 == 0:
-            reporter.line(f"probes: {index + 1}/{len(plans)} measured")
-    return ProbeResult(losses=losses, images=images, seconds=time.perf_counter() - started)
+        if reporter is not None and (done + 1) % 20 == 0:
+            reporter.line(f"probes: {(done + 1) * cluster.world_size}/{len(plans)} measured")
+    for share in cluster.gather(losses):  # every process's measurements (this one's alone without others)
+        losses.update(share)
+    images = int(cluster.sum([images])[0])
+    return ProbeResult(losses=[losses[index] for index in range(len(plans))], images=images,
+                       seconds=time.perf_counter() - started)
 
 
 def _fixed_batches(data, seed: int, calibration: int, scoring: int) -> tuple[list, list]:

@@ -2,12 +2,14 @@
 
 A new run records itself in OUT/run.json; `--resume OUT` continues one from that record alone. The rules for
 the output folder (every check before anything is written; nothing replaced without --force, no input ever)
-are in cascomp/cli/run_folder.py.
+are in cascomp/cli/run_folder.py. Under torchrun every process runs this command; rank 0 alone checks and
+claims the folder, writes into it and prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -23,6 +25,7 @@ from cascomp.config import DEVICE_FORMS, METHOD_CONFIGS, CompressConfig, Distill
 from cascomp.data import SPEC_HELP, absolute_spec, load_data
 from cascomp.data.bundle import default_workers
 from cascomp.errors import ConfigError
+from cascomp.train.distributed import Cluster
 
 NAME = "compress"
 # The run's options: parsed with default None, so an option given on the command line can be told from one
@@ -125,9 +128,10 @@ def run(args) -> Output:
         print(f"cascomp: warning: {loaded.warning}", file=sys.stderr)
     example = (next(iter(data.val))[0][:1].clone(),)
     check_runs(loaded, example, inputs_from=f"the samples of {run['data']}")
-    if not args.resume:
+    main = Cluster.from_environment().is_main
+    if not args.resume and main:
         check_output_folder(out, run, force=args.force)
-    with claimed(out, None if args.resume else run):
+    with claimed(out, None if args.resume else run) if main else contextlib.nullcontext():
         result = compress(loaded.module, config, data=data, example_inputs=example, out_dir=out,
                           resume=bool(args.resume), progress=True)
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
