@@ -26,7 +26,7 @@ from torch.utils.data import TensorDataset
 from cascomp.config import CompressConfig, resolve_device
 from cascomp.data import load_data
 from cascomp.data.bundle import default_workers
-from cascomp.errors import ConfigError, PassError
+from cascomp.errors import CascompError, ConfigError, PassError
 from cascomp.export import OnnxExportResult, export_onnx
 from cascomp.export.compare import compare_latency
 from cascomp.export.outputs import Outputs
@@ -190,7 +190,7 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
                 exported = export_onnx(small, example_inputs, os.path.join(scratch, "model.onnx"))
                 baseline_exported = export_onnx(teacher, example_inputs, os.path.join(scratch, "baseline.onnx"))
                 measured = _measure(graph, fit.plan, (teacher, baseline_exported), (small, exported), top1,
-                                    example_inputs, config.latency_batch_sizes)
+                                    example_inputs, config.latency_batch_sizes, placement.device)
             report = build_report(graph=graph, fit=fit, data=data, config=config, measured=measured,
                                   search=search_history, finetune=finetune_history, probes=probes)
             report["timings"] = clock.seconds
@@ -248,11 +248,21 @@ def _measure_probes(method, graph: Graph, teacher, data, config: CompressConfig,
 
 def _measure(graph: Graph, plan: Plan, baseline: tuple[nn.Module, OnnxExportResult],
              compressed: tuple[nn.Module, OnnxExportResult], top1: tuple[float, float], example_inputs,
-             batch_sizes) -> Measurements:
-    """Cost and latency (interleaved rounds of the two checked exports) of both models, with their top-1."""
+             batch_sizes, device: torch.device) -> Measurements:
+    """Cost and latency (interleaved rounds of the two checked exports) of both models, with their top-1; on a
+    CUDA device also their latency there, in torch and in onnxruntime's CUDA provider if it is installed."""
+    gpu, unavailable = [], {}
+    if device.type == "cuda":
+        gpu.append(compare_latency(baseline, compressed, example_inputs, batch_sizes, runtime="torch-cuda",
+                                   device=device))
+        try:
+            gpu.append(compare_latency(baseline, compressed, example_inputs, batch_sizes, runtime="onnxruntime-cuda",
+                                       device=device))
+        except CascompError as error:  # no onnxruntime-gpu: the report says so rather than failing the run
+            unavailable["onnxruntime-cuda"] = str(error)
     return Measurements(baseline_cost=graph.cost(), cost=graph.cost(plan), baseline_top1=top1[0], top1=top1[1],
                         latency=compare_latency(baseline, compressed, example_inputs, batch_sizes),
-                        prunable_share=graph.prunable_share())
+                        prunable_share=graph.prunable_share(), gpu=tuple(gpu), gpu_unavailable=unavailable)
 
 
 def _take_trained_weights(target: fx.GraphModule, trained: nn.Module) -> None:

@@ -52,3 +52,29 @@ def test_real_exports_are_timed_in_onnxruntime(tmp_path):
                              threads=1)
     assert set(result.ratio) == {1, 4} and all(v > 0 for v in result.compressed_ms.values())
     assert result.threads == 1 and result.rounds == 2
+
+
+def test_onnxruntime_cuda_is_asked_of_profile(monkeypatch):
+    scripted = _Scripted([2.0, 1.0])
+    providers = []
+    monkeypatch.setattr(compare_module, "profile", lambda *a, **k: (providers.append(k["provider"]), scripted(*a, **k))[1])
+    result = compare_latency((nn.Linear(4, 4), None), (nn.Linear(4, 2), None), torch.randn(1, 4), (1,), rounds=1,
+                             runtime="onnxruntime-cuda", device="cuda:0")
+    assert providers == ["cuda", "cuda"]
+    assert (result.runtime, result.device, result.threads, result.ratio[1]) == ("onnxruntime-cuda", "cuda:0", "-", 0.5)
+    assert result.p90_ms == {}
+    with pytest.raises(ValueError, match="runtime 'tpu'"):
+        compare_latency((nn.Linear(4, 4), None), (nn.Linear(4, 2), None), torch.randn(1, 4), (1,), runtime="tpu")
+
+
+@pytest.mark.cuda
+def test_torch_cuda_latency_with_events():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    base = nn.Sequential(nn.Linear(256, 2048), nn.ReLU(), nn.Linear(2048, 10)).eval()
+    small = nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    result = compare_latency((base, None), (small, None), torch.randn(1, 256), (1, 64), rounds=2, runtime="torch-cuda",
+                             device="cuda")
+    assert result.runtime == "torch-cuda" and set(result.p90_ms) == {"baseline", "compressed"}
+    assert all(result.p90_ms[name][b] >= 0 for name in result.p90_ms for b in (1, 64))
+    assert next(base.parameters()).device.type == "cpu"  # timed on copies

@@ -81,6 +81,7 @@ def test_cpu_given_and_auto_give_the_same_plan_and_weights(task, on_the_cpu):
     _, data, model, _ = task
     auto = cascomp.compress(model, quick_config(device="auto", search_epochs=1), data=data, progress=False)
     _same_result(on_the_cpu, auto)
+    assert "latency_gpu" not in auto.report  # GPU latency only for runs trained on a GPU
     assert auto.report["config"]["device"] == "auto" and on_the_cpu.report["config"]["device"] == "cpu"
     assert auto.report["environment"]["device"] == on_the_cpu.report["environment"]["device"] == "cpu"
     assert auto.report["environment"]["amp"] is None
@@ -261,6 +262,10 @@ def test_cuda_search_and_fine_tuning_give_a_cpu_result(task, tmp_path, cuda):
     assert all(t.device.type == "cpu" for t in (*result.model.parameters(), *result.model.buffers()))
     assert result.report["environment"]["device"].startswith("cuda")
     assert result.report["targets"]["flops"]["within_1pct"]
+    gpu = result.report["latency_gpu"]  # beside the CPU figures: torch on the GPU, and onnxruntime's provider
+    assert gpu["torch-cuda"]["device"].startswith("cuda") and gpu["torch-cuda"]["p90_ms"]["compressed"]["1"] > 0
+    assert "ratio" in gpu["onnxruntime-cuda"] or "unavailable" in gpu["onnxruntime-cuda"]
+    assert "latency_b1" in result.report["ratios"]
     loaded = torch.load(tmp_path / "model.pt", weights_only=False)
     assert all(p.device.type == "cpu" for p in loaded.parameters())
     x = next(iter(data.val))[0]

@@ -70,3 +70,25 @@ def test_building_a_report_runs_no_model(monkeypatch):
     monkeypatch.setattr(torch.nn.Module, "__call__", refuse)
     build_report(graph=graph, fit=fit, data=DATA, config=config, measured=measured,
                  search=History(), finetune=History(), probes=None)
+
+
+def test_gpu_latency_is_reported_beside_the_cpu_figures():
+    graph, fit, config = _inputs()
+    cpu = _measurements(graph, fit, spread=0.05)
+    torch_cuda = LatencyComparison(baseline_ms={1: 0.4}, compressed_ms={1: 0.3}, ratio={1: 0.75}, spread={1: 0.02},
+                                   rounds=5, threads="-", runtime="torch-cuda", device="cuda:0",
+                                   p90_ms={"baseline": {1: 0.5}, "compressed": {1: 0.35}})
+    measured = Measurements(**{**vars(cpu), "gpu": (torch_cuda,),
+                               "gpu_unavailable": {"onnxruntime-cuda": "no onnxruntime-gpu"}})
+    report = build_report(graph=graph, fit=fit, data=DATA, config=config, measured=measured,
+                          search=History(), finetune=History(), probes=None)
+    gpu = report["latency_gpu"]
+    assert gpu["torch-cuda"]["device"] == "cuda:0" and gpu["torch-cuda"]["ratio"] == {"1": 0.75}
+    assert gpu["torch-cuda"]["p90_ms"] == {"baseline": {"1": 0.5}, "compressed": {"1": 0.35}}
+    assert gpu["onnxruntime-cuda"] == {"unavailable": "no onnxruntime-gpu"}
+    assert report["latency"]["trusted"] == {"1": True, "32": True}  # the CPU figures stay as they were
+    text = summary_table(report)
+    assert "torch-cuda b1 (ms)" in text and "0.750 ±0.010" in text
+    plain = build_report(graph=graph, fit=fit, data=DATA, config=config, measured=cpu, search=History(),
+                         finetune=History(), probes=None)
+    assert "latency_gpu" not in plain and "cuda" not in summary_table(plain)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,6 +36,9 @@ class Measurements:
     top1: float
     latency: LatencyComparison  # interleaved rounds of the two checked ONNX exports
     prunable_share: dict[str, float | None]  # the baseline's cost in layers with a prunable channel
+    # on a CUDA device, beside the CPU figures: torch-cuda, and onnxruntime-cuda when onnxruntime-gpu is there
+    gpu: tuple[LatencyComparison, ...] = ()
+    gpu_unavailable: dict[str, str] = field(default_factory=dict)  # runtime: why it was not measured
 
 
 def build_report(*, graph: Graph, fit: Fit, data, config: CompressConfig, measured: Measurements,
@@ -66,7 +69,27 @@ def build_report(*, graph: Graph, fit: Fit, data, config: CompressConfig, measur
         "finetune": {"epochs": finetune.epochs},
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads()},
+        **({"latency_gpu": _gpu_latency(measured)} if measured.gpu or measured.gpu_unavailable else {}),
     }
+
+
+def _gpu_latency(measured: Measurements) -> dict:
+    """Per GPU runtime: both models' median (and, for torch, 90th percentile) ms, the ratio and its spread."""
+    section = {}
+    for timing in measured.gpu:
+        batches = list(timing.ratio)
+        section[timing.runtime] = {
+            "device": timing.device, "rounds": timing.rounds,
+            "baseline_ms": {str(b): timing.baseline_ms[b] for b in batches},
+            "compressed_ms": {str(b): timing.compressed_ms[b] for b in batches},
+            "ratio": {str(b): timing.ratio[b] for b in batches},
+            "spread": {str(b): timing.spread[b] for b in batches},
+            "trusted": {str(b): timing.trusted(b) for b in batches},
+            **({"p90_ms": {name: {str(b): ms for b, ms in values.items()} for name, values in timing.p90_ms.items()}}
+               if timing.p90_ms else {})}
+    for runtime, reason in measured.gpu_unavailable.items():
+        section[runtime] = {"unavailable": reason}
+    return section
 
 
 def summary_table(report: dict) -> str:
@@ -85,6 +108,11 @@ def summary_table(report: dict) -> str:
         spread = latency["spread"][batch]
         table.add_row(f"latency b{batch} (ms)", f"{ms:.3f}", f"{small['latency_ms'][batch]:.3f}",
                       f"{ratios[f'latency_b{batch}']:.3f} ±{spread / 2:.3f}" + ("" if latency["trusted"][batch] else " ?"))
+    for runtime, timing in report.get("latency_gpu", {}).items():
+        for batch, ms in timing.get("baseline_ms", {}).items():
+            table.add_row(f"{runtime} b{batch} (ms)", f"{ms:.3f}", f"{timing['compressed_ms'][batch]:.3f}",
+                          f"{timing['ratio'][batch]:.3f} ±{timing['spread'][batch] / 2:.3f}"
+                          + ("" if timing["trusted"][batch] else " ?"))
     table.add_row("widths", "", f"multiples of {report['round_to']}", "")
     for metric, target in report["targets"].items():
         mark = "yes" if target["within_1pct"] else "NO"
