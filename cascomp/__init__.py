@@ -1,8 +1,7 @@
 """cascomp: graph-level model compression compiler for PyTorch."""
 
 from cascomp.api import CompressResult, apply_plan, compress, mask_model, trace
-from cascomp.config import (CompressConfig, DistillConfig, FigsConfig, L1Config, SensitivityConfig, Target,
-                            UniformConfig)
+from cascomp.config import CompressConfig, DistillConfig, Target
 from cascomp.data import DataBundle, load_data
 from cascomp.errors import (CascompError, ConfigError, DataError, ExportError, PlanError, SearchError,
                             TraceError)
@@ -11,7 +10,7 @@ from cascomp.ir.cost import Cost
 from cascomp.ir.graph import Constraints, Graph
 from cascomp.ir.groups import ChannelGroup, FrozenChannels, GroupMember
 from cascomp.ir.plan import Plan
-from cascomp.methods import METHODS
+from cascomp.methods import METHODS, FigsConfig, L1Config, SensitivityConfig, UniformConfig
 
 __version__ = "0.1.0"
 

@@ -61,61 +61,6 @@ class Target:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FigsConfig:
-    """FiGS: logistic-sigmoid gates (temperature, initial logit) and the optimiser of the gate logits."""
-
-    temperature: float = 1e-3
-    init_logit: float = 2.5
-    logit_lr: float = 1.6
-    estimator: str = "expected"
-    cost_balance: str = "group"
-    logit_optimizer: str = "adam"
-    weights: str = "baseline"
-    search_share: float = 0.5  # of a total --epochs budget, the share spent searching (rounded down)
-
-    def __post_init__(self) -> None:
-        _positive(self, "temperature", "logit_lr")
-        if not 0 <= self.search_share <= 1:
-            raise ConfigError(f"FigsConfig.search_share must be in [0, 1], got {self.search_share!r}")
-        _choice(self, "estimator", ("concrete", "expected"))
-        _choice(self, "cost_balance", ("group", "raw"))
-        _choice(self, "logit_optimizer", ("sgd", "adam"))
-        _choice(self, "weights", ("baseline", "search"))
-
-
-@dataclass(frozen=True, kw_only=True)
-class UniformConfig:
-    """Uniform: the same keep ratio in every group; channels chosen by filter norm within a group."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class L1Config:
-    """L1: filter-norm ranking of all channels across groups, each norm divided by its group's mean."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class SensitivityConfig:
-    """Sensitivity: each group probed alone at these keep fractions, on a few fixed training batches (BN
-    statistics re-estimated on `calibration_batches`, the loss averaged over `scoring_batches`)."""
-
-    fractions: tuple[float, ...] = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
-    calibration_batches: int = 4
-    scoring_batches: int = 4
-
-    def __post_init__(self) -> None:
-        fractions = tuple(self.fractions)
-        if not fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1
-                                for f in fractions):
-            raise ConfigError(f"SensitivityConfig.fractions must be keep fractions in (0, 1), got {self.fractions!r}; "
-                              "e.g. (0.25, 0.5, 0.75)")
-        object.__setattr__(self, "fractions", fractions)
-        for name in ("calibration_batches", "scoring_batches"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"SensitivityConfig.{name} must be a whole number ≥ 1, got {value!r}")
-
-
-@dataclass(frozen=True, kw_only=True)
 class DistillConfig:
     """Knowledge distillation from the baseline in fine-tuning: loss = (1-w)*CE + w*T^2*KL (TAS eq. 10)."""
 
@@ -124,12 +69,35 @@ class DistillConfig:
     in_search: bool = True
 
     def __post_init__(self) -> None:
-        _positive(self, "temperature")
+        check_positive(self, "temperature")
         if not 0 <= self.weight <= 1:
             raise ConfigError(f"distillation weight must be in [0, 1], got {self.weight}; e.g. --kd-weight 0.9")
 
 
-METHOD_CONFIGS = {"figs": FigsConfig, "uniform": UniformConfig, "l1": L1Config, "sensitivity": SensitivityConfig}
+# Method name -> its config dataclass. Each method declares its config next to itself (cascomp/methods/) and
+# cascomp.methods registers both; the config is what CompressConfig.method_config holds for that method.
+METHOD_CONFIGS: dict[str, type] = {}
+
+
+def register_method_config(name: str, config_type: type) -> None:
+    """Make `name` a method CompressConfig accepts, with `config_type` (a frozen dataclass whose fields all
+    have defaults) as its method_config."""
+    if not dataclasses.is_dataclass(config_type):
+        raise ConfigError(f"method {name!r}: its config {config_type!r} must be a dataclass")
+    METHOD_CONFIGS[name] = config_type
+
+
+def option(default, flag: str, help: str, *, choices: tuple | None = None, value=None, requires=None):
+    """A method config field that the command line sets with `flag` (`cascomp compress --help` lists it).
+    `value`: the flag takes no argument and sets this value; `requires`: (field, value) the field is read
+    with only, so giving the flag without it is refused."""
+    metadata = {"flag": flag, "help": help, "choices": choices, "value": value, "requires": requires}
+    return field(default=default, metadata=metadata)
+
+
+def command_line_options(config_type: type) -> list[dataclasses.Field]:
+    """The fields of a method config that have a command-line flag."""
+    return [f for f in dataclasses.fields(config_type) if "flag" in f.metadata]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,7 +159,7 @@ class CompressConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be a whole number ≥ 0, got {getattr(self, name)!r}; "
                                   f"e.g. --{name.replace('_', '-')} 2")
-        _positive(self, "lr")
+        check_positive(self, "lr")
         if self.round_to != "auto" and (not isinstance(self.round_to, int) or isinstance(self.round_to, bool)
                                         or self.round_to < 1):
             raise ConfigError(f"round_to must be \"auto\" or a positive integer, got {self.round_to!r}; "
@@ -283,13 +251,13 @@ def devices() -> list[str]:
     return found + (["mps"] if torch.backends.mps.is_available() else [])
 
 
-def _choice(config, name: str, options: tuple[str, ...]) -> None:
+def check_choice(config, name: str, options: tuple[str, ...]) -> None:
     value = getattr(config, name)
     if value not in options:
         raise ConfigError(f"{type(config).__name__}.{name} must be one of {', '.join(options)}, got {value!r}")
 
 
-def _positive(config, *names: str) -> None:
+def check_positive(config, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if not isinstance(value, (int, float)) or not value > 0:

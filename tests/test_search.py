@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import cascomp
-from cascomp.config import CompressConfig, FigsConfig, Target
+from cascomp.config import CompressConfig, Target
+from cascomp.methods import FigsConfig
 from cascomp.errors import ConfigError, SearchError
 from cascomp.kernels.channel_gates import ConcreteGates
 from cascomp.methods import METHODS

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import cascomp
-from cascomp.config import CompressConfig, SensitivityConfig, Target
+from cascomp.config import CompressConfig, Target
+from cascomp.methods import SensitivityConfig
 from cascomp.errors import ConfigError
 from cascomp.methods import METHODS
 from cascomp.search.budget import fit_widths, target_ratios

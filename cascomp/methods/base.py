@@ -32,6 +32,8 @@ class Decision:
 
 
 class Method:
+    title = ""  # how messages name the method (its registry name when empty)
+    config_type: type  # the frozen dataclass CompressConfig.method_config holds for this method
     searches = False
     keeps_search_weights = True  # False: the compressed network starts from the baseline's weights
 

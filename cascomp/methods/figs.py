@@ -24,9 +24,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from cascomp.config import check_choice, check_positive, option
+from cascomp.errors import ConfigError
 from cascomp.kernels.channel_gates import ConcreteGates
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.families import scaled_family
@@ -34,7 +37,36 @@ from cascomp.methods.scores import filter_norms, normalised
 from cascomp.passes import InsertChannelGatesPass
 
 
+@dataclass(frozen=True, kw_only=True)
+class FigsConfig:
+    """FiGS: logistic-sigmoid gates (temperature, initial logit) and the optimiser of the gate logits."""
+
+    temperature: float = option(1e-3, "--temperature", "FiGS Concrete temperature, read by --estimator concrete "
+                                "only (default 1e-3)", requires=("estimator", "concrete"))
+    init_logit: float = 2.5
+    logit_lr: float = 1.6
+    estimator: str = option("expected", "--estimator", "FiGS gate gradient: 'expected' (default; Bernoulli draws "
+                            "with their mean derivative) or 'concrete' (through the sampled sigmoid at "
+                            "--temperature)", choices=("expected", "concrete"))
+    cost_balance: str = "group"
+    logit_optimizer: str = "adam"
+    weights: str = option("baseline", "--keep-search-weights", "FiGS: fine-tune from the weights trained during "
+                          "the search (default: the baseline's weights of the kept channels)", value="search")
+    search_share: float = 0.5  # of a total --epochs budget, the share spent searching (rounded down)
+
+    def __post_init__(self) -> None:
+        check_positive(self, "temperature", "logit_lr")
+        if not 0 <= self.search_share <= 1:
+            raise ConfigError(f"FigsConfig.search_share must be in [0, 1], got {self.search_share!r}")
+        check_choice(self, "estimator", ("concrete", "expected"))
+        check_choice(self, "cost_balance", ("group", "raw"))
+        check_choice(self, "logit_optimizer", ("sgd", "adam"))
+        check_choice(self, "weights", ("baseline", "search"))
+
+
 class Figs(Method):
+    title = "FiGS"
+    config_type = FigsConfig
     searches = True
 
     def __init__(self, graph, config, goals=None) -> None:

@@ -17,14 +17,40 @@ Probes cost forward passes only: (1 + groups x fractions) x (calibration + scori
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from cascomp.errors import ConfigError
 from cascomp.ir.plan import Plan
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.scores import filter_norms, normalised
 
 
+@dataclass(frozen=True, kw_only=True)
+class SensitivityConfig:
+    """Sensitivity: each group probed alone at these keep fractions, on a few fixed training batches (BN
+    statistics re-estimated on `calibration_batches`, the loss averaged over `scoring_batches`)."""
+
+    fractions: tuple[float, ...] = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+    calibration_batches: int = 4
+    scoring_batches: int = 4
+
+    def __post_init__(self) -> None:
+        fractions = tuple(self.fractions)
+        if not fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1
+                                for f in fractions):
+            raise ConfigError(f"SensitivityConfig.fractions must be keep fractions in (0, 1), got {self.fractions!r}; "
+                              "e.g. (0.25, 0.5, 0.75)")
+        object.__setattr__(self, "fractions", fractions)
+        for name in ("calibration_batches", "scoring_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"SensitivityConfig.{name} must be a whole number ≥ 1, got {value!r}")
+
+
 class Sensitivity(Method):
+    config_type = SensitivityConfig
     def __init__(self, graph, config, goals: dict[str, float] | None = None) -> None:
         super().__init__(graph, config, goals)
         self.scores = normalised(filter_norms(graph, graph.gm))

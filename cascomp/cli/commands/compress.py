@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -21,10 +22,12 @@ from cascomp.cli.command import FORMATTER, Output
 from cascomp.cli.model_loading import check_runs, load_model
 from cascomp.cli.run_folder import (RUN_FILE, RUN_FORMAT, absolute, check_output_folder, claimed, resumable_run,
                                     sha256)
-from cascomp.config import DEVICE_FORMS, METHOD_CONFIGS, CompressConfig, DistillConfig, Target, resolve_device
+from cascomp.config import (DEVICE_FORMS, METHOD_CONFIGS, CompressConfig, DistillConfig, Target, command_line_options,
+                            resolve_device)
 from cascomp.data import SPEC_HELP, absolute_spec, load_data
 from cascomp.data.bundle import default_workers
 from cascomp.errors import ConfigError
+from cascomp.methods import title
 from cascomp.train.distributed import Cluster
 
 NAME = "compress"
@@ -69,14 +72,8 @@ def add_parser(commands) -> None:
     command.add_argument("--limit-train", type=int, metavar="N", help="train on a seeded random subset of N samples")
     command.add_argument("--limit-val", type=int, metavar="N", help="validate on a seeded random subset of N samples")
     command.add_argument("--seed", type=int, help="(default 0)")
-    command.add_argument("--estimator", choices=("expected", "concrete"),
-                         help="FiGS gate gradient: 'expected' (default; Bernoulli draws with their mean "
-                              "derivative) or 'concrete' (through the sampled sigmoid at --temperature)")
-    command.add_argument("--temperature", type=float, help="FiGS Concrete temperature, read by --estimator "
-                         "concrete only (default 1e-3)")
-    command.add_argument("--keep-search-weights", action="store_true",
-                         help="FiGS: fine-tune from the weights trained during the search (default: the baseline's "
-                              "weights of the kept channels)")
+    for flag, (field, _) in method_flags().items():  # each method's own options, from its config
+        _add_method_option(command, flag, field)
     command.add_argument("--kd-weight", type=float, help="weight of the distillation loss (default 0.9)")
     command.add_argument("--kd-temperature", type=float, help="distillation temperature (default 4)")
     command.add_argument("--round-to", type=_round_to, metavar="N|auto",
@@ -101,6 +98,54 @@ def add_parser(commands) -> None:
                          help="data loader worker processes (default: 0 on the CPU, up to 4 on a GPU); the "
                               "batches are the same for any N")
     command.add_argument("--json", action="store_true", help="print report.json on stdout instead of a summary")
+
+
+def method_flags() -> dict[str, tuple[dataclasses.Field, list[str]]]:
+    """Every registered method's command-line options: flag -> (its config field, the methods taking it)."""
+    flags: dict[str, tuple[dataclasses.Field, list[str]]] = {}
+    for name in sorted(METHOD_CONFIGS):
+        for field in command_line_options(METHOD_CONFIGS[name]):
+            flags.setdefault(field.metadata["flag"], (field, []))[1].append(name)
+    return flags
+
+
+def _add_method_option(command, flag: str, field: dataclasses.Field) -> None:
+    meta = field.metadata
+    if meta["value"] is not None:
+        command.add_argument(flag, action="store_true", help=meta["help"])
+    elif meta["choices"]:
+        command.add_argument(flag, choices=meta["choices"], help=meta["help"])
+    else:
+        kind = type(field.default) if isinstance(field.default, (int, float)) else str
+        command.add_argument(flag, type=kind, help=meta["help"])
+
+
+def _method_options(args, method: str) -> dict:
+    """The chosen method's config fields set on the command line; another method's flag, or a flag whose
+    setting the chosen options would not read, is refused."""
+    given = {flag: value for flag in method_flags() if (value := getattr(args, _dest(flag))) not in (None, False)}
+    fields = {f.metadata["flag"]: f for f in command_line_options(METHOD_CONFIGS[method])}
+    for flag in given:
+        if flag not in fields:
+            owners = " or ".join(title(name) for name in method_flags()[flag][1])
+            raise ConfigError(f"{flag} is a {owners} option; method {method!r} does not take it (drop it, or "
+                              f"choose that method)")
+    options = {fields[flag].name: fields[flag].metadata["value"] or value for flag, value in given.items()}
+    for flag in given:
+        requires = fields[flag].metadata["requires"]
+        if requires and options.get(requires[0], _default(fields, requires[0])) != requires[1]:
+            needed = next(f for f, field in fields.items() if field.name == requires[0])
+            raise ConfigError(f"{flag} sets what only {needed} {requires[1]} reads (the default is "
+                              f"{_default(fields, requires[0])!r}); add {needed} {requires[1]} or drop {flag}")
+    return options
+
+
+def _default(fields: dict[str, dataclasses.Field], name: str):
+    return next(field.default for field in fields.values() if field.name == name)
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def _round_to(text: str) -> int | str:
@@ -153,18 +198,7 @@ def _new_run(args) -> dict:
     method = options.method
     if method not in METHOD_CONFIGS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(sorted(METHOD_CONFIGS))}")
-    for flag, was_given in (("--temperature", args.temperature is not None), ("--estimator", args.estimator),
-                            ("--keep-search-weights", args.keep_search_weights)):
-        if was_given and method != "figs":
-            raise ConfigError(f"{flag} is a FiGS option; method {method!r} has no search")
-    if args.temperature is not None and args.estimator != "concrete":
-        raise ConfigError("--temperature is the Concrete relaxation's temperature, which only --estimator concrete "
-                          "reads (the default estimator draws hard gates); add --estimator concrete or drop it")
-    method_options = {"temperature": args.temperature} if args.temperature is not None else {}
-    if args.estimator is not None:
-        method_options["estimator"] = args.estimator
-    if args.keep_search_weights:
-        method_options["weights"] = "search"
+    method_options = _method_options(args, method)
     config = CompressConfig(
         method=method, targets=tuple(Target.parse(t) for t in options.target),
         method_config=METHOD_CONFIGS[method](**method_options), epochs=options.epochs,
@@ -184,11 +218,10 @@ def _resumed_run(args) -> dict:
     """The run's record in --resume OUT; the flags that would change the run are refused (it is resumed as
     recorded)."""
     given = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
-             if (name in DEFAULTS or name in ("limit_train", "limit_val", "temperature", "estimator", "factory"))
-             and value is not None]
+             if (name in DEFAULTS or name in ("limit_train", "limit_val", "factory")) and value is not None]
+    given += [flag for flag in method_flags() if getattr(args, _dest(flag)) not in (None, False)]
     given += [flag for flag, value in (("MODEL", args.model), ("--data", args.data), ("-o", args.output),
                                        ("--force", args.force), ("--safe", args.safe),
-                                       ("--keep-search-weights", args.keep_search_weights),
                                        ("--reconstruct", args.reconstruct), ("--amp", args.amp)) if value]
     if given:
         raise ConfigError(f"--resume continues the run as {RUN_FILE} in {args.resume} records it, so it takes no "

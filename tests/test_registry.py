@@ -1,0 +1,94 @@
+"""The method registry (issue 17, "one registry"): a method is its file — the Method subclass with its config
+dataclass beside it, whose `option(...)` fields are its command-line flags — plus one line in
+cascomp/methods/__init__.py. Proven here by registering a throwaway method at run time: CompressConfig,
+compress, its flag on the command line and the refusals of flags that are not its own all come from it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import cascomp
+from cascomp import cli
+from cascomp.config import METHOD_CONFIGS, option
+from cascomp.methods import METHODS, Decision, Method, register
+from cascomp.methods.families import uniform_family
+from cascomp.methods.scores import filter_norms, normalised
+from tests.search_fixtures import quadrant_task, trained_tiny
+
+
+@dataclass(frozen=True, kw_only=True)
+class LowestFirstConfig:
+    invert: bool = option(False, "--lowest-first", "keep the channels of smallest filter norm", value=True)
+
+
+class LowestFirst(Method):
+    """Uniform widths; `invert` keeps the smallest filter norms instead of the largest."""
+
+    title = "lowest-first"
+    config_type = LowestFirstConfig
+
+    def decide(self, model) -> Decision:
+        scores = normalised(filter_norms(self.graph, model))
+        if self.config.invert:
+            scores = {name: -score for name, score in scores.items()}
+        return Decision(scores=scores, family=uniform_family(self.graph))
+
+
+@pytest.fixture
+def registered():
+    register("lowest", LowestFirst)
+    yield
+    METHODS.pop("lowest")
+    METHOD_CONFIGS.pop("lowest")
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("registry")
+    spec = quadrant_task(folder / "quadrants.npz", samples=256)
+    data = cascomp.load_data(spec, batch_size=64, seed=0)
+    model = trained_tiny(data, epochs=1)
+    torch.save(model, folder / "tiny.pt")
+    return folder, spec, data, model
+
+
+def test_the_built_in_methods_are_registered_with_their_configs():
+    assert sorted(METHODS) == sorted(METHOD_CONFIGS) == ["figs", "l1", "sensitivity", "uniform"]
+    for name, method in METHODS.items():
+        assert METHOD_CONFIGS[name] is method.config_type
+        assert type(cascomp.CompressConfig(method=name).method_config) is method.config_type
+
+
+def test_a_registered_method_runs_from_the_api(registered, task):
+    _, _, data, model = task
+    config = cascomp.CompressConfig(method="lowest", method_config=LowestFirstConfig(invert=True),
+                                    targets=("flops=0.5",), search_epochs=0, finetune_epochs=0,
+                                    latency_batch_sizes=(1,))
+    assert cascomp.CompressConfig.from_dict(config.to_dict()) == config
+    result = cascomp.compress(model, config, data=data, progress=False)
+    assert result.report["method"] == "lowest" and result.report["targets"]["flops"]["reached"] <= 0.5
+    with pytest.raises(cascomp.ConfigError, match="method 'lowest' takes a LowestFirstConfig"):
+        cascomp.CompressConfig(method="lowest", method_config=cascomp.FigsConfig())
+
+
+def test_a_registered_method_and_its_flag_on_the_command_line(registered, task, tmp_path, capsys):
+    folder, spec, _, _ = task
+    common = ["compress", str(folder / "tiny.pt"), "--data", spec, "--target", "flops=0.5", "--epochs", "1"]
+    assert cli.main([*common, "--method", "lowest", "--lowest-first", "-o", str(tmp_path / "out"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["method"] == "lowest" and report["config"]["method_config"] == {"invert": True}
+    assert cli.main([*common, "--method", "figs", "--lowest-first", "-o", str(tmp_path / "figs")]) == 2
+    assert "--lowest-first is a lowest-first option; method 'figs' does not take it" in capsys.readouterr().err
+    assert cli.main([*common, "--method", "lowest", "--estimator", "concrete", "-o", str(tmp_path / "est")]) == 2
+    assert "--estimator is a FiGS option; method 'lowest' does not take it" in capsys.readouterr().err
+
+
+def test_unregistered_and_malformed_methods_are_refused():
+    with pytest.raises(cascomp.ConfigError, match="unknown method 'lowest'"):
+        cascomp.CompressConfig(method="lowest")
+    with pytest.raises(cascomp.ConfigError, match="Method subclass with a config_type"):
+        register("broken", type("Broken", (), {}))
