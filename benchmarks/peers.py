@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cascomp  # noqa: E402
-from cascomp.methods import METHODS  # noqa: E402
+from cascomp.methods import METHODS, SensitivityConfig  # noqa: E402
 from cascomp.train.loops import FinetuneLoop, evaluate, recalibrate_batch_norm, seed_epoch  # noqa: E402
 from cascomp.train.progress import Reporter  # noqa: E402
 from _baselines import BASELINES, INPUT, baseline  # noqa: E402
@@ -57,14 +57,16 @@ BUDGETS = (("flops=0.33", 2, (0, 1, 2)), ("flops=0.5", 2, (0,)), ("params=0.33",
 OPTIONS = {
     "reconstruct": {"reconstruct": True},  # refit the pruned layers to the baseline's outputs first
     "any-width": {"round_to": 1},  # widths of any size, as Torch-Pruning's (the default prefers multiples of 8)
+    # sensitivity only: residual blocks probed at width 0 too, removed where worth less than their cost
+    "remove-blocks": {"method_config": SensitivityConfig(remove_blocks=True)},
 }
 
 
 def contenders() -> list[str]:
     """Every cascomp method (the default one is marked in the table, not run twice) and Torch-Pruning's."""
     methods = [f"cascomp:{name}" for name in METHODS]
-    variants = [f"cascomp:{name}+{option}" for name in ("l1", "sensitivity") for option in OPTIONS]
-    return methods + variants + ["cascomp:uniform+any-width", "tp:l1", "tp:taylor"]
+    variants = [f"cascomp:{name}+{option}" for name in ("l1", "sensitivity") for option in ("reconstruct", "any-width")]
+    return methods + variants + ["cascomp:uniform+any-width", "cascomp:sensitivity+remove-blocks", "tp:l1", "tp:taylor"]
 
 
 def all_rows() -> list[str]:
@@ -90,7 +92,9 @@ def run_cascomp(method: str, model, data, target: str, epochs: int, seed: int) -
                           "finetune_epochs": config.finetune_epochs,
                           # forward passes only (BN calibration and scoring), in passes over the training data
                           "probe_epochs": probes.get("epochs_of_forward_passes", 0.0),
-                          "probe_seconds": probes.get("seconds", 0.0)}
+                          "probe_seconds": probes.get("seconds", 0.0),
+                          # residual blocks removed (groups kept at width 0)
+                          "removed_blocks": sum(w["after"] == 0 for w in result.report["widths"].values())}
 
 
 def run_torch_pruning(importance: str, model, data, target: str, epochs: int, seed: int):

@@ -1,7 +1,9 @@
 """Families of widths: s in [0, 1] -> keep fraction per group, growing with s (s = 0: every group at its
 minimum, s = 1: every group whole). Methods propose one; `cascomp.search.budget.fit_widths` rounds its members
 to legal widths under the constraints it projects with and picks the member that meets the targets. A family
-gives fractions rather than widths so that one proposal can be projected under several width multiples."""
+gives fractions rather than widths so that one proposal can be projected under several width multiples.
+A fraction of exactly 0 proposes removing the group (its residual branch, where the depth analysis allows it;
+the minimum width elsewhere): the families here never give it, a method that searches depth does."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def ranked_family(graph: Graph, scores: dict[str, torch.Tensor]) -> Family:
     def fractions(s: float) -> dict[str, float]:
         count = int(round(s * len(ordered)))
         if count == 0:
-            return {g.name: 0.0 for g in graph.groups}
+            return {g.name: 1e-9 for g in graph.groups}  # every group at its minimum (0.0 would remove branches)
         threshold = ordered[min(count, len(ordered)) - 1]
         return {g.name: max(int((scores[g.name].double() >= threshold).sum()), 1) / g.size for g in graph.groups}
 

@@ -12,7 +12,10 @@
    The path ends with every group at its smallest legal width.
 4. The family is that path (s = 0 its end, s = 1 the full model, the group that moves between two members
    interpolated); the budget projection takes its widest member that fits and fills the rest by score.
-Probes cost forward passes only: (1 + groups x fractions) x (calibration + scoring) batches.
+5. With `remove_blocks`, every group whose residual branch the depth analysis lets go (graph.depth.removable)
+   is probed at width 0 too (the branch rewritten away), and the path may take it there: a block goes where
+   its measured loss per unit of cost saved is the lowest move.
+Probes cost forward passes only: (1 + groups x fractions [+ removable groups]) x (calibration + scoring) batches.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cascomp.config import option
 from cascomp.errors import ConfigError
 from cascomp.ir.plan import Plan
 from cascomp.methods.base import Decision, Method
@@ -35,6 +39,9 @@ class SensitivityConfig:
     fractions: tuple[float, ...] = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
     calibration_batches: int = 4
     scoring_batches: int = 4
+    remove_blocks: bool = option(False, "--remove-blocks", "sensitivity: also probe removing each residual block "
+                                 "the depth analysis allows, and remove those worth less than their cost",
+                                 value=True)
 
     def __post_init__(self) -> None:
         fractions = tuple(self.fractions)
@@ -62,6 +69,8 @@ class Sensitivity(Method):
         for group in self.graph.groups:
             widths = sorted({self.graph.constraints.width(group.size, f) for f in self.config.fractions}, reverse=True)
             self.probed += [(group.name, width) for width in widths if width < group.size]
+        if self.config.remove_blocks:
+            self.probed += [(g.name, 0) for g in self.graph.groups if g.name in self.graph.depth.removable]
         plans = [Plan.full(self.graph)]
         plans += [Plan.from_widths(self.graph, self.scores, {name: width}) for name, width in self.probed]
         return plans
@@ -80,12 +89,18 @@ class Sensitivity(Method):
         """Per group: (width, loss increase) from the full width down, monotone (case 2)."""
         unpruned = self.losses[0]
         curves = {g.name: [(g.size, 0.0)] for g in self.graph.groups}
+        removed = {}
         for (name, width), loss in zip(self.probed, self.losses[1:]):
-            curves[name].append((width, max(loss - unpruned, curves[name][-1][1])))
+            if width == 0:
+                removed[name] = loss - unpruned
+            else:
+                curves[name].append((width, max(loss - unpruned, curves[name][-1][1])))
         for group in self.graph.groups:  # the path's end: the smallest legal width, at least as bad as probed
             smallest = self.graph.constraints.smallest(group.size)
             if curves[group.name][-1][0] > smallest:
                 curves[group.name].append((smallest, curves[group.name][-1][1]))
+            if group.name in removed:  # and past it, no width at all (case 5)
+                curves[group.name].append((0, max(removed[group.name], curves[group.name][-1][1])))
         return curves
 
     def _greedy_path(self, curves: dict[str, list[tuple[int, float]]]) -> list[dict[str, int]]:
@@ -130,7 +145,8 @@ def _path_family(graph, path: list[dict[str, int]]):
         index = min(int(position), max(steps - 1, 0))
         within = position - index
         wide, narrow = path[index], path[min(index + 1, steps)]
-        return {g.name: max(((1 - within) * wide[g.name] + within * narrow[g.name]) / g.size, 1e-9)
-                for g in graph.groups}
+        # a group at width 0 on both sides is removed (a fraction of exactly 0); between widths it keeps some
+        return {g.name: 0.0 if wide[g.name] == narrow[g.name] == 0 or (within == 1 and narrow[g.name] == 0) else
+                max(((1 - within) * wide[g.name] + within * narrow[g.name]) / g.size, 1e-9) for g in graph.groups}
 
     return fractions

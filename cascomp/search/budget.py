@@ -2,7 +2,9 @@
 
 A method proposes channel scores and a one-parameter *family* of widths (s in [0, 1] -> keep fraction per
 group, growing with s: s = 0 is every group at its minimum, s = 1 every group whole), which the projection
-rounds to the legal widths of the constraints it works under. The projection
+rounds to the legal widths of the constraints it works under; a fraction of exactly 0 removes a group whose
+residual branch the depth analysis lets go (`graph.depth.removable`: width 0, the branch rewritten away) and
+is the group's minimum width otherwise. The projection
 1. refuses targets below the floor (every group at its minimum width; frozen channels stay);
 2. bisects s for the widest member of the family that fits every target;
 3. fills the remaining budget one legal width step at a time, always taking the step whose channels score
@@ -148,7 +150,9 @@ def fit_preferring_multiples(graph: Graph, scores: dict[str, torch.Tensor], fami
 
 
 def _rounded(graph: Graph, fractions: dict[str, float]) -> dict[str, int]:
-    return {g.name: graph.constraints.width(g.size, fractions[g.name]) for g in graph.groups}
+    removable = graph.depth.removable
+    return {g.name: 0 if fractions[g.name] == 0.0 and g.name in removable else graph.constraints.width(g.size, fractions[g.name])
+            for g in graph.groups}
 
 
 def fit_of_plan(graph: Graph, plan: Plan, goals: dict[str, float]) -> Fit:
