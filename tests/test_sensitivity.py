@@ -151,3 +151,44 @@ def test_a_probe_is_the_distillation_loss_after_recalibration_on_fixed_training_
 def test_sensitivity_config_refuses_mistakes(changes, message):
     with pytest.raises(ConfigError, match=message):
         SensitivityConfig(**changes)
+
+
+def test_remove_blocks_probes_removable_groups_at_width_zero_and_the_projection_removes_them():
+    graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
+    removable = graph.depth.removable
+    assert removable and len(removable) < len(graph.groups)
+    plain = _method(graph, fractions=(0.5,))
+    plain.probes()
+    method = _method(graph, fractions=(0.5,), remove_blocks=True)
+    plans = method.probes()
+    assert len(plans) == 1 + len(plain.probed) + len(removable)
+    assert {name for name, width in method.probed if width == 0} == removable
+    for plan, (name, width) in zip(plans[1:], method.probed):
+        if width == 0:
+            assert plan.keep[name] == () and plan.widths(graph)[name] == 0
+    # removing a block costs no loss, narrowing anything costs much: the path removes the blocks first
+    method.take_measurements([1.0] + [1.0 if width == 0 else 6.0 for _, width in method.probed])
+    family = method.decide(graph.gm).family
+    assert all(family(0.0)[name] == 0.0 for name in removable)
+    assert all(family(0.0)[g.name] > 0.0 for g in graph.groups if g.name not in removable)
+    without = cascomp.Plan({**cascomp.Plan.full(graph).keep, **{name: () for name in removable}})
+    goals = {"flops": graph.cost(without).flops / graph.cost().flops}  # exactly the cost of removing them
+    fit = fit_widths(graph, method.scores, family, goals)
+    assert all(fit.widths[name] == 0 for name in removable) and fit.reached["flops"] <= goals["flops"] + 1e-12
+    small, masked = cascomp.apply_plan(graph, fit.plan), cascomp.mask_model(graph, fit.plan)
+    x = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)  # pruned ≡ masked
+    assert cascomp.trace(small, x).cost().flops == graph.cost(fit.plan).flops  # the cost model priced it exactly
+
+
+def test_a_zero_fraction_is_the_minimum_width_where_the_branch_may_not_go():
+    graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
+    kept = [g for g in graph.groups if g.name not in graph.depth.removable]
+    assert kept
+    fit = fit_widths(graph, {g.name: torch.ones(g.size) for g in graph.groups},
+                     lambda s: {g.name: 0.0 if s == 0 else 1.0 for g in graph.groups}, {"flops": 1.0})
+    assert fit.widths == {g.name: g.size for g in graph.groups}  # the widest member fits: nothing removed
+    from cascomp.search.budget import _rounded
+    rounded = _rounded(graph, {g.name: 0.0 for g in graph.groups})
+    assert all(rounded[g.name] == graph.constraints.smallest(g.size) for g in kept)
+    assert all(rounded[name] == 0 for name in graph.depth.removable)

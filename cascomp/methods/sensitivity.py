@@ -14,7 +14,8 @@
    interpolated); the budget projection takes its widest member that fits and fills the rest by score.
 5. With `remove_blocks`, every group whose residual branch the depth analysis lets go (graph.depth.removable)
    is probed at width 0 too (the branch rewritten away), and the path may take it there: a block goes where
-   its measured loss per unit of cost saved is the lowest move.
+   its measured loss per unit of cost saved is the lowest move. That point is not made monotone with the
+   widths before it (a removed block leaves the identity, which can hurt less than a one-channel branch).
 Probes cost forward passes only: (1 + groups x fractions [+ removable groups]) x (calibration + scoring) batches.
 """
 
@@ -99,8 +100,9 @@ class Sensitivity(Method):
             smallest = self.graph.constraints.smallest(group.size)
             if curves[group.name][-1][0] > smallest:
                 curves[group.name].append((smallest, curves[group.name][-1][1]))
-            if group.name in removed:  # and past it, no width at all (case 5)
-                curves[group.name].append((0, max(removed[group.name], curves[group.name][-1][1])))
+            if group.name in removed:  # and past it, no width at all (case 5), as measured: a removed block
+                # leaves the skip connection alone, which may hurt less than a branch of one channel
+                curves[group.name].append((0, removed[group.name]))
         return curves
 
     def _greedy_path(self, curves: dict[str, list[tuple[int, float]]]) -> list[dict[str, int]]:
