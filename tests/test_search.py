@@ -273,3 +273,26 @@ def test_raw_cost_balance_and_sgd_logits_are_not_ignored():
     sgd, adam = _figs(graph, logit_optimizer="sgd", logit_lr=0.3), _figs(graph)
     assert type(sgd.arch_optimizer()) is torch.optim.SGD and sgd.arch_optimizer().defaults["lr"] == 0.3
     assert type(adam.arch_optimizer()) is torch.optim.Adam and adam.arch_optimizer().defaults["eps"] == 1.0
+
+
+def test_figs_removes_a_block_whose_gates_keep_under_one_channel():
+    """A removable group (a residual branch) whose gates are all off is proposed at width 0 and removed with
+    its block; a group that may not go keeps its minimum width."""
+    graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
+    (branch,) = graph.depth.removable
+    method = _figs(graph)
+    off = {branch: ()}
+    _set_gates(method, graph, cascomp.Plan({**cascomp.Plan.full(graph).keep, **off}))
+    decision = method.decide(graph.gm)
+    assert decision.family(1.0)[branch] == 0.0 and decision.family(0.5)[branch] == 0.0
+    goals = {"flops": graph.cost(cascomp.Plan({**cascomp.Plan.full(graph).keep, **off})).flops / graph.cost().flops}
+    fit = fit_widths(graph, decision.scores, decision.family, goals)
+    assert fit.widths[branch] == 0 and fit.plan.keep[branch] == ()
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(cascomp.apply_plan(graph, fit.plan)(x), cascomp.mask_model(graph, fit.plan)(x),
+                               rtol=1e-5, atol=1e-5)
+    other = next(index for index, g in enumerate(graph.groups) if g.name != branch)
+    with torch.no_grad():  # every gate of a group that may not go switched off
+        method.gates.logits.fill_(50.0)
+        method.gates.logits[graph.offsets[other]:graph.offsets[other] + graph.groups[other].size] = -50.0
+    assert method.decide(graph.gm).family(1.0)[graph.groups[other].name] > 0.0  # at least its minimum

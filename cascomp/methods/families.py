@@ -22,8 +22,9 @@ def uniform_family(graph: Graph) -> Family:
 
 
 def scaled_family(graph: Graph, proposal: dict[str, float]) -> Family:
-    """Every group's proposed width scaled by one factor; s = 1 / the largest size/proposal is the proposal."""
-    widest = max((g.size / max(proposal[g.name], 1e-9) for g in graph.groups), default=1.0)
+    """Every group's proposed width scaled by one factor; s = 1 / the largest size/proposal is the proposal. A
+    group proposed at 0 stays at 0 in every member (removed, where the depth analysis allows it)."""
+    widest = max((g.size / proposal[g.name] for g in graph.groups if proposal[g.name] > 0), default=1.0)
     return lambda s: {g.name: min(1.0, max(s, 1e-9) * widest * proposal[g.name] / g.size) for g in graph.groups}
 
 

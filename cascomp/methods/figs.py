@@ -15,7 +15,9 @@
    logits are trained with the paper's optimiser, Adam with eps = 1 (lr 1.6).
 3. The exported architecture gives each group floor(sum of its keep-probabilities) channels, the most
    probable ones (ties, e.g. channels the search never touched, go to the larger filter norm); the budget
-   projection then scales those widths so the plan meets every target.
+   projection then scales those widths so the plan meets every target. A group whose residual branch the
+   depth analysis lets go and whose gates keep under one channel in expectation is removed with its block
+   (elsewhere a group keeps at least its minimum width).
 4. The search decides the architecture only: the compressed network starts from the baseline's weights of
    the kept channels (`weights="baseline"`), as the paper retrains its exported architecture rather than
    keeping the search's weights, which were trained under random channel drops.
@@ -114,5 +116,8 @@ class Figs(Method):
             chosen = probabilities[offset:offset + group.size]
             tie_break = 1e-6 * norms[group.name] / norms[group.name].max().clamp_min(1e-12)
             scores[group.name] = chosen + tie_break
-            proposal[group.name] = float(max(math.floor(float(chosen.sum())), 1))  # case 3
+            # case 3; a group whose residual branch may go (graph.depth.removable) and keeps under one expected
+            # channel is proposed at width 0: the block is removed
+            least = 0 if group.name in self.graph.depth.removable else 1
+            proposal[group.name] = float(max(math.floor(float(chosen.sum())), least))
         return Decision(scores=scores, family=scaled_family(self.graph, proposal))
