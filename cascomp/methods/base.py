@@ -9,6 +9,15 @@ A method
 - `decide()`s what survives: channel scores plus a family of keep fractions, which `fit_widths` turns into a plan
   that meets every target.
 Methods that need no training (`searches = False`) are decided straight from the baseline's weights.
+
+Hooks a searching method may use, none mandatory (the driver, cascomp.train.loops.SearchLoop, calls them):
+- `weight_regulariser(model)`: a term added to the weights' loss (group lasso, a KL of variational dropout);
+- `controlled = False` with `arch_loss(expected, progress)`: the method's own cost loss on the architecture
+  parameters (e.g. a tolerance band) instead of the driver's controlled penalty on `penalty()`;
+- `on_step(progress)`: called before every step with the search's progress in [0, 1] (temperature schedules);
+- no `arch_parameters()` at all (a search of weights under a regulariser);
+- `bilevel = True`: weights step on batches of one half of the training split and architecture parameters on
+  the other half (split reproducibly from the seed), one batch of each per step.
 `goals` (target ratio per metric) tells a method which costs the budget binds.
 """
 
@@ -35,6 +44,8 @@ class Method:
     title = ""  # how messages name the method (its registry name when empty)
     config_type: type  # the frozen dataclass CompressConfig.method_config holds for this method
     searches = False
+    controlled = True  # the driver sets λ on penalty() every step; False: arch_loss() is the cost loss
+    bilevel = False
     keeps_search_weights = True  # False: the compressed network starts from the baseline's weights
 
     def __init__(self, graph: Graph, config, goals: dict[str, float] | None = None) -> None:
@@ -60,6 +71,18 @@ class Method:
 
     def penalty(self) -> dict[str, torch.Tensor]:
         return {}
+
+    def weight_regulariser(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """A term for the weights' loss (None: none)."""
+        return None
+
+    def arch_loss(self, expected: dict[str, torch.Tensor], progress: float) -> torch.Tensor | None:
+        """With `controlled = False`: the cost loss of the architecture parameters, given `penalty()`'s
+        expected cost ratios for the targeted metrics."""
+        return None
+
+    def on_step(self, progress: float) -> None:
+        """Before every search step; `progress` runs from 0 to 1 over the search."""
 
     def probes(self) -> list[Plan]:
         return []

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
 
 from cascomp.config import CompressConfig
 from cascomp.errors import SearchError
@@ -84,8 +85,12 @@ def recalibrate_batch_norm(model: nn.Module, loader, batches: int = 32) -> None:
     model.train(was_training)
 
 
+def epoch_seed(seed: int, phase: int, epoch: int) -> int:
+    return seed * 100_003 + phase * 10_007 + epoch
+
+
 def seed_epoch(data, seed: int, phase: int, epoch: int) -> None:
-    value = seed * 100_003 + phase * 10_007 + epoch
+    value = epoch_seed(seed, phase, epoch)
     torch.manual_seed(value)
     generator = getattr(data.train, "generator", None)
     if generator is not None:
@@ -104,8 +109,9 @@ def _finite(loss: torch.Tensor, where: str, x) -> None:
 
 
 class SearchLoop:
-    """Trains the method's search model: weights on the task loss, architecture parameters on the task loss
-    plus the controlled penalty."""
+    """Trains the method's search model: weights on the task loss (plus the method's weight regulariser),
+    architecture parameters on the task loss plus the controlled penalty (or the method's own cost loss);
+    with a bi-level method, each on its own half of the training split (cascomp.methods.base's hooks)."""
 
     def __init__(self, method: Method, model: nn.Module, data, config: CompressConfig, goals: dict[str, float],
                  reporter: Reporter, teacher: nn.Module | None = None, cluster: Cluster = Cluster()) -> None:
@@ -113,6 +119,9 @@ class SearchLoop:
         self.method, self.model, self.data, self.config, self.goals = method, model, data, config, goals
         self.model.to(self.placement.device)  # the architecture parameters too: the gates are its submodule
         self.batches = cluster.shard(data.train, train=True)
+        # bi-level: (weights' half, architecture's half) of the training split, fixed by the seed
+        self.halves = tuple(cluster.shard(h, train=True) for h in _halves(data.train, config.seed)) \
+            if method.bilevel else ()
         # what the forward passes go through (DDP with several processes)
         self.runner = cluster.wrap(self.model, lambda: _first_samples(data.train, self.placement))
         use_teacher = teacher is not None and config.distill.in_search
@@ -123,16 +132,17 @@ class SearchLoop:
         weights = [p for p in model.parameters() if id(p) not in arch and p.requires_grad]
         self.weight_optimizer = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum,
                                                 weight_decay=config.weight_decay)
-        self.arch_optimizer = method.arch_optimizer()
+        self.arch_optimizer = method.arch_optimizer() if method.arch_parameters() else None
         penalty = method.penalty()
-        self.start = {m: float(penalty[m].detach()) for m in goals}
+        self.start = {m: float(penalty[m].detach()) for m in goals if m in penalty}
         self.controllers = {m: PenaltyController() for m in goals}
         self.history = History()
         self.epoch = 0
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "weight_optimizer": self.weight_optimizer.state_dict(),
-                "arch_optimizer": self.arch_optimizer.state_dict(), "start": self.start, "epoch": self.epoch,
+                "arch_optimizer": None if self.arch_optimizer is None else self.arch_optimizer.state_dict(),
+                "start": self.start, "epoch": self.epoch,
                 "controllers": {m: c.state_dict() for m, c in self.controllers.items()},
                 "history": {"epochs": self.history.epochs, "trajectory": self.history.trajectory},
                 **_scaler_state(self.scaler)}
@@ -140,7 +150,8 @@ class SearchLoop:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
-        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        if self.arch_optimizer is not None:
+            self.arch_optimizer.load_state_dict(state["arch_optimizer"])
         self.start, self.epoch = state["start"], state["epoch"]
         for metric, controller in self.controllers.items():
             controller.load_state_dict(state["controllers"][metric])
@@ -160,26 +171,42 @@ class SearchLoop:
 
     def _epoch(self, epoch: int, epochs: int) -> None:
         seed_epoch(self.data, self.config.seed, 1, epoch)
+        for index, half in enumerate(self.halves):  # the halves' orders, seeded like the whole split's
+            half.generator.manual_seed(epoch_seed(self.config.seed, 1, epoch) + 1 + index)
         self.model.train()
-        steps, started = len(self.batches), time.perf_counter()
+        batches = _Paired(*self.halves) if self.halves else self.batches
+        steps, started = len(batches), time.perf_counter()
         status = {"loss": 0.0, "acc": 0.0}
         seen = correct = 0
         loss_sum = 0.0
         describe = lambda: self._describe(status)  # noqa: E731
-        for step, (x, y) in enumerate(self.reporter.batches(self.batches, f"search {epoch + 1}/{epochs}", describe)):
-            x, y = self.placement.batch(x, y)
+        where = f"search epoch {epoch + 1}"
+        for step, batch in enumerate(self.reporter.batches(batches, f"search {epoch + 1}/{epochs}", describe)):
             progress = (epoch * steps + step) / max(epochs * steps, 1)
+            progress_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
+            self.method.on_step(progress)
+            if self.halves:  # the architecture's step on its half, then the weights' on theirs
+                x, y = self.placement.batch(*batch[1])
+                logits = self.placement.forward(self.runner, x)
+                loss, _, apply_cost = self._architecture_loss(self._task_loss(x, y, logits), progress, progress_next)
+                _finite(loss, where, x)
+                self._step(loss, [self.arch_optimizer] if self.arch_optimizer else [])
+                apply_cost()
+                batch = batch[0]
+            x, y = self.placement.batch(*batch)
             logits = self.placement.forward(self.runner, x)
             task = self._task_loss(x, y, logits)
-            expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
-            progress_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
-            pushes = [self._cost_push(m, ratio, progress, progress_next) for m, ratio in expected.items()]
-            loss = task
-            _finite(loss, f"search epoch {epoch + 1}", x)
-            self.weight_optimizer.zero_grad(set_to_none=True)
-            self.arch_optimizer.zero_grad(set_to_none=True)
-            backward_and_step(loss, [self.weight_optimizer, self.arch_optimizer], self.scaler)
-            self._take_cost_step(pushes)
+            loss, expected, apply_cost = (task, {}, lambda: None) if self.halves else \
+                self._architecture_loss(task, progress, progress_next)
+            regulariser = self.method.weight_regulariser(self.model)
+            if regulariser is not None:
+                loss = loss + regulariser
+            _finite(loss, where, x)
+            optimizers = [self.weight_optimizer] + ([self.arch_optimizer] if self.arch_optimizer and not self.halves else [])
+            self._step(loss, optimizers)
+            apply_cost()
+            if not expected:
+                expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(task.detach()) * len(y)
@@ -196,6 +223,25 @@ class SearchLoop:
         self.history.epochs.append(row)
         self.reporter.line(f"search {epoch + 1}/{epochs}  {self._describe(status)}  val top-1 {row['val_acc']:.4f}  "
                            f"({row['seconds']:.0f} s)")
+
+    def _architecture_loss(self, task: torch.Tensor, progress: float, progress_next: float):
+        """(loss, expected cost ratios, the step to take after the optimisers'): the controlled penalty's step
+        (λ times the method's cost direction), or the method's own cost loss added to the task loss."""
+        expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
+        if not self.method.controlled:
+            extra = self.method.arch_loss(expected, progress)
+            return (task if extra is None else task + extra), expected, lambda: None
+        if self.arch_optimizer is None:
+            return task, expected, lambda: None
+        pushes = [self._cost_push(m, ratio, progress, progress_next) for m, ratio in expected.items()]
+        return task, expected, lambda: self._take_cost_step(pushes)
+
+    def _step(self, loss: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Backward, then a step of `optimizers` only (every gradient cleared first)."""
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        if self.arch_optimizer is not None:
+            self.arch_optimizer.zero_grad(set_to_none=True)
+        backward_and_step(loss, optimizers, self.scaler)
 
     def _take_cost_step(self, pushes: list[list[torch.Tensor]]) -> None:
         """The penalty's step, λ times the method's cost direction, taken directly rather than through the
@@ -310,6 +356,31 @@ class FinetuneLoop:
         self.history.epochs.append(row)
         self.reporter.line(f"fine-tune {epoch + 1}/{self.epochs}  {describe()}  val top-1 {row['val_acc']:.4f}  "
                            f"({row['seconds']:.0f} s)")
+
+
+def _halves(loader, seed: int) -> tuple:
+    """Loaders over two disjoint halves of `loader`'s dataset (a seeded split), each shuffled by its own
+    generator, with the loader's batch size and settings."""
+    dataset = loader.dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    middle = len(order) // 2
+    return tuple(DataLoader(Subset(dataset, part), batch_size=loader.batch_size, shuffle=True,
+                            generator=torch.Generator(), num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                            pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn)
+                 for part in (order[:middle], order[middle:]))
+
+
+class _Paired:
+    """One batch of each loader per step, as many steps as the shorter has batches."""
+
+    def __init__(self, first, second) -> None:
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return min(len(self.first), len(self.second))
+
+    def __iter__(self):
+        return zip(self.first, self.second)
 
 
 def _first_samples(loader, placement: Placement) -> torch.Tensor:
