@@ -10,7 +10,7 @@ from cascomp.ir.cost import Cost
 from cascomp.ir.graph import Constraints, Graph
 from cascomp.ir.groups import ChannelGroup, FrozenChannels, GroupMember
 from cascomp.ir.plan import Plan
-from cascomp.methods import METHODS, FigsConfig, L1Config, SensitivityConfig, UniformConfig
+from cascomp.methods import METHODS, FigsConfig, L1Config, SensitivityConfig, TasConfig, UniformConfig
 
 __version__ = "0.1.0"
 
@@ -18,6 +18,6 @@ __all__ = [
     "METHODS", "CascompError", "ChannelGroup", "CompressConfig", "CompressResult", "ConfigError",
     "Constraints", "Cost", "DataBundle", "DataError", "DistillConfig", "ExportError", "FigsConfig",
     "FrozenChannels", "Graph", "GroupMember", "L1Config", "Plan", "PlanError", "SearchError",
-    "SensitivityConfig", "Target", "TraceError", "UniformConfig", "apply_plan", "compress", "export_onnx",
+    "SensitivityConfig", "Target", "TasConfig", "TraceError", "UniformConfig", "apply_plan", "compress", "export_onnx",
     "load_data", "mask_model", "profile", "trace",
 ]

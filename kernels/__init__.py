@@ -2,5 +2,6 @@
 
 from cascomp.kernels.channel_gates import ConcreteGates, apply_gate
 from cascomp.kernels.masked_norm import MaskedGroupNorm, MaskedLayerNorm, masked_layer_norm
+from cascomp.kernels.width_choices import WidthChoices
 
-__all__ = ["ConcreteGates", "MaskedGroupNorm", "MaskedLayerNorm", "apply_gate", "masked_layer_norm"]
+__all__ = ["ConcreteGates", "MaskedGroupNorm", "MaskedLayerNorm", "WidthChoices", "apply_gate", "masked_layer_norm"]

@@ -6,7 +6,7 @@ def test_public_names_are_pinned() -> None:
         "METHODS", "CascompError", "ChannelGroup", "CompressConfig", "CompressResult", "ConfigError",
         "Constraints", "Cost", "DataBundle", "DataError", "DistillConfig", "ExportError", "FigsConfig",
         "FrozenChannels", "Graph", "GroupMember", "L1Config", "Plan", "PlanError", "SearchError",
-        "SensitivityConfig", "Target",
+        "SensitivityConfig", "Target", "TasConfig",
         "TraceError", "UniformConfig", "apply_plan", "compress", "export_onnx", "load_data", "mask_model",
         "profile", "trace",
     ])
@@ -19,7 +19,7 @@ def test_every_public_name_exists() -> None:
 
 def test_methods_registry_matches_the_configs() -> None:
     from cascomp.config import METHOD_CONFIGS
-    assert sorted(cascomp.METHODS) == sorted(METHOD_CONFIGS) == ["figs", "l1", "sensitivity", "uniform"]
+    assert sorted(cascomp.METHODS) == sorted(METHOD_CONFIGS) == ["figs", "l1", "sensitivity", "tas", "uniform"]
 
 
 def test_the_default_method_is_pinned() -> None:

@@ -139,7 +139,7 @@ def test_bilevel_steps_weights_and_architecture_on_disjoint_halves():
     _search(method, data, model=Recorder(method.prepare(), seen))
     first, second = (sorted(int(i) for batch in half for i in batch[0][:, 0, 0, 0]) for half in _halves(data.train, 0))
     assert not set(first) & set(second) and sorted(first + second) == list(range(96))
-    architecture, weights = seen[0::2], seen[1::2]  # per step: the architecture's batch, then the weights'
+    weights, architecture = seen[0::2], seen[1::2]  # per step: the weights' batch, then the architecture's
     assert len(architecture) == len(weights) == 3  # 48 samples a half, batches of 16
     assert sorted(i for batch in architecture for i in batch) == second
     assert sorted(i for batch in weights for i in batch) == first

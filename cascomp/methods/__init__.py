@@ -8,6 +8,7 @@ from cascomp.methods.base import Decision, Method
 from cascomp.methods.figs import Figs, FigsConfig
 from cascomp.methods.l1 import L1, L1Config
 from cascomp.methods.sensitivity import Sensitivity, SensitivityConfig
+from cascomp.methods.tas import Tas, TasConfig
 from cascomp.methods.uniform import Uniform, UniformConfig
 
 METHODS: dict[str, type[Method]] = {}
@@ -26,8 +27,8 @@ def title(name: str) -> str:
     return METHODS[name].title or name
 
 
-for _name, _method in {"figs": Figs, "l1": L1, "uniform": Uniform, "sensitivity": Sensitivity}.items():
+for _name, _method in {"figs": Figs, "l1": L1, "uniform": Uniform, "sensitivity": Sensitivity, "tas": Tas}.items():
     register(_name, _method)
 
 __all__ = ["METHODS", "METHOD_CONFIGS", "Decision", "FigsConfig", "L1Config", "Method", "SensitivityConfig",
-           "UniformConfig", "register", "title"]
+           "TasConfig", "UniformConfig", "register", "title"]

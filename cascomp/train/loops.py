@@ -185,14 +185,7 @@ class SearchLoop:
             progress = (epoch * steps + step) / max(epochs * steps, 1)
             progress_next = (epoch * steps + step + 1) / max(epochs * steps, 1)
             self.method.on_step(progress)
-            if self.halves:  # the architecture's step on its half, then the weights' on theirs
-                x, y = self.placement.batch(*batch[1])
-                logits = self.placement.forward(self.runner, x)
-                loss, _, apply_cost = self._architecture_loss(self._task_loss(x, y, logits), progress, progress_next)
-                _finite(loss, where, x)
-                self._step(loss, [self.arch_optimizer] if self.arch_optimizer else [])
-                apply_cost()
-                batch = batch[0]
+            batch, architecture_batch = batch if self.halves else (batch, None)
             x, y = self.placement.batch(*batch)
             logits = self.placement.forward(self.runner, x)
             task = self._task_loss(x, y, logits)
@@ -205,6 +198,13 @@ class SearchLoop:
             optimizers = [self.weight_optimizer] + ([self.arch_optimizer] if self.arch_optimizer and not self.halves else [])
             self._step(loss, optimizers)
             apply_cost()
+            if architecture_batch is not None:  # bi-level (TAS's Algorithm 1): then the architecture, on its half
+                xa, ya = self.placement.batch(*architecture_batch)
+                loss, expected, apply_cost = self._architecture_loss(
+                    self._task_loss(xa, ya, self.placement.forward(self.runner, xa)), progress, progress_next)
+                _finite(loss, where, xa)
+                self._step(loss, [self.arch_optimizer] if self.arch_optimizer else [])
+                apply_cost()
             if not expected:
                 expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
             seen += len(y)
