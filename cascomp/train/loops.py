@@ -284,7 +284,9 @@ class SearchLoop:
         return fields
 
     def _describe(self, status: dict) -> str:
-        costs = "  ".join(f"{m} {status.get(m, float('nan')):.3f}→{self.goals[m]:.3f} λ {c.last_weight:.3g}"
+        # λ is the driver's controlled weight; a method with its own cost loss has none
+        costs = "  ".join(f"{m} {status.get(m, float('nan')):.3f}→{self.goals[m]:.3f}"
+                          + (f" λ {c.last_weight:.3g}" if self.method.controlled else "")
                           for m, c in self.controllers.items())
         return f"loss {status['loss']:.3f}  acc {status['acc']:.3f}  {costs}"
 
