@@ -203,15 +203,16 @@ def tables(rows: list[dict]) -> str:
             for row in rows]
     order = {key: index for index, key in enumerate(all_rows())}
     rows = sorted(rows, key=lambda row: order.get(row["key"], len(order)))
-    lines = ["| baseline | contender | budget | epochs: search + fine-tune | seed | FLOPs | params | top-1 | Δ top-1 | "
-             "latency b1 | latency b32 | wall s |", "|" + "---|" * 12]
+    lines = ["| baseline | contender | budget | epochs: search + fine-tune | seed | FLOPs | params | blocks removed | "
+             "top-1 | Δ top-1 | latency b1 | latency b32 | wall s |", "|" + "---|" * 13]
     for row in rows:
         schedule = f"{row['search_epochs']} + {row['finetune_epochs']}"
         if row.get("probe_epochs"):
             schedule += f" (probes: {row['probe_epochs']:.2f} in forward passes)"
         lines.append(f"| {row['baseline']} ({row['baseline_top1']:.2%}) | {row['contender']} | {row['target']} | "
                      f"{schedule} | {row['seed']} | {row['flops']:.3f} | {row['params']:.3f} | "
-                     f"{row['top1']:.2%} | {100 * (row['top1'] - row['baseline_top1']):+.2f} pt | "
+                     # rows from before blocks could be removed removed none (no method proposed it)
+                     f"{row.get('removed_blocks', 0)} | {row['top1']:.2%} | {100 * (row['top1'] - row['baseline_top1']):+.2f} pt | "
                      f"{row['latency_b1']:.2f} ±{row['latency_b1_spread']:.2f} | "
                      f"{row['latency_b32']:.2f} ±{row['latency_b32_spread']:.2f} | {row['seconds']:.0f} |")
     lines += ["", "| baseline | contender | budget | epochs | seeds | top-1 per seed | mean ± std | Δ mean |",
