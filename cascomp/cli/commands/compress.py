@@ -130,7 +130,8 @@ def _method_options(args, method: str) -> dict:
             owners = " or ".join(title(name) for name in method_flags()[flag][1])
             raise ConfigError(f"{flag} is a {owners} option; method {method!r} does not take it (drop it, or "
                               f"choose that method)")
-    options = {fields[flag].name: fields[flag].metadata["value"] or value for flag, value in given.items()}
+    options = {fields[flag].name: value if fields[flag].metadata["value"] is None else fields[flag].metadata["value"]
+               for flag, value in given.items()}
     for flag in given:
         requires = fields[flag].metadata["requires"]
         if requires and options.get(requires[0], _default(fields, requires[0])) != requires[1]:
