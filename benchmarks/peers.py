@@ -57,8 +57,8 @@ BUDGETS = (("flops=0.33", 2, (0, 1, 2)), ("flops=0.5", 2, (0,)), ("params=0.33",
 OPTIONS = {
     "reconstruct": {"reconstruct": True},  # refit the pruned layers to the baseline's outputs first
     "any-width": {"round_to": 1},  # widths of any size, as Torch-Pruning's (the default prefers multiples of 8)
-    # sensitivity only: residual blocks probed at width 0 too, removed where worth less than their cost
-    "remove-blocks": {"method_config": SensitivityConfig(remove_blocks=True)},
+    # sensitivity only: no residual block probed at width 0 or removed (sensitivity's default before 2026-12-07)
+    "keep-blocks": {"method_config": SensitivityConfig(remove_blocks=False)},
 }
 
 
@@ -66,7 +66,7 @@ def contenders() -> list[str]:
     """Every cascomp method (the default one is marked in the table, not run twice) and Torch-Pruning's."""
     methods = [f"cascomp:{name}" for name in METHODS]
     variants = [f"cascomp:{name}+{option}" for name in ("l1", "sensitivity") for option in ("reconstruct", "any-width")]
-    return methods + variants + ["cascomp:uniform+any-width", "cascomp:sensitivity+remove-blocks", "tp:l1", "tp:taylor"]
+    return methods + variants + ["cascomp:uniform+any-width", "cascomp:sensitivity+keep-blocks", "tp:l1", "tp:taylor"]
 
 
 def all_rows() -> list[str]:
@@ -82,10 +82,10 @@ def all_rows() -> list[str]:
 # -- contenders --------------------------------------------------------------------------------------------
 def run_cascomp(method: str, model, data, target: str, epochs: int, seed: int) -> tuple[torch.nn.Module, dict]:
     """compress with the total epoch budget, which the method splits between search and fine-tuning;
-    `method+option` runs it with one of OPTIONS."""
-    method, _, option = method.partition("+")
-    config = cascomp.CompressConfig(method=method, targets=(target,), seed=seed, epochs=epochs,
-                                    **(OPTIONS[option] if option else {}))
+    `method+option+...` runs it with those of OPTIONS."""
+    method, *options = method.split("+")
+    settings = {key: value for option in options for key, value in OPTIONS[option].items()}
+    config = cascomp.CompressConfig(method=method, targets=(target,), seed=seed, epochs=epochs, **settings)
     result = cascomp.compress(model, config, data=data, progress=False)
     probes = result.report["search"]["probes"] or {}
     return result.model, {"method": config.method, "search_epochs": config.search_epochs,

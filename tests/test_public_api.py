@@ -28,3 +28,4 @@ def test_the_default_method_is_pinned() -> None:
     from cascomp.cli.commands.compress import DEFAULTS
     assert cascomp.CompressConfig().method == DEFAULTS["method"] == "sensitivity"
     assert isinstance(cascomp.CompressConfig().method_config, cascomp.SensitivityConfig)
+    assert cascomp.CompressConfig().method_config.remove_blocks  # residual blocks removed where cheapest

@@ -92,3 +92,13 @@ def test_unregistered_and_malformed_methods_are_refused():
         cascomp.CompressConfig(method="lowest")
     with pytest.raises(cascomp.ConfigError, match="Method subclass with a config_type"):
         register("broken", type("Broken", (), {}))
+
+
+def test_a_flag_that_turns_a_default_off(task, tmp_path, capsys):
+    """sensitivity removes residual blocks by default; --keep-blocks (an option whose value is False) stops it."""
+    folder, spec, _, _ = task
+    assert cli.main(["compress", str(folder / "tiny.pt"), "--data", spec, "--target", "flops=0.5", "--epochs", "1",
+                     "--method", "sensitivity", "--keep-blocks", "-o", str(tmp_path / "out"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["method_config"]["remove_blocks"] is False
+    assert all(width["after"] > 0 for width in report["widths"].values())

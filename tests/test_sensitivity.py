@@ -39,7 +39,7 @@ def _measured(graph, sensitive: dict[str, float], **config):
 
 def test_probes_cut_one_group_at_a_time_to_each_fraction():
     graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
-    method = _method(graph, fractions=(0.25, 0.5, 0.75))
+    method = _method(graph, fractions=(0.25, 0.5, 0.75), remove_blocks=False)  # widths only (blocks: below)
     plans = method.probes()
     assert plans[0].widths(graph) == {g.name: g.size for g in graph.groups}
     assert len(plans) == 1 + len(method.probed) == 1 + 3 * len(graph.groups)
@@ -56,7 +56,7 @@ def test_the_path_shrinks_the_insensitive_group_first_and_the_family_grows_with_
     graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
     names = [g.name for g in graph.groups]
     sensitive, insensitive = names[0], names[1]
-    method = _measured(graph, {sensitive: 100.0, insensitive: 0.01})
+    method = _measured(graph, {sensitive: 100.0, insensitive: 0.01}, remove_blocks=False)
     path = method._greedy_path(method._curves())
     sizes = {g.name: g.size for g in graph.groups}
     assert path[0] == sizes
@@ -157,7 +157,8 @@ def test_remove_blocks_probes_removable_groups_at_width_zero_and_the_projection_
     graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
     removable = graph.depth.removable
     assert removable and len(removable) < len(graph.groups)
-    plain = _method(graph, fractions=(0.5,))
+    assert SensitivityConfig().remove_blocks  # the default
+    plain = _method(graph, fractions=(0.5,), remove_blocks=False)
     plain.probes()
     method = _method(graph, fractions=(0.5,), remove_blocks=True)
     plans = method.probes()

@@ -12,8 +12,8 @@
    The path ends with every group at its smallest legal width.
 4. The family is that path (s = 0 its end, s = 1 the full model, the group that moves between two members
    interpolated); the budget projection takes its widest member that fits and fills the rest by score.
-5. With `remove_blocks`, every group whose residual branch the depth analysis lets go (graph.depth.removable)
-   is probed at width 0 too (the branch rewritten away), and the path may take it there: a block goes where
+5. With `remove_blocks` (the default; --keep-blocks turns it off), every group whose residual branch the
+   depth analysis lets go (graph.depth.removable) is probed at width 0 too (the branch rewritten away), and the path may take it there: a block goes where
    its measured loss per unit of cost saved is the lowest move. That point is not made monotone with the
    widths before it (a removed block leaves the identity, which can hurt less than a one-channel branch).
 Probes cost forward passes only: (1 + groups x fractions [+ removable groups]) x (calibration + scoring) batches.
@@ -40,9 +40,9 @@ class SensitivityConfig:
     fractions: tuple[float, ...] = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
     calibration_batches: int = 4
     scoring_batches: int = 4
-    remove_blocks: bool = option(False, "--remove-blocks", "sensitivity: also probe removing each residual block "
-                                 "the depth analysis allows, and remove those worth less than their cost",
-                                 value=True)
+    remove_blocks: bool = option(True, "--keep-blocks", "sensitivity: remove no residual block (by default each "
+                                 "block the depth analysis allows is probed at width 0 and removed where that "
+                                 "costs the least loss per unit of cost saved)", value=False)
 
     def __post_init__(self) -> None:
         fractions = tuple(self.fractions)
