@@ -55,6 +55,10 @@ class WidthChoices(nn.Module):
         """[G]: each group's most probable width."""
         return self.widths.gather(1, self.logits.argmax(dim=1, keepdim=True)).squeeze(1)
 
+    def settled(self) -> torch.Tensor:
+        """0/1 per global channel: kept by its group's most probable width (the evaluation architecture)."""
+        return (self.rank < self.most_probable()[self.group]).to(self.logits.dtype)
+
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Two distinct candidates per group ([G, 2] indices) and their weights ([G, 2], rows summing to 1)."""
         perturbed = self.logits.log_softmax(dim=1)
@@ -72,7 +76,7 @@ class WidthChoices(nn.Module):
             kept = self.rank[:, None] < self.widths.gather(1, chosen)[self.group]  # [channels, 2]
             gates = (weights[self.group] * kept.to(weights.dtype)).sum(dim=1)
         else:
-            gates = (self.rank < self.most_probable()[self.group]).to(self.logits.dtype)
+            gates = self.settled()
         return torch.cat([gates.new_ones(1), gates])
 
     def extra_repr(self) -> str:

@@ -23,7 +23,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cascomp  # noqa: E402
-from tests.search_fixtures import quadrant_task  # noqa: E402
+from tests.search_fixtures import fit_classifier, quadrant_task  # noqa: E402
 
 STOPPED = 3  # the exit status of a run ended by --stop-after
 DATA = "quadrants.npz"
@@ -48,15 +48,7 @@ class PlainNet(nn.Module):
 
 def baseline(data) -> PlainNet:
     torch.manual_seed(0)
-    model = PlainNet()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(3):  # 70 % validation top-1
-        for x, y in data.train:
-            loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+    return fit_classifier(PlainNet(), data, epochs=3, lr=0.1)  # 70 % validation top-1
 
 
 def main() -> None:

@@ -38,10 +38,9 @@ def quadrant_task(path, samples: int = 384, seed: int = 0) -> str:
     return f"tensors:{path}"
 
 
-def trained_tiny(data, epochs: int = 2, seed: int = 0) -> TinyNet:
-    torch.manual_seed(seed)
-    model = TinyNet()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+def fit_classifier(model: nn.Module, data, epochs: int, lr: float) -> nn.Module:
+    """`model` trained by plain SGD (momentum 0.9) on cross-entropy for `epochs`, returned in eval mode."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     for _ in range(epochs):
         for x, y in data.train:
             loss = nn.functional.cross_entropy(model(x), y)
@@ -49,6 +48,22 @@ def trained_tiny(data, epochs: int = 2, seed: int = 0) -> TinyNet:
             loss.backward()
             optimizer.step()
     return model.eval()
+
+
+def trained_tiny(data, epochs: int = 2, seed: int = 0) -> TinyNet:
+    torch.manual_seed(seed)
+    return fit_classifier(TinyNet(), data, epochs, lr=0.05)
+
+
+def saved_tiny_task(folder, samples: int):
+    """The quadrant task in `folder` (batches of 64), a TinyNet trained one epoch on it and saved as tiny.pt:
+    (spec, data, model, path of the saved model)."""
+    spec = quadrant_task(folder / "quadrants.npz", samples=samples)
+    data = cascomp.load_data(spec, batch_size=64, seed=0)
+    model = trained_tiny(data, epochs=1)
+    path = folder / "tiny.pt"
+    torch.save(model, path)
+    return spec, data, model, path
 
 
 def quick_config(**changes) -> cascomp.CompressConfig:

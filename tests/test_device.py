@@ -19,7 +19,7 @@ from cascomp.cli import main
 from cascomp.config import resolve_device
 from cascomp.data.bundle import default_workers, seed_worker
 from cascomp.train.device import Placement, on_cpu
-from tests.search_fixtures import quadrant_task, quick_config, trained_tiny
+from tests.search_fixtures import quick_config, saved_tiny_task
 
 
 class Interrupt(Exception):
@@ -28,13 +28,7 @@ class Interrupt(Exception):
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("device")
-    spec = quadrant_task(folder / "quadrants.npz", samples=384)
-    data = cascomp.load_data(spec, batch_size=64, seed=0)
-    model = trained_tiny(data, epochs=1)
-    path = folder / "tiny.pt"
-    torch.save(model, path)
-    return spec, data, model, path
+    return saved_tiny_task(tmp_path_factory.mktemp("device"), samples=384)
 
 
 @pytest.fixture(scope="module")

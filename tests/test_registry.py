@@ -9,7 +9,6 @@ import json
 from dataclasses import dataclass
 
 import pytest
-import torch
 
 import cascomp
 from cascomp import cli
@@ -17,7 +16,7 @@ from cascomp.config import METHOD_CONFIGS, option
 from cascomp.methods import METHODS, Decision, Method, register
 from cascomp.methods.families import uniform_family
 from cascomp.methods.scores import filter_norms, normalised
-from tests.search_fixtures import quadrant_task, trained_tiny
+from tests.search_fixtures import saved_tiny_task
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,12 +47,7 @@ def registered():
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("registry")
-    spec = quadrant_task(folder / "quadrants.npz", samples=256)
-    data = cascomp.load_data(spec, batch_size=64, seed=0)
-    model = trained_tiny(data, epochs=1)
-    torch.save(model, folder / "tiny.pt")
-    return folder, spec, data, model
+    return saved_tiny_task(tmp_path_factory.mktemp("registry"), samples=256)
 
 
 def test_the_built_in_methods_are_registered_with_their_configs():
@@ -64,7 +58,7 @@ def test_the_built_in_methods_are_registered_with_their_configs():
 
 
 def test_a_registered_method_runs_from_the_api(registered, task):
-    _, _, data, model = task
+    _, data, model, _ = task
     config = cascomp.CompressConfig(method="lowest", method_config=LowestFirstConfig(invert=True),
                                     targets=("flops=0.5",), search_epochs=0, finetune_epochs=0,
                                     latency_batch_sizes=(1,))
@@ -76,8 +70,8 @@ def test_a_registered_method_runs_from_the_api(registered, task):
 
 
 def test_a_registered_method_and_its_flag_on_the_command_line(registered, task, tmp_path, capsys):
-    folder, spec, _, _ = task
-    common = ["compress", str(folder / "tiny.pt"), "--data", spec, "--target", "flops=0.5", "--epochs", "1"]
+    spec, _, _, model_path = task
+    common = ["compress", str(model_path), "--data", spec, "--target", "flops=0.5", "--epochs", "1"]
     assert cli.main([*common, "--method", "lowest", "--lowest-first", "-o", str(tmp_path / "out"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["method"] == "lowest" and report["config"]["method_config"] == {"invert": True}
@@ -96,8 +90,8 @@ def test_unregistered_and_malformed_methods_are_refused():
 
 def test_a_flag_that_turns_a_default_off(task, tmp_path, capsys):
     """sensitivity removes residual blocks by default; --keep-blocks (an option whose value is False) stops it."""
-    folder, spec, _, _ = task
-    assert cli.main(["compress", str(folder / "tiny.pt"), "--data", spec, "--target", "flops=0.5", "--epochs", "1",
+    spec, _, _, model_path = task
+    assert cli.main(["compress", str(model_path), "--data", spec, "--target", "flops=0.5", "--epochs", "1",
                      "--method", "sensitivity", "--keep-blocks", "-o", str(tmp_path / "out"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["config"]["method_config"]["remove_blocks"] is False

@@ -103,10 +103,7 @@ class Figs(Method):
         return [direction]
 
     def penalty(self) -> dict[str, torch.Tensor]:
-        # case 2, on the CPU whatever device the gates train on: the cost model's tables live there, and the
-        # budget's arithmetic is then the same on every machine (the copy passes the gradient back)
-        macs, params = self.graph.cost_model.evaluate(self.gates.probabilities().cpu())
-        return {"flops": macs / max(self.baseline.macs, 1.0), "params": params / max(self.baseline.params, 1.0)}
+        return self.expected_ratios(self.gates.probabilities())  # case 2
 
     def decide(self, model) -> Decision:
         probabilities = self.gates.probabilities().detach().double()

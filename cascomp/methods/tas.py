@@ -105,8 +105,7 @@ class Tas(Method):
         self.choices.temperature = config.tau_start - (config.tau_start - config.tau_end) * min(max(progress, 0.0), 1.0)
 
     def penalty(self) -> dict[str, torch.Tensor]:
-        macs, params = self.graph.cost_model.evaluate(self.choices.keep_probabilities().cpu())
-        return {"flops": macs / max(self.baseline.macs, 1.0), "params": params / max(self.baseline.params, 1.0)}
+        return self.expected_ratios(self.choices.keep_probabilities())
 
     def arch_loss(self, expected: dict[str, torch.Tensor], progress: float) -> torch.Tensor | None:
         reached = self._most_probable_cost()
@@ -116,9 +115,7 @@ class Tas(Method):
 
     def _most_probable_cost(self) -> dict[str, float]:
         with torch.no_grad():
-            keep = (self.choices.rank < self.choices.most_probable()[self.choices.group]).double().cpu()
-            cost = self.graph.cost_model.cost(keep)
-        return {"flops": cost.flops / max(self.baseline.flops, 1e-12), "params": cost.params / max(self.baseline.params, 1e-12)}
+            return {m: float(r) for m, r in self.expected_ratios(self.choices.settled().double()).items()}
 
     def decide(self, model) -> Decision:
         widths = self.choices.most_probable().cpu().tolist()

@@ -123,26 +123,26 @@ def _add_method_option(command, flag: str, field: dataclasses.Field) -> None:
 def _method_options(args, method: str) -> dict:
     """The chosen method's config fields set on the command line; another method's flag, or a flag whose
     setting the chosen options would not read, is refused."""
-    given = {flag: value for flag in method_flags() if (value := getattr(args, _dest(flag))) not in (None, False)}
+    flags = method_flags()
+    given = {flag: value for flag in flags if (value := getattr(args, _dest(flag))) not in (None, False)}
     fields = {f.metadata["flag"]: f for f in command_line_options(METHOD_CONFIGS[method])}
     for flag in given:
         if flag not in fields:
-            owners = " or ".join(title(name) for name in method_flags()[flag][1])
+            owners = " or ".join(title(name) for name in flags[flag][1])
             raise ConfigError(f"{flag} is a {owners} option; method {method!r} does not take it (drop it, or "
                               f"choose that method)")
     options = {fields[flag].name: value if fields[flag].metadata["value"] is None else fields[flag].metadata["value"]
                for flag, value in given.items()}
+    by_name = {field.name: field for field in fields.values()}
     for flag in given:
-        requires = fields[flag].metadata["requires"]
-        if requires and options.get(requires[0], _default(fields, requires[0])) != requires[1]:
-            needed = next(f for f, field in fields.items() if field.name == requires[0])
-            raise ConfigError(f"{flag} sets what only {needed} {requires[1]} reads (the default is "
-                              f"{_default(fields, requires[0])!r}); add {needed} {requires[1]} or drop {flag}")
+        if fields[flag].metadata["requires"] is None:
+            continue
+        name, wanted = fields[flag].metadata["requires"]
+        needed = by_name[name]
+        if options.get(name, needed.default) != wanted:
+            raise ConfigError(f"{flag} sets what only {needed.metadata['flag']} {wanted} reads (the default is "
+                              f"{needed.default!r}); add {needed.metadata['flag']} {wanted} or drop {flag}")
     return options
-
-
-def _default(fields: dict[str, dataclasses.Field], name: str):
-    return next(field.default for field in fields.values() if field.name == name)
 
 
 def _dest(flag: str) -> str:
