@@ -205,8 +205,6 @@ class SearchLoop:
                 _finite(loss, where, xa)
                 self._step(loss, [self.arch_optimizer] if self.arch_optimizer else [])
                 apply_cost()
-            if not expected:
-                expected = {m: r for m, r in self.method.penalty().items() if m in self.goals}
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(task.detach()) * len(y)
