@@ -1,6 +1,6 @@
 """cascomp: graph-level model compression compiler for PyTorch."""
 
-from cascomp.api import CompressResult, apply_plan, compress, mask_model, trace
+from cascomp.api import CompareResult, CompressResult, apply_plan, compare, compress, mask_model, trace
 from cascomp.config import CompressConfig, DistillConfig, Target
 from cascomp.data import DataBundle, load_data
 from cascomp.errors import (CascompError, ConfigError, DataError, ExportError, PlanError, SearchError,
@@ -15,9 +15,9 @@ from cascomp.methods import METHODS, FigsConfig, L1Config, SensitivityConfig, Ta
 __version__ = "0.1.0"
 
 __all__ = [
-    "METHODS", "CascompError", "ChannelGroup", "CompressConfig", "CompressResult", "ConfigError",
+    "METHODS", "CascompError", "ChannelGroup", "CompareResult", "CompressConfig", "CompressResult", "ConfigError",
     "Constraints", "Cost", "DataBundle", "DataError", "DistillConfig", "ExportError", "FigsConfig",
     "FrozenChannels", "Graph", "GroupMember", "L1Config", "Plan", "PlanError", "SearchError",
-    "SensitivityConfig", "Target", "TasConfig", "TraceError", "UniformConfig", "apply_plan", "compress", "export_onnx",
-    "load_data", "mask_model", "profile", "trace",
+    "SensitivityConfig", "Target", "TasConfig", "TraceError", "UniformConfig", "apply_plan", "compare", "compress",
+    "export_onnx", "load_data", "mask_model", "profile", "trace",
 ]

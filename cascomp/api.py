@@ -1,5 +1,6 @@
 """The cascomp pipeline, top to bottom: trace -> method -> search -> decide -> rewrite -> fine-tune -> measure
-(cost, accuracy, latency) -> write. Also the steps alone: trace, apply_plan, mask_model.
+(cost, accuracy, latency) -> write. Also the steps alone: trace, apply_plan, mask_model; and `compare`, which
+runs the pipeline once per method (and seed) on one baseline and tabulates the results.
 
 Every entry point copies the caller's model once at the boundary; nothing here mutates user objects.
 Tracing, the decision and the rewrite run on the CPU; search, probes, reconstruction, fine-tuning and the
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.fx as fx
@@ -29,6 +32,8 @@ from cascomp.data.bundle import default_workers
 from cascomp.errors import CascompError, ConfigError, PassError
 from cascomp.export import OnnxExportResult, export_onnx
 from cascomp.export.compare import compare_latency
+from cascomp.export.comparison import ComparisonRow, RunOutcome, summarise, write_comparison
+from cascomp.export.comparison_folder import ComparisonFolder, weights_sha256
 from cascomp.export.outputs import Outputs
 from cascomp.export.report import Measurements, build_report, summary_table
 from cascomp.ir.graph import Constraints, Graph
@@ -363,3 +368,112 @@ class Clock:
         finally:
             self.seconds[stage] = round(time.perf_counter() - started, 3)
             self.seconds["total"] = round(time.perf_counter() - self._start, 3)
+
+
+# -- compare: the pipeline once per method (and seed) on one baseline ----------------------------------------
+@dataclass(frozen=True)
+class CompareResult:
+    baseline: ComparisonRow
+    rows: tuple[ComparisonRow, ...]  # one per method, in the order run
+    runs: tuple[RunOutcome, ...]  # every compress run: method, seed, folder, and its report or its error
+    files: dict[str, Path]  # "png", "md", "json": the plot and the table in out_dir
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """The methods with a failed run; their rows say why."""
+        return tuple(row.method for row in self.rows if row.failures)
+
+
+def compare(model: nn.Module, config: CompressConfig | None = None, *, data, out_dir: str | os.PathLike,
+            methods: Sequence[str] | None = None, seeds: int = 1, example_inputs=None, force: bool = False,
+            progress: bool = True, on_epoch: Callable[[str, int, str, int], None] | None = None) -> CompareResult:
+    """`compress` with each of `methods` (default: every registered one, sorted) on the same model, data,
+    targets, epoch budget and seed, each in its own folder under out_dir; then the table (compare.md,
+    compare.json) and its plot (compare.png) in out_dir.
+
+    config: what every run shares; its method and method_config are not used (each method runs with its
+    defaults) and, with `epochs`, each method splits that total its own way. seeds: each method runs with
+    config.seed, config.seed + 1, ... (in out_dir/<method>/seed-<k>/). A run failing with a CascompError is
+    recorded in its row and the compare goes on. Called again with the same settings, finished runs are
+    reused and an interrupted one continues from its checkpoint; other settings are refused unless
+    force=True, which starts out_dir afresh. on_epoch(method, seed, phase, epoch) follows every run.
+    """
+    config = config or CompressConfig()
+    if not isinstance(config, CompressConfig):
+        raise ConfigError(f"config must be a cascomp.CompressConfig, got {type(config).__name__}")
+    methods, seed_list = _methods_to_compare(methods), _seeds_to_compare(config, seeds)
+    if isinstance(data, str):  # loaded once: every run sees the same split
+        device = resolve_device(config.device)
+        data = load_data(data, seed=config.seed, workers=default_workers(device), pin_memory=device.type == "cuda")
+    example_inputs = example_inputs if example_inputs is not None else _example_batch(data)
+    folder = ComparisonFolder(out_dir, _comparison_settings(model, config, data, seed_list), force=force,
+                              run_files=(CHECKPOINT,))
+    reporter, jobs, runs = Reporter(progress), [(m, s) for m in methods for s in seed_list], []
+    for index, (method, seed) in enumerate(jobs, 1):
+        reporter.line(f"compare: [{index}/{len(jobs)}] {method} (seed {seed})")
+        run_folder = folder.run_folder(method, seed if len(seed_list) > 1 else None)
+        hook = None if on_epoch is None else functools.partial(on_epoch, method, seed)
+        runs.append(_compare_run(model, _run_config(config, method, seed), data, example_inputs, run_folder,
+                                 reporter, progress, hook))
+    comparison = summarise(runs, data=data.name, seeds=seed_list)
+    files = write_comparison(comparison, runs, folder.directory)
+    reporter.line(f"compare: wrote {', '.join(path.name for path in files.values())} in {folder.directory}")
+    return CompareResult(baseline=comparison.baseline, rows=comparison.rows, runs=tuple(runs), files=files)
+
+
+def _compare_run(model: nn.Module, config: CompressConfig, data, example_inputs, folder: Path, reporter,
+                 progress: bool, on_epoch) -> RunOutcome:
+    """One run of a compare: reused when it finished earlier, resumed from its checkpoint, else started."""
+    outcome = functools.partial(RunOutcome, config.method, config.seed, str(folder))
+    report = ComparisonFolder.finished_report(folder)
+    if report is not None:
+        reporter.line(f"compare: finished earlier; reusing {folder / 'report.json'}")
+        return outcome(report=report)
+    resume = CheckpointStore(folder).exists()
+    if resume:
+        reporter.line(f"compare: continuing the interrupted run in {folder}")
+    try:
+        result = compress(model, config, data=data, example_inputs=example_inputs, out_dir=folder, resume=resume,
+                          force=not resume, progress=progress, on_epoch=on_epoch)
+    except CascompError as error:
+        reporter.line(f"compare: {config.method} (seed {config.seed}) failed: {error}")
+        return outcome(error=str(error))
+    return outcome(report=result.report)
+
+
+def _methods_to_compare(methods: Sequence[str] | None) -> tuple[str, ...]:
+    if methods is None:
+        return tuple(sorted(METHODS))
+    if isinstance(methods, str):
+        raise ConfigError(f"methods must be a sequence of names, got the string {methods!r}; e.g. "
+                          f"methods=({methods!r},)")
+    methods = tuple(dict.fromkeys(methods))
+    for name in methods:
+        if name not in METHODS:
+            raise ConfigError(f"unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
+    if not methods:
+        raise ConfigError(f"give at least one method to compare; choose from {', '.join(sorted(METHODS))}")
+    return methods
+
+
+def _seeds_to_compare(config: CompressConfig, seeds: int) -> tuple[int, ...]:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be a whole number >= 1, got {seeds!r}; e.g. --seeds 3")
+    return tuple(range(config.seed, config.seed + seeds))
+
+
+def _run_config(config: CompressConfig, method: str, seed: int) -> CompressConfig:
+    """One run's config: the method with its default options, the seed; a total of `epochs` split anew."""
+    schedule = {"search_epochs": None, "finetune_epochs": None} if config.epochs is not None else {}
+    return replace(config, method=method, method_config=None, seed=seed, **schedule)
+
+
+def _comparison_settings(model: nn.Module, config: CompressConfig, data, seeds: tuple[int, ...]) -> dict:
+    """What every run of a compare shares (recorded in out_dir; a rerun must share it too)."""
+    per_run = {"method", "method_config", "seed", "device"}
+    if config.epochs is not None:  # each method's own split of them
+        per_run |= {"search_epochs", "finetune_epochs"}
+    shared = {key: value for key, value in config.to_dict().items() if key not in per_run}
+    return {"model_sha256": weights_sha256(model), "data": data.name, "train_size": data.train_size,
+            "val_size": data.val_size, "batch_size": getattr(data.train, "batch_size", None),
+            "seeds": list(seeds), **shared}

@@ -3,11 +3,11 @@ import cascomp
 
 def test_public_names_are_pinned() -> None:
     assert sorted(cascomp.__all__) == sorted([
-        "METHODS", "CascompError", "ChannelGroup", "CompressConfig", "CompressResult", "ConfigError",
+        "METHODS", "CascompError", "ChannelGroup", "CompareResult", "CompressConfig", "CompressResult", "ConfigError",
         "Constraints", "Cost", "DataBundle", "DataError", "DistillConfig", "ExportError", "FigsConfig",
         "FrozenChannels", "Graph", "GroupMember", "L1Config", "Plan", "PlanError", "SearchError",
         "SensitivityConfig", "Target", "TasConfig",
-        "TraceError", "UniformConfig", "apply_plan", "compress", "export_onnx", "load_data", "mask_model",
+        "TraceError", "UniformConfig", "apply_plan", "compare", "compress", "export_onnx", "load_data", "mask_model",
         "profile", "trace",
     ])
 

@@ -21,6 +21,7 @@ FORMATTER = argparse.RawDescriptionHelpFormatter  # keeps the examples in the ep
 class Output:
     data: dict  # what --json prints
     render: Callable[[Console], None]  # what a person reads
+    status: int = 0  # the exit status once it is printed (compare: 3 when some of its runs failed)
 
 
 def wrapped(text: str) -> str:

@@ -3,8 +3,9 @@
 prints its Output, as rich tables or (--json) one JSON object.
 
 Exit status: 0 done; 2 a user mistake (a CascompError or a usage error), told in one line on stderr;
-1 a bug in cascomp, told in one line (CASCOMP_DEBUG=1 shows the traceback); 130 interrupted. Under torchrun,
-rank 0 alone prints the output, and an error line names the process it comes from.
+1 a bug in cascomp, told in one line (CASCOMP_DEBUG=1 shows the traceback); 3 `compare` finished, table
+written, but some of its runs failed (their rows say why); 130 interrupted. Under torchrun, rank 0 alone
+prints the output, and an error line names the process it comes from.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from rich.console import Console
 
 from cascomp import __version__
 from cascomp.cli.command import FORMATTER, Output
-from cascomp.cli.commands import analyze, compress, demo, export, profile
+from cascomp.cli.commands import analyze, compare, compress, demo, export, profile
 from cascomp.errors import CascompError, CascompWarning, as_user_error
 from cascomp.train.distributed import Cluster
 
 # The commands, in the order --help lists them; `run` is looked up when the command runs.
-COMMANDS = {command.NAME: command for command in (demo, compress, analyze, export, profile)}
+COMMANDS = {command.NAME: command for command in (demo, compress, compare, analyze, export, profile)}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 Cluster.leave()
         if Cluster.from_environment().is_main:
             _print(output, json_output=getattr(args, "json", False))
-        return 0
+        return output.status
     except CascompError as error:
         return _fail(error, 2, "", debug)
     except KeyboardInterrupt:

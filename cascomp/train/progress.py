@@ -30,4 +30,4 @@ class Reporter:
 
     def line(self, text: str) -> None:
         if self.enabled:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, markup=False)  # messages may hold [brackets]
