@@ -6,7 +6,9 @@ from cascomp.config import METHOD_CONFIGS, register_method_config
 from cascomp.errors import ConfigError
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.figs import Figs, FigsConfig
+from cascomp.methods.group_lasso import GroupLasso, GroupLassoConfig
 from cascomp.methods.l1 import L1, L1Config
+from cascomp.methods.morphnet import MorphNet, MorphNetConfig
 from cascomp.methods.sensitivity import Sensitivity, SensitivityConfig
 from cascomp.methods.tas import Tas, TasConfig
 from cascomp.methods.uniform import Uniform, UniformConfig
@@ -27,8 +29,9 @@ def title(name: str) -> str:
     return METHODS[name].title or name
 
 
-for _name, _method in {"figs": Figs, "l1": L1, "uniform": Uniform, "sensitivity": Sensitivity, "tas": Tas}.items():
+for _name, _method in {"figs": Figs, "l1": L1, "uniform": Uniform, "sensitivity": Sensitivity, "tas": Tas,
+                       "group-lasso": GroupLasso, "morphnet": MorphNet}.items():
     register(_name, _method)
 
-__all__ = ["METHODS", "METHOD_CONFIGS", "Decision", "FigsConfig", "L1Config", "Method", "SensitivityConfig",
+__all__ = ["METHODS", "METHOD_CONFIGS", "Decision", "FigsConfig", "GroupLassoConfig", "L1Config", "Method", "MorphNetConfig", "SensitivityConfig",
            "TasConfig", "UniformConfig", "register", "title"]

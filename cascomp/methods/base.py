@@ -17,7 +17,13 @@ Hooks a searching method may use, none mandatory (the driver, cascomp.train.loop
 - `on_step(progress)`: called before every step with the search's progress in [0, 1] (temperature schedules);
 - no `arch_parameters()` at all (a search of weights under a regulariser);
 - `bilevel = True`: weights step on batches of one half of the training split and architecture parameters on
-  the other half (split reproducibly from the seed), one batch of each per step.
+  the other half (split reproducibly from the seed), one batch of each per step;
+- `regularised = True`: the driver sets the strength λ of the method's sparsifying regulariser from the
+  budget (cascomp.search.control.StrengthController, started at `initial_strength`): every step it reads
+  `measured_ratios(model)`, the cost of the architecture the method would export now, adds λ times
+  `weight_regulariser(model)` to the loss and, after the weights' step, calls `shrink(model, lr * λ, goals)`
+  with this step's scheduled targets: the method's proximal step (exact zeros for an ℓ1 or ℓ2,1 penalty,
+  which plain gradient steps only circle).
 `goals` (target ratio per metric) tells a method which costs the budget binds.
 """
 
@@ -47,6 +53,8 @@ class Method:
     controlled = True  # the driver sets λ on penalty() every step; False: arch_loss() is the cost loss
     bilevel = False
     keeps_search_weights = True  # False: the compressed network starts from the baseline's weights
+    regularised = False  # True: the driver sets the regulariser's strength from measured_ratios()
+    initial_strength = 1.0
 
     def __init__(self, graph: Graph, config, goals: dict[str, float] | None = None) -> None:
         self.graph = graph
@@ -80,8 +88,16 @@ class Method:
         return {"flops": macs / max(self.baseline.macs, 1.0), "params": params / max(self.baseline.params, 1.0)}
 
     def weight_regulariser(self, model: torch.nn.Module) -> torch.Tensor | None:
-        """A term for the weights' loss (None: none)."""
+        """A term for the weights' loss (None: none); with `regularised`, the driver multiplies it by λ."""
         return None
+
+    def measured_ratios(self, model: torch.nn.Module) -> dict[str, float]:
+        """With `regularised`: the cost ratios of the architecture the method would export from `model` now."""
+        raise NotImplementedError(f"{type(self).__name__} sets regularised but measures no cost")
+
+    def shrink(self, model: torch.nn.Module, step: float, goals: dict[str, float]) -> None:
+        """With `regularised`: the proximal step of the penalty after each weights' step (`step` = lr * λ;
+        `goals`: this step's scheduled target ratio per metric)."""
 
     def arch_loss(self, expected: dict[str, torch.Tensor], progress: float) -> torch.Tensor | None:
         """With `controlled = False`: the cost loss of the architecture parameters, given `penalty()`'s

@@ -16,6 +16,7 @@ wants channels back). No hand sweep of λ: the budget itself sets it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 RAMP = 0.6  # fraction of the search over which the target is annealed to the budget
@@ -52,3 +53,39 @@ def scheduled_target(start: float, target: float, progress: float, ramp: float =
         return target
     fraction = min(1.0, progress / ramp) if ramp > 0 else 1.0
     return start + (target - start) * fraction
+
+
+@dataclass
+class StrengthController:
+    """The strength λ of a method's sparsifying regulariser (group lasso, variational dropout's KL, MorphNet's
+    cost-weighted ℓ1), set every step from the cost of the architecture the method would export now.
+
+    That cost falls only when channels die, long after λ has risen, so λ is integral-controlled in log space:
+        log λ += rate * clip((r - g) / g, -1, 1)
+    with r the measured cost ratio and g the scheduled target (annealed like the penalty's, see
+    `scheduled_target`): λ grows geometrically while the network is above the schedule and shrinks while it
+    is below, so no hand sweep of λ is needed. Bounded to [start * 1e-3, start * 1e4]: a run that cannot
+    make channels die (or one that has too many dead) does not drive λ to over- or underflow."""
+
+    start: float = 1.0
+    rate: float = 0.05
+    strength: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.strength:
+            self.strength = self.start
+
+    def update(self, measured: dict[str, float], goals: dict[str, float]) -> float:
+        """λ for this step, from the measured cost ratio and this step's scheduled target per metric (the
+        metric furthest above its target decides)."""
+        gaps = [(measured[m] - goals[m]) / max(goals[m], 1e-9) for m in goals if m in measured]
+        if gaps:
+            gap = max(-1.0, min(1.0, max(gaps)))
+            self.strength = min(self.start * 1e4, max(self.start * 1e-3, self.strength * math.exp(self.rate * gap)))
+        return self.strength
+
+    def state_dict(self) -> dict:
+        return {"strength": self.strength}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.strength = float(state["strength"])

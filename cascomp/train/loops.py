@@ -24,7 +24,7 @@ from cascomp.config import CompressConfig
 from cascomp.errors import SearchError
 from cascomp.methods import Method
 from cascomp.train.checkpoint import CheckpointStore
-from cascomp.search.control import PenaltyController, scheduled_target
+from cascomp.search.control import PenaltyController, StrengthController, scheduled_target
 from cascomp.train.device import Placement, backward_and_step, module_device, to_device
 from cascomp.train.distributed import Cluster
 from cascomp.train.distill import distillation_loss
@@ -109,7 +109,8 @@ def _finite(loss: torch.Tensor, where: str, x) -> None:
 
 
 class SearchLoop:
-    """Trains the method's search model: weights on the task loss (plus the method's weight regulariser),
+    """Trains the method's search model: weights on the task loss (plus the method's weight regulariser, at
+    the strength the budget sets when the method is `regularised`, followed by its proximal step),
     architecture parameters on the task loss plus the controlled penalty (or the method's own cost loss);
     with a bi-level method, each on its own half of the training split (cascomp.methods.base's hooks)."""
 
@@ -136,6 +137,11 @@ class SearchLoop:
         penalty = method.penalty()
         self.start = {m: float(penalty[m].detach()) for m in goals if m in penalty}
         self.controllers = {m: PenaltyController() for m in goals}
+        # a regularised method: the regulariser's strength, steered by the cost the method measures
+        self.strength = StrengthController(start=method.initial_strength) if method.regularised else None
+        if self.strength is not None:
+            measured = method.measured_ratios(self.model)
+            self.start.update({m: measured[m] for m in goals if m in measured})
         self.history = History()
         self.epoch = 0
 
@@ -144,6 +150,7 @@ class SearchLoop:
                 "arch_optimizer": None if self.arch_optimizer is None else self.arch_optimizer.state_dict(),
                 "start": self.start, "epoch": self.epoch,
                 "controllers": {m: c.state_dict() for m, c in self.controllers.items()},
+                "strength": None if self.strength is None else self.strength.state_dict(),
                 "history": {"epochs": self.history.epochs, "trajectory": self.history.trajectory},
                 **_scaler_state(self.scaler)}
 
@@ -155,6 +162,8 @@ class SearchLoop:
         self.start, self.epoch = state["start"], state["epoch"]
         for metric, controller in self.controllers.items():
             controller.load_state_dict(state["controllers"][metric])
+        if self.strength is not None:
+            self.strength.load_state_dict(state["strength"])
         self.history = History(**state["history"])
         _load_scaler_state(self.scaler, state)
 
@@ -191,13 +200,17 @@ class SearchLoop:
             task = self._task_loss(x, y, logits)
             loss, expected, apply_cost = (task, {}, lambda: None) if self.halves else \
                 self._architecture_loss(task, progress, progress_next)
+            strength, goals = (1.0, {}) if self.strength is None else self._strength(progress_next, expected)
             regulariser = self.method.weight_regulariser(self.model)
             if regulariser is not None:
-                loss = loss + regulariser
+                loss = loss + strength * regulariser
             _finite(loss, where, x)
             optimizers = [self.weight_optimizer] + ([self.arch_optimizer] if self.arch_optimizer and not self.halves else [])
             self._step(loss, optimizers)
             apply_cost()
+            if self.strength is not None:  # the penalty's proximal step, at the step size the weights took
+                with torch.no_grad():
+                    self.method.shrink(self.model, self.weight_optimizer.param_groups[0]["lr"] * strength, goals)
             if architecture_batch is not None:  # bi-level (TAS's Algorithm 1): then the architecture, on its half
                 xa, ya = self.placement.batch(*architecture_batch)
                 loss, expected, apply_cost = self._architecture_loss(
@@ -221,6 +234,14 @@ class SearchLoop:
         self.history.epochs.append(row)
         self.reporter.line(f"search {epoch + 1}/{epochs}  {self._describe(status)}  val top-1 {row['val_acc']:.4f}  "
                            f"({row['seconds']:.0f} s)")
+
+    def _strength(self, progress_next: float, expected: dict) -> tuple[float, dict[str, float]]:
+        """This step's regulariser strength and scheduled targets, from the cost of what the method would
+        export now (which the progress line then shows as the cost)."""
+        measured = self.method.measured_ratios(self.model)
+        goals = {m: scheduled_target(self.start[m], self.goals[m], progress_next) for m in self.goals if m in measured}
+        expected.update({m: torch.tensor(measured[m]) for m in goals})
+        return self.strength.update(measured, goals), goals
 
     def _architecture_loss(self, task: torch.Tensor, progress: float, progress_next: float):
         """(loss, expected cost ratios, the step to take after the optimisers'): the controlled penalty's step
@@ -278,13 +299,15 @@ class SearchLoop:
         fields = {}
         for metric, controller in self.controllers.items():
             fields[f"expected_{metric}"] = status.get(metric, float("nan"))
-            fields[f"lambda_{metric}"] = controller.last_weight
+            fields[f"lambda_{metric}"] = controller.last_weight if self.strength is None else self.strength.strength
         return fields
 
     def _describe(self, status: dict) -> str:
-        # λ is the driver's controlled weight; a method with its own cost loss has none
+        # λ is the driver's controlled weight (of the penalty, or of a regularised method's regulariser); a
+        # method with its own cost loss has none
         costs = "  ".join(f"{m} {status.get(m, float('nan')):.3f}→{self.goals[m]:.3f}"
-                          + (f" λ {c.last_weight:.3g}" if self.method.controlled else "")
+                          + (f" λ {self.strength.strength:.3g}" if self.strength is not None else
+                             f" λ {c.last_weight:.3g}" if self.method.controlled else "")
                           for m, c in self.controllers.items())
         return f"loss {status['loss']:.3f}  acc {status['acc']:.3f}  {costs}"
 

@@ -1,0 +1,167 @@
+"""The survey's sparsifying methods (issue 20): group lasso's ℓ2,1 over every slice of a channel group and its
+proximal step, MorphNet's cost weights, its expand and rounds, the strength controller, and runs that land
+the budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cascomp
+from cascomp.methods import METHOD_CONFIGS, METHODS, GroupLassoConfig, MorphNetConfig
+from cascomp.methods.sparsity import alive_keep, below_cut
+from cascomp.search.budget import fit_widths
+from cascomp.search.control import StrengthController
+from tests.models import ZOO, example_inputs
+from tests.search_fixtures import TinyNet, quadrant_task, quick_config, trained_tiny
+
+
+def _residual_graph():
+    torch.manual_seed(0)
+    model = ZOO["resnet_basic"].build().eval()
+    return cascomp.trace(model, example_inputs("resnet_basic"))
+
+
+def _channel_norms_by_hand(graph, model) -> torch.Tensor:
+    params = dict(model.named_parameters())
+    norms = []
+    for group in graph.groups:
+        for channel in range(group.size):
+            total = sum(float(params[m.param].detach().index_select(m.dim, torch.tensor(m.indices[channel]))
+                              .pow(2).sum()) for m in group.members if m.param in params)
+            norms.append(total ** 0.5)
+    return torch.tensor(norms, dtype=torch.float64)
+
+
+def test_the_l21_norm_covers_every_slice_of_a_residual_stream_channel():
+    graph = _residual_graph()
+    method = METHODS["group-lasso"](graph, GroupLassoConfig(), {"flops": 0.5})
+    stream = max(graph.groups, key=lambda g: len({m.param.rpartition(".")[0] for m in g.members}))
+    assert len({m.param.rpartition(".")[0] for m in stream.members}) >= 4  # convs and norms of several blocks
+    by_hand = _channel_norms_by_hand(graph, graph.gm)
+    computed = method.slices.squared_norms(graph.gm).double().sqrt()
+    torch.testing.assert_close(computed, by_hand, rtol=1e-5, atol=1e-7)
+    penalty = method.norm_penalty(graph.gm)
+    torch.testing.assert_close(penalty.double(), (method.weight * by_hand).sum(), rtol=1e-5, atol=1e-6)
+    model = method.prepare()
+    method.norm_penalty(model).backward()  # differentiable: every member of the stream gets a gradient
+    params = dict(model.named_parameters())
+    assert all(params[m.param].grad is not None and bool(params[m.param].grad.abs().sum() > 0)
+               for m in stream.members if m.param in params)
+
+
+def _scaled_by_hand(graph, model, factors: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every parameter with each channel's slices (in every member of its group) multiplied by its factor."""
+    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for group, offset in zip(graph.groups, graph.offsets):
+        for member in group.members:
+            if member.param not in params:
+                continue
+            for channel in range(group.size):
+                positions = torch.tensor(member.indices[channel])
+                tensor = params[member.param]
+                tensor.index_copy_(member.dim, positions,
+                                   tensor.index_select(member.dim, positions) * float(factors[offset + channel]))
+    return params
+
+
+def test_the_proximal_step_soft_thresholds_the_cut_channels_and_leaves_the_others():
+    graph = _residual_graph()
+    method = METHODS["group-lasso"](graph, GroupLassoConfig(), {"flops": 0.5})
+    model = method.prepare()
+    before = method.slices.squared_norms(model).detach().double().sqrt()
+    scores, _ = method._scores(model)
+    cut = below_cut(graph, method.expected_ratios, scores, {"flops": 0.5})
+    assert 0 < int(cut.sum()) < graph.channels
+    small = 0.5 * float((before[cut] / method.weight[cut]).min())  # shrinks every cut channel, kills none
+    factors = torch.where(cut, 1 - small * method.weight / before, torch.ones_like(before))
+    expected = _scaled_by_hand(graph, model, factors)
+    method.shrink(model, small, {"flops": 0.5})
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), expected[name], rtol=1e-5, atol=1e-7)
+    method.shrink(model, 1e9, {"flops": 0.5})  # a step larger than every norm: exactly the cut channels go to 0
+    expected = _scaled_by_hand(graph, graph.gm, (~cut).double())
+    for name, param in model.named_parameters():
+        assert torch.equal(param.detach() == 0, expected[name] == 0) or name not in expected
+    measured = method.measured_ratios(model)["flops"]
+    assert measured <= 0.5 + 1e-9 and measured == pytest.approx(float(method.expected_ratios(
+        alive_keep(graph, ~cut, scores))["flops"]))
+
+
+def test_the_cut_is_the_largest_best_scored_set_within_the_goal():
+    graph = _residual_graph()
+    method = METHODS["group-lasso"](graph, GroupLassoConfig(), {"flops": 0.4})
+    scores = torch.rand(graph.channels, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    cut = below_cut(graph, method.expected_ratios, scores, {"flops": 0.4})
+    kept = ~cut
+    assert float(method.expected_ratios(alive_keep(graph, kept, scores))["flops"]) <= 0.4
+    assert float(scores[kept].min()) >= float(scores[cut].max())  # the best scored are kept
+    one_more = kept.clone()
+    one_more[torch.argmax(torch.where(cut, scores, torch.full_like(scores, -1.0)))] = True
+    assert float(method.expected_ratios(alive_keep(graph, one_more, scores))["flops"]) > 0.4
+
+
+def test_morphnet_weights_a_channel_by_the_cost_its_alive_neighbours_give_it():
+    graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
+    method = METHODS["morphnet"](graph, MorphNetConfig(), {"flops": 0.5})
+    scores = torch.rand(graph.channels, dtype=torch.float64) + 1.0
+    alive = torch.ones(graph.channels, dtype=torch.bool)
+    alive[graph.offsets[1]:graph.offsets[1] + graph.groups[1].size // 2] = False  # half the next group dead
+    weights = method.cost_weights(alive, scores)
+    keep = alive_keep(graph, alive, scores)
+    base = float(method.expected_ratios(keep)["flops"])
+    removal = []
+    for channel in range(graph.channels):  # the cost is multilinear in keep: the derivative is a difference
+        without = keep.clone()
+        without[channel] = 0.0
+        with_ = keep.clone()
+        with_[channel] = 1.0
+        removal.append(float(method.expected_ratios(with_)["flops"]) - float(method.expected_ratios(without)["flops"]))
+    removal = torch.tensor(removal, dtype=torch.float64)
+    torch.testing.assert_close(weights, removal / removal.mean(), rtol=1e-6, atol=1e-9)
+    assert base < 1.0 and bool((weights > 0).all())
+
+
+def test_morphnet_expands_every_alive_width_by_one_multiplier_onto_the_budget():
+    graph = _residual_graph()
+    method = METHODS["morphnet"](graph, MorphNetConfig(), {"flops": 0.5})
+    model = method.prepare()
+    params = dict(model.named_parameters())
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # kill a random half of the norm scales' channels
+        dead = torch.rand(graph.channels, generator=generator) < 0.5
+        method.slices.scale(model, (~dead).double())
+    decision = method.decide(model)
+    fit = fit_widths(graph, decision.scores, decision.family, {"flops": 0.5})
+    assert fit.within()["flops"]
+    _, alive = method._scores(model)
+    assert params  # the model kept its parameters; the proposal is the alive counts scaled by one factor
+    widths = method.expanded_widths({g.name: alive[o:o + g.size] for g, o in zip(graph.groups, graph.offsets)})
+    ratios = [widths[g.name] / max(int(alive[o:o + g.size].sum()), 1) for g, o in zip(graph.groups, graph.offsets)
+              if widths[g.name] < g.size and int(alive[o:o + g.size].sum()) >= 4]
+    assert ratios and max(ratios) - min(ratios) < 0.6  # one multiplier, up to rounding up
+
+
+def test_the_strength_rises_above_the_schedule_falls_below_and_stays_bounded():
+    controller = StrengthController(start=1.0, rate=0.5)
+    assert controller.update({"flops": 0.9}, {"flops": 0.5}) > 1.0
+    high = controller.strength
+    assert controller.update({"flops": 0.3}, {"flops": 0.5}) < high
+    for _ in range(1000):
+        controller.update({"flops": 1.0}, {"flops": 0.1})
+    assert controller.strength == pytest.approx(1e4)
+    restored = StrengthController(start=1.0)
+    restored.load_state_dict(controller.state_dict())
+    assert restored.strength == controller.strength
+
+
+@pytest.mark.parametrize("method, options", [("group-lasso", {"initial_strength": 20.0}), ("morphnet", {"rounds": 2, "initial_strength": 20.0})])
+def test_a_run_lands_the_budget(tmp_path, method, options):
+    spec = quadrant_task(tmp_path / "quadrants.npz", samples=256)
+    data = cascomp.load_data(spec, batch_size=32, seed=0)
+    model = trained_tiny(data, epochs=1)
+    config = quick_config(method=method, method_config=METHOD_CONFIGS[method](**options))
+    result = cascomp.compress(model, config, data=data, progress=False)
+    assert result.report["method"] == method and result.report["targets"]["flops"]["within_1pct"]
+    epochs = result.report["search"]["epochs"]
+    assert len(epochs) == 2 and epochs[-1]["expected_flops"] < 1.0 and epochs[-1]["lambda_flops"] > 0
