@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import cascomp
-from cascomp.methods import METHOD_CONFIGS, METHODS, GroupLassoConfig, MorphNetConfig
+from cascomp.methods import METHOD_CONFIGS, METHODS, GroupLassoConfig, MorphNetConfig, VardropConfig
 from cascomp.methods.sparsity import alive_keep, below_cut
 from cascomp.search.budget import fit_widths
 from cascomp.search.control import StrengthController
@@ -155,7 +155,8 @@ def test_the_strength_rises_above_the_schedule_falls_below_and_stays_bounded():
     assert restored.strength == controller.strength
 
 
-@pytest.mark.parametrize("method, options", [("group-lasso", {"initial_strength": 20.0}), ("morphnet", {"rounds": 2, "initial_strength": 20.0})])
+@pytest.mark.parametrize("method, options", [("group-lasso", {"initial_strength": 20.0}), ("morphnet", {"rounds": 2, "initial_strength": 20.0}),
+                                             ("vardrop", {"initial_strength": 5.0, "lr": 0.5})])
 def test_a_run_lands_the_budget(tmp_path, method, options):
     spec = quadrant_task(tmp_path / "quadrants.npz", samples=256)
     data = cascomp.load_data(spec, batch_size=32, seed=0)
@@ -165,3 +166,59 @@ def test_a_run_lands_the_budget(tmp_path, method, options):
     assert result.report["method"] == method and result.report["targets"]["flops"]["within_1pct"]
     epochs = result.report["search"]["epochs"]
     assert len(epochs) == 2 and epochs[-1]["expected_flops"] < 1.0 and epochs[-1]["lambda_flops"] > 0
+
+
+def test_the_kl_approximation_follows_the_true_kl_and_falls_with_the_noise():
+    from cascomp.kernels.channel_noise import kl_divergence
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(2_000_000, generator=generator, dtype=torch.float64)
+
+    def negative_kl_up_to_a_constant(log_alpha: float) -> float:  # Molchanov et al.: 0.5 log α - E log|1 + √α z|
+        return 0.5 * log_alpha - float(torch.log(torch.abs(1 + (log_alpha / 2.0 * torch.ones(1, dtype=torch.float64)
+                                                                  ).exp() * z)).mean())
+
+    points = [-2.0, 0.0, 2.0]
+    approx = kl_divergence(torch.tensor(points, dtype=torch.float64))
+    true = torch.tensor([-negative_kl_up_to_a_constant(p) for p in points], dtype=torch.float64)
+    torch.testing.assert_close(approx - approx[-1], true - true[-1], atol=0.02, rtol=0)  # the constant cancels
+    assert float(kl_divergence(torch.tensor(8.0))) < 0.01  # no information left: no cost
+    log_alpha = torch.linspace(-6, 6, 25, dtype=torch.float64, requires_grad=True)
+    kl_divergence(log_alpha).sum().backward()
+    step = 1e-5
+    numeric = (kl_divergence(log_alpha.detach() + step) - kl_divergence(log_alpha.detach() - step)) / (2 * step)
+    torch.testing.assert_close(log_alpha.grad, numeric, atol=1e-6, rtol=1e-5)
+    assert bool((log_alpha.grad < 0).all())
+
+
+def test_channel_noise_has_mean_one_and_the_learned_spread_and_drops_above_the_threshold():
+    from cascomp.kernels.channel_noise import ChannelNoise
+    noise = ChannelNoise(3, init_log_alpha=-2.0, threshold=3.0)
+    with torch.no_grad():
+        noise.log_alpha.copy_(torch.tensor([-2.0, 0.0, 4.0]))
+    torch.manual_seed(0)
+    draws = torch.stack([noise.train()()[1:] for _ in range(20000)])
+    torch.testing.assert_close(draws.mean(0), torch.ones(3), atol=0.1, rtol=0)
+    torch.testing.assert_close(draws.std(0), torch.tensor([-2.0, 0.0, 4.0]).mul(0.5).exp(), rtol=0.05, atol=0)
+    assert noise.eval()().tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_vardrop_keeps_the_least_noisy_channels_and_counts_the_way_to_the_threshold():
+    graph = _residual_graph()
+    method = METHODS["vardrop"](graph, VardropConfig(), {"flops": 0.5})
+    log_alpha = torch.randn(graph.channels, generator=torch.Generator().manual_seed(0)) * 3
+    with torch.no_grad():
+        method.noise.log_alpha.copy_(log_alpha)
+    decision = method.decide(graph.gm)
+    fit = fit_widths(graph, decision.scores, decision.family, {"flops": 0.5})
+    assert fit.within()["flops"]
+    for group, offset in zip(graph.groups, graph.offsets):
+        kept = set(fit.plan.keep.get(group.name, range(group.size)))
+        own = log_alpha[offset:offset + group.size]
+        if kept and len(kept) < group.size:  # every kept channel is less noisy than every dropped one
+            assert max(float(own[c]) for c in kept) <= min(float(own[c]) for c in range(group.size) if c not in kept)
+    with torch.no_grad():
+        method.noise.log_alpha.fill_(-4.0)
+    assert method.measured_ratios(graph.gm)["flops"] == pytest.approx(1.0)
+    with torch.no_grad():
+        method.noise.log_alpha.fill_(-0.5)  # half way from the start to the threshold: about half of each width
+    assert 0.15 < method.measured_ratios(graph.gm)["flops"] < 0.4

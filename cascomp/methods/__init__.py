@@ -12,6 +12,7 @@ from cascomp.methods.morphnet import MorphNet, MorphNetConfig
 from cascomp.methods.sensitivity import Sensitivity, SensitivityConfig
 from cascomp.methods.tas import Tas, TasConfig
 from cascomp.methods.uniform import Uniform, UniformConfig
+from cascomp.methods.vardrop import Vardrop, VardropConfig
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -30,8 +31,8 @@ def title(name: str) -> str:
 
 
 for _name, _method in {"figs": Figs, "l1": L1, "uniform": Uniform, "sensitivity": Sensitivity, "tas": Tas,
-                       "group-lasso": GroupLasso, "morphnet": MorphNet}.items():
+                       "group-lasso": GroupLasso, "morphnet": MorphNet, "vardrop": Vardrop}.items():
     register(_name, _method)
 
 __all__ = ["METHODS", "METHOD_CONFIGS", "Decision", "FigsConfig", "GroupLassoConfig", "L1Config", "Method", "MorphNetConfig", "SensitivityConfig",
-           "TasConfig", "UniformConfig", "register", "title"]
+           "TasConfig", "UniformConfig", "VardropConfig", "register", "title"]
