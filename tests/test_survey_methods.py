@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import cascomp
-from cascomp.methods import METHOD_CONFIGS, METHODS, GroupLassoConfig, MorphNetConfig, VardropConfig
+from cascomp.methods import METHOD_CONFIGS, METHODS, GenSynthConfig, GroupLassoConfig, MorphNetConfig, VardropConfig
 from cascomp.methods.sparsity import alive_keep, below_cut
 from cascomp.search.budget import fit_widths
 from cascomp.search.control import StrengthController
@@ -156,7 +156,7 @@ def test_the_strength_rises_above_the_schedule_falls_below_and_stays_bounded():
 
 
 @pytest.mark.parametrize("method, options", [("group-lasso", {"initial_strength": 20.0}), ("morphnet", {"rounds": 2, "initial_strength": 20.0}),
-                                             ("vardrop", {"initial_strength": 5.0, "lr": 0.5})])
+                                             ("vardrop", {"initial_strength": 5.0, "lr": 0.5}), ("gensynth", {})])
 def test_a_run_lands_the_budget(tmp_path, method, options):
     spec = quadrant_task(tmp_path / "quadrants.npz", samples=256)
     data = cascomp.load_data(spec, batch_size=32, seed=0)
@@ -165,7 +165,8 @@ def test_a_run_lands_the_budget(tmp_path, method, options):
     result = cascomp.compress(model, config, data=data, progress=False)
     assert result.report["method"] == method and result.report["targets"]["flops"]["within_1pct"]
     epochs = result.report["search"]["epochs"]
-    assert len(epochs) == 2 and epochs[-1]["expected_flops"] < 1.0 and epochs[-1]["lambda_flops"] > 0
+    assert len(epochs) == 2 and epochs[-1]["expected_flops"] < 1.0
+    assert (epochs[-1]["lambda_flops"] > 0) == METHODS[method].regularised  # the budget's strength, if any
 
 
 def test_the_kl_approximation_follows_the_true_kl_and_falls_with_the_noise():
@@ -222,3 +223,46 @@ def test_vardrop_keeps_the_least_noisy_channels_and_counts_the_way_to_the_thresh
     with torch.no_grad():
         method.noise.log_alpha.fill_(-0.5)  # half way from the start to the threshold: about half of each width
     assert 0.15 < method.measured_ratios(graph.gm)["flops"] < 0.4
+
+
+def test_the_inquisitor_s_importance_is_the_gradient_of_the_loss_at_each_gate():
+    graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
+    method = METHODS["gensynth"](graph, GenSynthConfig(), {"flops": 0.5})
+    model = method.prepare().train()
+    x, y = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1] * 4)
+    loss = lambda: torch.nn.functional.cross_entropy(model(x), y)  # noqa: E731
+    loss().backward()
+    importance = method.mask.take_importance()
+    assert float(method.mask.importance.abs().sum()) == 0.0  # taken: reset
+    step = 1e-3
+    for channel in (0, graph.channels // 2, graph.channels - 1):
+        with torch.no_grad():
+            method.mask.keep[channel] = 1 + step
+            up = float(loss())
+            method.mask.keep[channel] = 1 - step
+            down = float(loss())
+            method.mask.keep[channel] = 1.0
+        assert float(importance[channel]) == pytest.approx(abs(up - down) / (2 * step), rel=2e-2, abs=1e-5)
+
+
+def test_the_generator_shrinks_monotonically_to_the_target():
+    graph = _residual_graph()
+    method = METHODS["gensynth"](graph, GenSynthConfig(iterations=4), {"flops": 0.4})
+    generator = torch.Generator().manual_seed(0)
+    previous = torch.ones(graph.channels, dtype=torch.bool)
+    for step in range(101):
+        method.mask.importance.add_(torch.rand(graph.channels, generator=generator, dtype=torch.float64))
+        method.on_step(step / 100)
+        now = method.mask.keep > 0
+        assert bool((now <= previous).all())  # a subset of the architecture before
+        previous = now
+    costs = [stage["flops"] for stage in method.history]
+    assert len(costs) == 4 and costs == sorted(costs, reverse=True)
+    assert costs[-1] <= 0.4 and all(c <= 1 - 0.6 * k / 4 + 1e-9 for k, c in enumerate(costs, 1))
+    fit = fit_widths(graph, *_decided(method, graph), {"flops": 0.4})
+    assert fit.within()["flops"]
+
+
+def _decided(method, graph):
+    decision = method.decide(graph.gm)
+    return decision.scores, decision.family

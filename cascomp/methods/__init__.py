@@ -6,6 +6,7 @@ from cascomp.config import METHOD_CONFIGS, register_method_config
 from cascomp.errors import ConfigError
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.figs import Figs, FigsConfig
+from cascomp.methods.gensynth import GenSynth, GenSynthConfig
 from cascomp.methods.group_lasso import GroupLasso, GroupLassoConfig
 from cascomp.methods.l1 import L1, L1Config
 from cascomp.methods.morphnet import MorphNet, MorphNetConfig
@@ -31,8 +32,8 @@ def title(name: str) -> str:
 
 
 for _name, _method in {"figs": Figs, "l1": L1, "uniform": Uniform, "sensitivity": Sensitivity, "tas": Tas,
-                       "group-lasso": GroupLasso, "morphnet": MorphNet, "vardrop": Vardrop}.items():
+                       "group-lasso": GroupLasso, "morphnet": MorphNet, "vardrop": Vardrop, "gensynth": GenSynth}.items():
     register(_name, _method)
 
-__all__ = ["METHODS", "METHOD_CONFIGS", "Decision", "FigsConfig", "GroupLassoConfig", "L1Config", "Method", "MorphNetConfig", "SensitivityConfig",
+__all__ = ["METHODS", "METHOD_CONFIGS", "Decision", "FigsConfig", "GenSynthConfig", "GroupLassoConfig", "L1Config", "Method", "MorphNetConfig", "SensitivityConfig",
            "TasConfig", "UniformConfig", "VardropConfig", "register", "title"]
