@@ -248,6 +248,7 @@ def test_the_inquisitor_s_importance_is_the_gradient_of_the_loss_at_each_gate():
 def test_the_generator_shrinks_monotonically_to_the_target():
     graph = _residual_graph()
     method = METHODS["gensynth"](graph, GenSynthConfig(iterations=4), {"flops": 0.4})
+    method.prepare()
     generator = torch.Generator().manual_seed(0)
     previous = torch.ones(graph.channels, dtype=torch.bool)
     for step in range(101):
@@ -264,5 +265,31 @@ def test_the_generator_shrinks_monotonically_to_the_target():
 
 
 def _decided(method, graph):
-    decision = method.decide(graph.gm)
+    decision = method.decide(method.prepare())
     return decision.scores, decision.family
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method, options", [("group-lasso", {"initial_strength": 20.0}),
+                                             ("morphnet", {"rounds": 2, "initial_strength": 20.0}),
+                                             ("vardrop", {"initial_strength": 5.0, "lr": 0.5}), ("gensynth", {})])
+def test_a_search_stopped_after_its_first_epoch_resumes_to_the_same_plan(tmp_path, method, options):
+    spec = quadrant_task(tmp_path / "quadrants.npz", samples=256)
+    data = cascomp.load_data(spec, batch_size=32, seed=0)
+    model = trained_tiny(data, epochs=1)
+    config = quick_config(method=method, method_config=METHOD_CONFIGS[method](**options), finetune_epochs=0)
+    straight = cascomp.compress(model, config, data=data, out_dir=tmp_path / "straight", progress=False)
+
+    def interrupt(phase, epoch):
+        if (phase, epoch) == ("search", 1):
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", progress=False, on_epoch=interrupt)
+    resumed = cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", resume=True, progress=False)
+    assert resumed.plan == straight.plan
+    untimed = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert untimed(resumed.report["search"]["epochs"]) == untimed(straight.report["search"]["epochs"])

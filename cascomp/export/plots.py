@@ -42,7 +42,8 @@ def plot_search(report: dict, path) -> None:
         weight.plot(epochs, [p[f"lambda_{metric}"] for p in points], label=f"λ {metric}")
     cost.set_ylabel("ratio of baseline")
     cost.legend()
-    weight.set_yscale("log")
+    if any(p[f"lambda_{metric}"] > 0 for p in points for metric in metrics):  # a method without λ has none
+        weight.set_yscale("log")
     weight.set_ylabel("λ")
     weight.legend()
     accuracy.plot(epochs, [p["train_acc"] for p in points], label="train (running)")

@@ -32,8 +32,10 @@ from cascomp.kernels.channel_mask import ChannelMask
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.sparsity import alive_keep, below_cut, per_group, ranked_without_dead
 from cascomp.passes import InsertChannelGatesPass
+from cascomp.passes.insert_channel_gates import GATES
 
 SHRINKING = 0.6  # the share of the search over which the stages are spaced; the rest trains the last one
+STAGE = "cascomp_gensynth_stage"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,12 +63,14 @@ class GenSynth(Method):
         super().__init__(graph, config, goals)
         self.keeps_search_weights = config.weights == "search"
         self.mask = ChannelMask(graph.channels)
-        self.stage = None
-        self.importance = torch.zeros(graph.channels, dtype=torch.float64)
+        self.model = None
         self.history: list[dict[str, float]] = []  # the cost after every stage
 
     def prepare(self):
-        return InsertChannelGatesPass(self.graph.record, self.graph.slot_of_label, self.mask)(self.graph.gm).gm
+        self.model = InsertChannelGatesPass(self.graph.record, self.graph.slot_of_label, self.mask)(self.graph.gm).gm
+        # the stages done so far, in the model's state: a resumed search goes on from its checkpoint's
+        self.model.register_buffer(STAGE, torch.zeros((), dtype=torch.long))
+        return self.model
 
     def penalty(self) -> dict[str, torch.Tensor]:  # what the progress line shows: the current architecture's cost
         return self.expected_ratios(self.mask.keep.detach().double())
@@ -74,32 +78,30 @@ class GenSynth(Method):
     def on_step(self, progress: float) -> None:  # case 2
         iterations = self.config.iterations
         stage = min(iterations, math.floor(progress / SHRINKING * iterations + 1e-9))
-        if self.stage is None:  # a resumed search: the stages before `progress` are in the checkpointed mask
-            self.stage = stage
-        while self.stage < stage:
-            self.stage += 1
-            self.generate({m: 1 - (1 - goal) * self.stage / iterations for m, goal in self.goals.items()})
+        done = getattr(self.model, STAGE)
+        while int(done) < stage:
+            done += 1
+            self.generate({m: 1 - (1 - goal) * int(done) / iterations for m, goal in self.goals.items()})
 
     def generate(self, goals: dict[str, float]) -> None:
         """One generator stage: drop the least important channels per unit of cost until `goals` hold."""
-        self.importance += self.mask.take_importance()
+        importance = self.mask.take_importance()  # gathered since the last stage (checkpointed with the model)
         keep = self.mask.keep.detach().cpu().double()
         alive = keep > 0
         with torch.enable_grad():
-            point = alive_keep(self.graph, alive, self.importance).requires_grad_(True)
+            point = alive_keep(self.graph, alive, importance).requires_grad_(True)
             ratios = self.expected_ratios(point)
             (cost,) = torch.autograd.grad(sum(ratios[m] for m in goals if m in ratios), point)
-        value = self.importance / self.importance[alive].mean().clamp_min(1e-30) / cost.clamp_min(1e-12)
+        value = importance / importance[alive].mean().clamp_min(1e-30) / cost.clamp_min(1e-12)
         value = torch.where(alive, value, torch.full_like(value, -1.0))  # the dead stay dead
         cut = below_cut(self.graph, self.expected_ratios, value, goals)
         kept = alive & ~cut
         with torch.no_grad():
             self.mask.keep.copy_((alive_keep(self.graph, kept, value) > 0).to(self.mask.keep.dtype))
-        self.importance.zero_()
         self.history.append({m: float(r) for m, r in self.expected_ratios(self.mask.keep.detach().cpu().double()).items()})
 
     def decide(self, model) -> Decision:  # case 3
-        importance = self.importance + self.mask.take_importance()
-        alive = self.mask.keep.detach().cpu() > 0
+        importance = model.get_submodule(GATES).importance.detach().cpu()  # since the last stage
+        alive = model.get_submodule(GATES).keep.detach().cpu() > 0
         scores = alive.double() + 1e-6 * importance / importance.max().clamp_min(1e-30)
         return Decision(scores=per_group(self.graph, scores), family=ranked_without_dead(self.graph, scores, alive))

@@ -37,6 +37,7 @@ from cascomp.methods.families import scaled_family
 from cascomp.methods.sparsity import alive_keep, below_cut, median_per_channel, per_group
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+ROUNDS = "cascomp_morphnet_expands"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,10 +76,12 @@ class MorphNet(Method):
         self.slices = ChannelSlices(graph, graph.gm, is_norm_scale)
         self.scale = median_per_channel(graph, self.slices.rms(graph.gm))  # m_g (case 1)
         self.tie_break = 1e-6 * self.slices.rms(graph.gm) / self.scale
-        self.model, self.rounds_done = None, None
+        self.model = None
 
     def prepare(self):
         self.model = copy.deepcopy(self.graph.gm)
+        # the expands done so far, in the model's state: a resumed search goes on from its checkpoint's
+        self.model.register_buffer(ROUNDS, torch.zeros((), dtype=torch.long))
         return self.model
 
     def cost_weights(self, alive: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -109,11 +112,10 @@ class MorphNet(Method):
 
     def on_step(self, progress: float) -> None:  # case 3: expand between two shrinks
         rounds = self.config.rounds
-        if self.rounds_done is None:  # a resumed search: the expands before `progress` are in its weights
-            self.rounds_done = sum(1 for k in range(1, rounds) if k / rounds < progress)
-        if self.model is None or self.rounds_done >= rounds - 1 or progress < (self.rounds_done + 1) / rounds:
+        done = getattr(self.model, ROUNDS)
+        if int(done) >= rounds - 1 or progress < (int(done) + 1) / rounds:
             return
-        self.rounds_done += 1
+        done += 1
         scores, alive = self._scores(self.model)
         widths = self.expanded_widths(per_group(self.graph, alive.double()))
         revive = torch.zeros_like(alive)
