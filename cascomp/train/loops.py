@@ -304,10 +304,10 @@ class SearchLoop:
 
     def _describe(self, status: dict) -> str:
         # λ is the driver's controlled weight (of the penalty, or of a regularised method's regulariser); a
-        # method with its own cost loss has none
+        # method with its own cost loss, or with neither architecture parameters nor a regulariser, has none
         costs = "  ".join(f"{m} {status.get(m, float('nan')):.3f}→{self.goals[m]:.3f}"
                           + (f" λ {self.strength.strength:.3g}" if self.strength is not None else
-                             f" λ {c.last_weight:.3g}" if self.method.controlled else "")
+                             f" λ {c.last_weight:.3g}" if self.method.controlled and self.arch_optimizer else "")
                           for m, c in self.controllers.items())
         return f"loss {status['loss']:.3f}  acc {status['acc']:.3f}  {costs}"
 
