@@ -401,7 +401,7 @@ def compare(model: nn.Module, config: CompressConfig | None = None, *, data, out
     config = config or CompressConfig()
     if not isinstance(config, CompressConfig):
         raise ConfigError(f"config must be a cascomp.CompressConfig, got {type(config).__name__}")
-    methods, seed_list = _methods_to_compare(methods), _seeds_to_compare(config, seeds)
+    methods, seed_list = checked_methods(methods), _seeds_to_compare(config, seeds)
     if isinstance(data, str):  # loaded once: every run sees the same split
         device = resolve_device(config.device)
         data = load_data(data, seed=config.seed, workers=default_workers(device), pin_memory=device.type == "cuda")
@@ -441,7 +441,8 @@ def _compare_run(model: nn.Module, config: CompressConfig, data, example_inputs,
     return outcome(report=result.report)
 
 
-def _methods_to_compare(methods: Sequence[str] | None) -> tuple[str, ...]:
+def checked_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
+    """The methods a compare runs: every registered one (sorted) for None, else the names, each registered."""
     if methods is None:
         return tuple(sorted(METHODS))
     if isinstance(methods, str):

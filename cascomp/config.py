@@ -257,6 +257,14 @@ def check_choice(config, name: str, options: tuple[str, ...]) -> None:
         raise ConfigError(f"{type(config).__name__}.{name} must be one of {', '.join(options)}, got {value!r}")
 
 
+def check_share(config, *names: str) -> None:
+    """Each of `names` must be a share in [0, 1] (e.g. a method's search_share of the epoch budget)."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"{type(config).__name__}.{name} must be in [0, 1], got {value!r}")
+
+
 def check_positive(config, *names: str) -> None:
     for name in names:
         value = getattr(config, name)

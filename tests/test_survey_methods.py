@@ -126,7 +126,6 @@ def test_morphnet_expands_every_alive_width_by_one_multiplier_onto_the_budget():
     graph = _residual_graph()
     method = METHODS["morphnet"](graph, MorphNetConfig(), {"flops": 0.5})
     model = method.prepare()
-    params = dict(model.named_parameters())
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # kill a random half of the norm scales' channels
         dead = torch.rand(graph.channels, generator=generator) < 0.5
@@ -135,7 +134,6 @@ def test_morphnet_expands_every_alive_width_by_one_multiplier_onto_the_budget():
     fit = fit_widths(graph, decision.scores, decision.family, {"flops": 0.5})
     assert fit.within()["flops"]
     _, alive = method._scores(model)
-    assert params  # the model kept its parameters; the proposal is the alive counts scaled by one factor
     widths = method.expanded_widths({g.name: alive[o:o + g.size] for g, o in zip(graph.groups, graph.offsets)})
     ratios = [widths[g.name] / max(int(alive[o:o + g.size].sum()), 1) for g, o in zip(graph.groups, graph.offsets)
               if widths[g.name] < g.size and int(alive[o:o + g.size].sum()) >= 4]

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cascomp.config import check_choice, check_positive, option
-from cascomp.errors import ConfigError
+from cascomp.config import check_choice, check_positive, check_share, option
 from cascomp.kernels.channel_gates import ConcreteGates
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.families import scaled_family
@@ -58,8 +57,7 @@ class FigsConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "temperature", "logit_lr")
-        if not 0 <= self.search_share <= 1:
-            raise ConfigError(f"FigsConfig.search_share must be in [0, 1], got {self.search_share!r}")
+        check_share(self, "search_share")
         check_choice(self, "estimator", ("concrete", "expected"))
         check_choice(self, "cost_balance", ("group", "raw"))
         check_choice(self, "logit_optimizer", ("sgd", "adam"))

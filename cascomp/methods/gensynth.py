@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cascomp.config import check_choice
+from cascomp.config import check_choice, check_share
 from cascomp.errors import ConfigError
 from cascomp.kernels.channel_mask import ChannelMask
 from cascomp.methods.base import Decision, Method
@@ -50,8 +50,7 @@ class GenSynthConfig:
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
             raise ConfigError(f"GenSynthConfig.iterations must be a whole number >= 1, got {self.iterations!r}")
         check_choice(self, "weights", ("search", "baseline"))
-        if not 0 <= self.search_share <= 1:
-            raise ConfigError(f"GenSynthConfig.search_share must be in [0, 1], got {self.search_share!r}")
+        check_share(self, "search_share")
 
 
 class GenSynth(Method):

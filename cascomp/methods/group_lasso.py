@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cascomp.config import check_choice
+from cascomp.config import check_choice, check_share
 from cascomp.errors import ConfigError
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.channel_slices import ChannelSlices
@@ -50,8 +50,7 @@ class GroupLassoConfig:
         if not self.initial_strength > 0:
             raise ConfigError(f"GroupLassoConfig.initial_strength must be positive, got {self.initial_strength!r}")
         check_choice(self, "weights", ("search", "baseline"))
-        if not 0 <= self.search_share <= 1:
-            raise ConfigError(f"GroupLassoConfig.search_share must be in [0, 1], got {self.search_share!r}")
+        check_share(self, "search_share")
 
 
 class GroupLasso(Method):

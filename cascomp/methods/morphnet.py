@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cascomp.config import check_choice
+from cascomp.config import check_choice, check_share
 from cascomp.errors import ConfigError
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.channel_slices import ChannelSlices
@@ -55,8 +55,7 @@ class MorphNetConfig:
         if not self.initial_strength > 0:
             raise ConfigError(f"MorphNetConfig.initial_strength must be positive, got {self.initial_strength!r}")
         check_choice(self, "weights", ("search", "baseline"))
-        if not 0 <= self.search_share <= 1:
-            raise ConfigError(f"MorphNetConfig.search_share must be in [0, 1], got {self.search_share!r}")
+        check_share(self, "search_share")
 
 
 def is_norm_scale(param: str, module: nn.Module | None) -> bool:
@@ -106,7 +105,7 @@ class MorphNet(Method):
         with torch.enable_grad():
             weights = self.cost_weights(alive, scores)
         cut = below_cut(self.graph, self.expected_ratios, scores / weights.clamp_min(1e-6), goals)
-        norms = (scores - self.tie_break) * self.scale * self.slices.sizes.clamp_min(1).sqrt()
+        norms = self.slices.squared_norms(model).detach().double().cpu().sqrt()  # ||γ_c||
         factors = (1 - step * weights * self.scale * self.slices.sizes.clamp_min(1).sqrt() / norms.clamp_min(1e-30))
         self.slices.scale(model, torch.where(cut, factors.clamp_min(0), torch.ones_like(factors)))
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cascomp.config import check_positive
+from cascomp.config import check_positive, check_share
 from cascomp.errors import ConfigError
 from cascomp.kernels.width_choices import WidthChoices
 from cascomp.methods.base import Decision, Method
@@ -56,8 +56,7 @@ class TasConfig:
             raise ConfigError(f"TasConfig.tau_end ({self.tau_end}) must not exceed tau_start ({self.tau_start})")
         if not 0 <= self.tolerance < 1 or self.cost_weight < 0 or self.arch_weight_decay < 0:
             raise ConfigError("TasConfig: tolerance must be in [0, 1), cost_weight and arch_weight_decay ≥ 0")
-        if not 0 <= self.search_share <= 1:
-            raise ConfigError(f"TasConfig.search_share must be in [0, 1], got {self.search_share!r}")
+        check_share(self, "search_share")
 
 
 def tolerance_loss(expected: torch.Tensor, reached: float, goal: float, tolerance: float) -> torch.Tensor:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cascomp.config import check_choice
+from cascomp.config import check_choice, check_share
 from cascomp.errors import ConfigError
 from cascomp.kernels.channel_noise import ChannelNoise, kl_divergence
 from cascomp.methods.base import Decision, Method
@@ -50,8 +50,7 @@ class VardropConfig:
         if not (self.lr > 0 and self.initial_strength > 0):
             raise ConfigError("VardropConfig.lr and initial_strength must be positive")
         check_choice(self, "weights", ("search", "baseline"))
-        if not 0 <= self.search_share <= 1:
-            raise ConfigError(f"VardropConfig.search_share must be in [0, 1], got {self.search_share!r}")
+        check_share(self, "search_share")
 
 
 class Vardrop(Method):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cascomp.api import compare
+from cascomp.api import checked_methods, compare
 from cascomp.cli.command import FORMATTER, Output, add_json_argument, wrapped
 from cascomp.cli.run_options import (add_budget, add_model, add_schedule, add_training, load_inputs, run_record,
                                      with_defaults)
@@ -95,16 +95,13 @@ def run(args) -> Output:
 
 
 def _methods(text: str | None) -> tuple[str, ...]:
-    """--methods, checked against the registry before anything runs."""
+    """--methods, checked against the registry before anything runs (by the API's own check)."""
     if text is None:
-        return tuple(sorted(METHODS))
-    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    for name in names:
-        if name not in METHODS:
-            raise ConfigError(f"--methods: unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
-    if not names:
-        raise ConfigError(f"--methods: give at least one, e.g. --methods {','.join(sorted(METHODS)[:2])}")
-    return names
+        return checked_methods(None)
+    try:
+        return checked_methods([name.strip() for name in text.split(",") if name.strip()])
+    except ConfigError as error:
+        raise ConfigError(f"--methods: {error}") from None
 
 
 def _check_output_folder(out: Path, model: str | None) -> None:
