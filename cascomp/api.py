@@ -149,7 +149,8 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         _check_classifier(teacher, example_inputs, data)
         teacher.to(placement.device)  # the teacher of search, probes, reconstruction and fine-tuning
         goals = target_ratios(graph, config.targets)
-        method = METHODS[config.method](graph, config.method_config, goals)
+        tolerance = {} if config.drop is None else {"drop": config.drop}  # its methods take it (config checks)
+        method = METHODS[config.method](graph, config.method_config, goals, **tolerance)
     resumed = state is not None and state["phase"] == "finetune"  # the plan is settled; only fine-tuning is left
     with clock("search"):  # 2. search: train the method's search nodes against the controlled penalty
         if resumed:
@@ -226,13 +227,13 @@ def _decide(method, trained, graph: Graph, goals, multiples, cluster: Cluster):
     settled = None
     if cluster.is_main:
         decision = method.decide(trained)
-        graph, fit = fit_preferring_multiples(graph, decision.scores, decision.family, goals, multiples)
+        graph, fit = fit_preferring_multiples(graph, decision.scores, decision.family, method.projection_goals(goals),
+                                              multiples)
         settled = (fit.plan.to_dict(), graph.constraints.round_to)
     settled = cluster.broadcast(settled)
-    if cluster.is_main:
-        return graph, fit
-    graph = graph.with_width_multiple(settled[1])
-    return graph, fit_of_plan(graph, Plan.from_dict(settled[0]), goals)
+    if not cluster.is_main:
+        graph = graph.with_width_multiple(settled[1])
+    return graph, fit_of_plan(graph, Plan.from_dict(settled[0]), goals)  # measured against the user's budgets
 
 
 def _measure_probes(method, graph: Graph, teacher, data, config: CompressConfig, reporter,

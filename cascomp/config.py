@@ -1,6 +1,8 @@
 """Configs of `cascomp.compress`: frozen dataclasses, validated on construction, round-tripping to dicts.
 
 A `Target` is a cost budget: `flops=0.33` (a ratio of the baseline) or `flops=40M` (an absolute count);
+or an accuracy tolerance: `drop=0.5`, top-1 at most 0.5 points below the baseline's (methods whose config
+says `accuracy_tolerance`, e.g. gensynth, search for the most compact network that holds it);
 `CompressConfig` holds the method, its own small config, the targets and the training schedule.
 """
 
@@ -14,31 +16,43 @@ import torch
 
 from cascomp.errors import ConfigError
 
-METRICS = ("flops", "params")
+METRICS = ("flops", "params")  # cost budgets
+TOLERANCE = "drop"  # the accuracy tolerance: top-1 points below the baseline
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Target:
-    """`metric` (flops or params) at most `value`: a ratio of the baseline when `absolute` is False."""
+    """`metric` (flops or params) at most `value`: a ratio of the baseline when `absolute` is False; or, with
+    metric "drop", a top-1 at most `value` percentage points below the baseline's."""
 
     metric: str
     value: float
     absolute: bool = False
 
     def __post_init__(self) -> None:
+        if self.metric == TOLERANCE:
+            if not 0 <= self.value < 100 or self.absolute:
+                raise ConfigError(f"target drop={self.value:g} is the top-1 drop allowed, in percentage points, "
+                                  "from 0 up to 100; e.g. --target drop=0.5")
+            return
         if self.metric not in METRICS:
-            raise ConfigError(f"unknown target metric {self.metric!r}; choose one of {', '.join(METRICS)}, "
-                              "e.g. --target flops=0.33")
+            raise ConfigError(f"unknown target metric {self.metric!r}; choose one of {', '.join(METRICS)} or "
+                              f"{TOLERANCE}, e.g. --target flops=0.33 or --target drop=0.5")
         if not self.value > 0:
             raise ConfigError(f"target {self.metric} must be positive, got {self.value}; e.g. --target flops=0.33")
         if not self.absolute and self.value >= 1:
             raise ConfigError(f"target {self.metric}={self.value} is a ratio of the baseline and must be below 1; "
                               "write an absolute budget with a suffix, e.g. flops=40M")
 
+    @property
+    def is_cost(self) -> bool:
+        """A budget on a cost (flops, params), not the accuracy tolerance."""
+        return self.metric in METRICS
+
     @classmethod
     def parse(cls, text: str) -> "Target":
-        """`flops=0.33`, `params=0.5`, `flops=40M`, `params=1.2M`, `flops=2e8`."""
+        """`flops=0.33`, `params=0.5`, `flops=40M`, `params=1.2M`, `flops=2e8`, `drop=0.5`."""
         match = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.eE+-]+)\s*([KMG]?)\s*", text or "")
         if not match:
             raise ConfigError(f"cannot read target {text!r}; write METRIC=VALUE, e.g. flops=0.33 or params=1.5M")
@@ -47,6 +61,11 @@ class Target:
             value = float(number) * _SUFFIX[suffix]
         except ValueError:
             raise ConfigError(f"cannot read the number in target {text!r}; e.g. flops=0.33") from None
+        if metric == TOLERANCE:
+            if suffix:
+                raise ConfigError(f"target {text!r}: drop is in percentage points of top-1, without a suffix; "
+                                  "e.g. drop=0.5")
+            return cls(metric=metric, value=value)
         if not suffix and 1 <= value < 1000:
             raise ConfigError(f"target {text!r}: a ratio of the baseline must be below 1, and an absolute budget "
                               "needs a suffix or a large number, e.g. flops=0.33, flops=40M or params=250000")
@@ -155,6 +174,7 @@ class CompressConfig:
         if len(set(metrics)) != len(metrics):
             raise ConfigError(f"each metric may have one target, got {', '.join(map(str, targets))}")
         self._resolve_schedule()
+        self._check_tolerance()
         for name in ("search_epochs", "finetune_epochs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be a whole number ≥ 0, got {getattr(self, name)!r}; "
@@ -177,6 +197,23 @@ class CompressConfig:
         resolve_device(self.device)
         if not isinstance(self.amp, bool):
             raise ConfigError(f"amp must be True or False, got {self.amp!r}; e.g. --amp")
+
+    @property
+    def drop(self) -> float | None:
+        """The accuracy tolerance in top-1 points (`--target drop=...`), None without one."""
+        return next((t.value for t in self.targets if t.metric == TOLERANCE), None)
+
+    def _check_tolerance(self) -> None:
+        """An accuracy tolerance needs a method that searches for it, and a search to do it in."""
+        if self.drop is None:
+            return
+        if not getattr(type(self.method_config), "accuracy_tolerance", False):
+            able = sorted(name for name, kind in METHOD_CONFIGS.items() if getattr(kind, "accuracy_tolerance", False))
+            raise ConfigError(f"--target drop (an accuracy tolerance) is not understood by method {self.method!r}; "
+                              f"use --method {' or '.join(able) or 'gensynth'}, or give a cost target instead")
+        if self.search_epochs < 1:
+            raise ConfigError(f"--target drop needs a search to check the tolerance in, but search_epochs is "
+                              f"{self.search_epochs}; give --epochs 2 or more, or --search-epochs 1")
 
     def _resolve_schedule(self) -> None:
         """search_epochs and finetune_epochs from `epochs` (the method's split, or the one of them given), or

@@ -4,6 +4,8 @@ the budget."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -291,3 +293,123 @@ def test_a_search_stopped_after_its_first_epoch_resumes_to_the_same_plan(tmp_pat
     assert resumed.plan == straight.plan
     untimed = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
     assert untimed(resumed.report["search"]["epochs"]) == untimed(straight.report["search"]["epochs"])
+
+
+# -- gensynth's accuracy tolerance (--target drop) and held-out inquisition ------------------------------------
+def test_the_drop_target_is_points_of_top1_and_only_a_tolerant_searching_method_takes_it(tmp_path, capsys):
+    from cascomp import cli
+    assert cascomp.Target.parse("drop=0.5") == cascomp.Target(metric="drop", value=0.5)
+    assert not cascomp.Target.parse("drop=1.5").is_cost and cascomp.Target.parse("flops=0.5").is_cost
+    for text in ("drop=0.5M", "drop=100", "drop=-1"):
+        with pytest.raises(cascomp.ConfigError, match="drop"):
+            cascomp.Target.parse(text)
+    config = cascomp.CompressConfig(method="gensynth", targets=("drop=0.5", "flops=0.5"), epochs=2)
+    assert config.drop == 0.5 and cascomp.CompressConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(cascomp.ConfigError, match="not understood by method 'l1'; use --method gensynth"):
+        cascomp.CompressConfig(method="l1", targets=("drop=0.5",))
+    with pytest.raises(cascomp.ConfigError, match="needs a search"):
+        cascomp.CompressConfig(method="gensynth", targets=("drop=0.5",), epochs=1)
+    assert cli.main(["compress", str(tmp_path / "m.pt"), "--method", "figs", "--target", "drop=0.5",
+                     "--data", "digits", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not understood by method 'figs'" in err[0]
+
+
+def test_the_held_out_split_is_disjoint_seeded_and_the_inquiry_moves_nothing():
+    from torch.utils.data import DataLoader, TensorDataset
+    from cascomp.train.device import Placement
+    from cascomp.train.held_out import held_out_count, inquire, split_held_out
+    data = TensorDataset(torch.randn(50, 1, 8, 8), torch.randint(0, 4, (50,)))
+    loader = DataLoader(data, batch_size=8)
+    rest, held = split_held_out(loader, held_out_count(2048, 50), seed=3)
+    assert len(held.dataset) == 10 and len(rest.dataset) == 40  # at most a fifth of the split
+    assert set(held.dataset.indices).isdisjoint(rest.dataset.indices)
+    assert held.dataset.indices == split_held_out(loader, 10, seed=3)[1].dataset.indices
+    assert held.dataset.indices != split_held_out(loader, 10, seed=4)[1].dataset.indices
+    model = TinyNet().train()
+    before = copy.deepcopy(model.state_dict())
+    inquiry = inquire(model, held, Placement.of(cascomp.CompressConfig(device="cpu")))
+    x, y = data.tensors[0][held.dataset.indices], data.tensors[1][held.dataset.indices]
+    with torch.no_grad():
+        expected = float((model.eval()(x).argmax(1) == y).float().mean())
+    assert inquiry.images == 10 and inquiry.top1 == pytest.approx(expected)
+    model.train()
+    assert all(p.grad is None for p in model.parameters()) and model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # eval mode: no statistic moved
+
+
+def _scripted(method, top1s):
+    """Drive `method` by hand over a search: each inquiry answers the next of `top1s` (the first is the
+    baseline) and adds random importance to the gates, as held-out gradients would."""
+    from cascomp.train.held_out import Inquiry
+    answers, generator = iter(top1s), torch.Generator().manual_seed(0)
+
+    def inquire():
+        method.mask.importance.add_(torch.rand(method.graph.channels, generator=generator, dtype=torch.float64)
+                                    * float(method.mask.measuring))
+        return Inquiry(top1=next(answers), loss=0.0, images=100, seconds=0.0)
+
+    method.prepare()
+    method.use_held_out(inquire)
+    keeps, previous = {}, torch.ones(method.graph.channels, dtype=torch.bool)
+    for step in range(201):
+        method.on_step(step / 200)
+        now = method.mask.keep > 0
+        assert bool((now <= previous).all()) or int(getattr(method.model, "cascomp_gensynth_stopped"))
+        keeps[int(getattr(method.model, "cascomp_gensynth_stage"))] = now.clone()
+        previous = now
+    return keeps
+
+
+def test_the_tolerance_loop_stops_back_at_the_last_architecture_that_held_it():
+    graph = _residual_graph()
+    method = METHODS["gensynth"](graph, GenSynthConfig(iterations=6, step=0.2), {}, drop=1.0)
+    # baseline 90 %; the stage-0 network after training, stages 1 and 2 within a point; stage 3 two points under
+    keeps = _scripted(method, [0.90, 0.905, 0.899, 0.892, 0.88])
+    costs = [row["flops"] for row in method.history]
+    assert len(costs) == 3 and all(c <= 0.8 ** k + 1e-9 for k, c in enumerate(costs, 1))  # stops after stage 3
+    assert torch.equal(method.mask.keep > 0, keeps[2])  # back at stage 2's architecture
+    summary = method.summary()
+    assert summary["tolerance"] == {"drop": 1.0, "held": True, "stage": 2, "stopped": True,
+                                    "baseline_held_out_top1": 0.90, "held_out_drop": pytest.approx(0.8)}
+    assert [row["stage"] for row in summary["inquiries"]] == [0, 0, 1, 2, 3]
+    goals = method.projection_goals({})
+    assert set(goals) == {"flops"} and goals["flops"] == pytest.approx(costs[1])
+    fit = fit_widths(graph, *_decided_now(method), goals)  # the core lands exactly the held architecture
+    assert fit.reached["flops"] == pytest.approx(costs[1], abs=1e-9)
+
+
+def test_with_a_budget_the_tolerance_counts_only_once_the_budget_holds():
+    graph = _residual_graph()
+    method = METHODS["gensynth"](graph, GenSynthConfig(iterations=6), {"flops": 0.5}, drop=0.5)
+    # far below the baseline before the budget (stages 1, 2), then the first stage within it misses too
+    _scripted(method, [0.90, 0.90, 0.80, 0.80, 0.80])
+    costs = [row["flops"] for row in method.history]
+    assert len(costs) == 3 and costs[-1] <= 0.5 < costs[-2]  # stage 3 reaches the budget, then the loop ends
+    summary = method.summary()["tolerance"]
+    assert summary["held"] is False and summary["stopped"] and summary["held_out_drop"] is None
+    assert method.projection_goals({"flops": 0.5})["flops"] == pytest.approx(costs[-1])  # stays at the budget
+    loose = METHODS["gensynth"](graph, GenSynthConfig(iterations=6), {"flops": 0.5}, drop=5.0)
+    _scripted(loose, [0.90] * 8)  # always held: beyond the budget, a `step` further each stage, to the end
+    costs = [row["flops"] for row in loose.history]
+    assert len(costs) == 6 and costs[-1] <= 0.5 * 0.8 ** 3 + 1e-9
+    assert loose.summary()["tolerance"]["stage"] == 6
+
+
+def _decided_now(method):
+    decision = method.decide(method.model)
+    return decision.scores, decision.family
+
+
+def test_a_run_with_a_tolerance_exports_the_architecture_that_held_it(tmp_path):
+    spec = quadrant_task(tmp_path / "quadrants.npz", samples=320)
+    data = cascomp.load_data(spec, batch_size=32, seed=0)
+    model = trained_tiny(data, epochs=1)
+    config = quick_config(method="gensynth", targets=("drop=50",), method_config=GenSynthConfig(iterations=3))
+    report = cascomp.compress(model, config, data=data, progress=False).report
+    search = report["search"]["method"]
+    assert search["held_out_samples"] == int(data.train_size * 0.2)  # at most a fifth of the training split
+    assert search["tolerance"]["held"] and search["tolerance"]["stage"] == 3  # 50 points: every stage holds
+    settled = [row for row in search["inquiries"] if row["stage"] == 3][-1]
+    assert report["targets"] == {} and report["ratios"]["flops"] == pytest.approx(settled["flops"], abs=1e-6)
+    assert report["ratios"]["flops"] <= 0.8 ** 3 + 1e-6

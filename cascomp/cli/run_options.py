@@ -36,8 +36,8 @@ def add_model(command, what: str) -> None:
 def add_budget(command) -> None:
     """--target, --data."""
     command.add_argument("--target", action="append", metavar="METRIC=VALUE",
-                         help="budget: flops=0.33 (ratio of the baseline), params=1.5M (absolute); repeatable "
-                              "(default flops=0.33)")
+                         help="budget: flops=0.33 (ratio of the baseline), params=1.5M (absolute); or the "
+                              "accuracy tolerance drop=0.5 (top-1 points, gensynth); repeatable (default flops=0.33)")
     command.add_argument("--data", metavar="SPEC", help="training and validation data, e.g. fashion-mnist:DIR")
 
 

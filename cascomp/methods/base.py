@@ -23,13 +23,20 @@ Hooks a searching method may use, none mandatory (the driver, cascomp.train.loop
   `measured_ratios(model)`, the cost of the architecture the method would export now, adds λ times
   `weight_regulariser(model)` to the loss and, after the weights' step, calls `shrink(model, lr * λ, goals)`
   with this step's scheduled targets: the method's proximal step (exact zeros for an ℓ1 or ℓ2,1 penalty,
-  which plain gradient steps only circle).
+  which plain gradient steps only circle);
+- `held_out = N`: N samples of the training split (at most a fifth of it) are held out of the search's training
+  (split reproducibly from the seed), and `use_held_out(inquire)` receives a callable that measures the search
+  model there (cascomp.train.held_out.Inquiry: top-1, loss; its backward pass reaches the model's hooks);
+- `projection_goals(goals)`: the cost ratios the core projects the decision onto, when the method settled
+  its own (an accuracy tolerance's most compact network) rather than only the user's budgets;
+- `summary()`: what the report records of the search, beside the driver's epochs and trajectory.
 `goals` (target ratio per metric) tells a method which costs the budget binds.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +62,7 @@ class Method:
     keeps_search_weights = True  # False: the compressed network starts from the baseline's weights
     regularised = False  # True: the driver sets the regulariser's strength from measured_ratios()
     initial_strength = 1.0
+    held_out = 0  # training samples the search holds out for use_held_out's inquiries
 
     def __init__(self, graph: Graph, config, goals: dict[str, float] | None = None) -> None:
         self.graph = graph
@@ -106,6 +114,18 @@ class Method:
 
     def on_step(self, progress: float) -> None:
         """Before every search step; `progress` runs from 0 to 1 over the search."""
+
+    def use_held_out(self, inquire: Callable) -> None:
+        """With `held_out`: `inquire()` measures the search model on the held-out samples (an Inquiry)."""
+
+    def projection_goals(self, goals: dict[str, float]) -> dict[str, float]:
+        """The cost ratios `decide()`'s proposal is projected onto (the user's budgets unless the method
+        settled tighter ones); the report still measures the result against the user's."""
+        return goals
+
+    def summary(self) -> dict:
+        """What the report's search section records of the method's own search (nothing by default)."""
+        return {}
 
     def probes(self) -> list[Plan]:
         return []

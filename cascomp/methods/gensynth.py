@@ -2,31 +2,42 @@
 ../shared/papers/survey-*). The original is closed and learns a generator network; this is not it. What it
 keeps is the loop the survey describes: probe the current network, synthesise a more compact one under the
 targets and the operational requirements, inherit its weights, train it briefly, repeat until the targets
-hold.
+hold; and the survey's accuracy tolerance.
 
-1. Inquisitor: every channel's importance is the first-order loss change when it goes, |Σ activation ×
-   gradient| of its gate (kernels/channel_mask.py), gathered over the training batches of the current
-   stage (not a held-out split: the search reads none).
+1. Inquisitor: before every stage the search model is probed on `held_out` samples of the training split that
+   the search never trains on (cascomp.train.held_out): its top-1 there, and every channel's importance, the
+   first-order loss change when it goes, |Σ activation × gradient| of its gate (kernels/channel_mask.py).
+   The first inquiry, at the start, measures the baseline.
 2. Generator: `iterations` stages spaced over the first 60 % of the search; stage k removes the channels of
    least importance per unit of cost (the cost model's derivative at the current architecture, so a channel
    counts its alive neighbours) until the cost is at 1 - k/K of the way from the baseline to the target.
    Each architecture is a subset of the one before (the loop shrinks monotonically), a group keeps its
    minimum width unless its residual branch may go, and the weights are inherited: the search keeps
    training the same network under the new mask, which is the brief fine-tuning between stages.
-3. The exported architecture is the last stage's, projected by the core onto the budget under its channel
-   multiples (`round_to`), within 1 % below every target; fine-tuning starts from the search's weights.
-   The survey's accuracy tolerance (`--target drop=...`: the most compact network within a drop of the
-   baseline's top-1) is not built: the loop stops at the FLOPs/params targets.
+3. Accuracy tolerance (`--target drop=D`, top-1 points): the loop looks for the most compact network whose
+   held-out top-1 stays within D points of the baseline's. Cost targets, when given, are upper bounds: the
+   first half of the stages reach them as above, the others cut a further `step` of the cost each; with
+   none, every stage cuts `step` of the FLOPs. Each inquiry checks the architecture the stage before made,
+   after its brief training (the last one at 80 % of the search); the first that misses the tolerance
+   (among those within the cost targets) ends the loop, and the search goes back to the last architecture
+   that held it and trains that one. Its cost is what the core projects onto (`projection_goals`), so the
+   export is that architecture under the channel multiples. The held-out split is small (`held_out`
+   samples, at most a fifth of the training split): its top-1 is a noisy estimate, which the report gives
+   with the number of samples; the final top-1 on the validation split is measured after fine-tuning.
+4. Without a tolerance, the exported architecture is the last stage's, projected by the core onto the budget
+   under its channel multiples (`round_to`), within 1 % below every target; fine-tuning starts from the
+   search's weights.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from cascomp.config import check_choice, check_share
+from cascomp.config import check_choice, check_share, option
 from cascomp.errors import ConfigError
 from cascomp.kernels.channel_mask import ChannelMask
 from cascomp.methods.base import Decision, Method
@@ -35,20 +46,38 @@ from cascomp.passes import InsertChannelGatesPass
 from cascomp.passes.insert_channel_gates import GATES
 
 SHRINKING = 0.6  # the share of the search over which the stages are spaced; the rest trains the last one
-STAGE = "cascomp_gensynth_stage"
+LAST_CHECK = 0.8  # with a tolerance: where the last stage's architecture is checked
+# the loop's state, in the model's buffers so that a resumed search goes on from its checkpoint's
+STAGE = "cascomp_gensynth_stage"  # stages generated so far
+STOPPED = "cascomp_gensynth_stopped"  # 1 once the tolerance ended the loop
+HELD = "cascomp_gensynth_held"  # the last architecture that held the tolerance (its keep mask); HELD_STAGE: its stage
+HELD_STAGE = "cascomp_gensynth_held_stage"  # -1: none yet
+IMPORTANCE = "cascomp_gensynth_importance"  # the last inquiry's channel importance (the decision's tie-break)
+LOG = "cascomp_gensynth_log"  # one row per inquiry: COLUMNS, NaN until made
+COLUMNS = ("stage", "flops", "params", "held_out_top1", "images", "seconds")
 
 
 @dataclass(frozen=True, kw_only=True)
 class GenSynthConfig:
-    """GenSynth: how many generator stages, and where fine-tuning starts."""
+    """GenSynth: how many generator stages, the held-out samples the inquisitor probes, how far a stage
+    beyond the cost targets cuts (with `--target drop`), and where fine-tuning starts."""
 
-    iterations: int = 8
+    accuracy_tolerance: ClassVar[bool] = True  # understands --target drop=...
+    iterations: int = option(8, "--stages", "gensynth: generator stages, each a more compact network (default 8)")
+    held_out: int = option(2048, "--held-out", "gensynth: training samples the search holds out for the inquisitor's "
+                           "probes and the --target drop check (default 2048; at most a fifth of the split)")
+    step: float = option(0.2, "--stage-step", "gensynth with --target drop: the share of the cost each stage "
+                         "beyond the budgets cuts (default 0.2)")
     weights: str = "search"
     search_share: float = 0.5  # of a total --epochs budget, the share spent searching (rounded down)
 
     def __post_init__(self) -> None:
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
-            raise ConfigError(f"GenSynthConfig.iterations must be a whole number >= 1, got {self.iterations!r}")
+        for name in ("iterations", "held_out"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"GenSynthConfig.{name} must be a whole number >= 1, got {value!r}")
+        if not 0 < self.step < 1:
+            raise ConfigError(f"GenSynthConfig.step is the share of the cost a stage cuts, in (0, 1); got {self.step!r}")
         check_choice(self, "weights", ("search", "baseline"))
         check_share(self, "search_share")
 
@@ -58,33 +87,105 @@ class GenSynth(Method):
     config_type = GenSynthConfig
     searches = True
 
-    def __init__(self, graph, config, goals=None) -> None:
+    def __init__(self, graph, config, goals=None, drop: float | None = None) -> None:
         super().__init__(graph, config, goals)
         self.keeps_search_weights = config.weights == "search"
+        self.held_out = config.held_out
+        self.drop = drop  # the accuracy tolerance in top-1 points, or None
         self.mask = ChannelMask(graph.channels)
+        self.inquire = None
         self.model = None
-        self.history: list[dict[str, float]] = []  # the cost after every stage
+        self.history: list[dict[str, float]] = []  # the cost after every stage generated in this process
 
     def prepare(self):
         self.model = InsertChannelGatesPass(self.graph.record, self.graph.slot_of_label, self.mask)(self.graph.gm).gm
-        # the stages done so far, in the model's state: a resumed search goes on from its checkpoint's
-        self.model.register_buffer(STAGE, torch.zeros((), dtype=torch.long))
+        rows = self.config.iterations + 2
+        for name, value in ((STAGE, torch.zeros((), dtype=torch.long)), (STOPPED, torch.zeros((), dtype=torch.long)),
+                            (HELD, torch.ones(self.graph.channels)), (HELD_STAGE, torch.full((), -1, dtype=torch.long)),
+                            (IMPORTANCE, torch.zeros(self.graph.channels, dtype=torch.float64)),
+                            (LOG, torch.full((rows, len(COLUMNS)), math.nan, dtype=torch.float64))):
+            self.model.register_buffer(name, value)
         return self.model
+
+    def use_held_out(self, inquire) -> None:
+        self.inquire = inquire
+        self.mask.measuring = False  # importance from the held-out inquiries only
 
     def penalty(self) -> dict[str, torch.Tensor]:  # what the progress line shows: the current architecture's cost
         return self.expected_ratios(self.mask.keep.detach().double())
 
-    def on_step(self, progress: float) -> None:  # case 2
+    def on_step(self, progress: float) -> None:  # cases 1-3
         iterations = self.config.iterations
-        stage = min(iterations, math.floor(progress / SHRINKING * iterations + 1e-9))
+        ticks = min(iterations, math.floor(progress / SHRINKING * iterations + 1e-9))
+        if self.drop is not None and progress >= LAST_CHECK - 1e-9:
+            ticks = iterations + 1  # the last stage's check
         done = getattr(self.model, STAGE)
-        while int(done) < stage:
-            done += 1
-            self.generate({m: 1 - (1 - goal) * int(done) / iterations for m, goal in self.goals.items()})
+        if self.inquire is None:  # no held-out samples (a method driven by hand): what training gathered
+            while int(done) < min(ticks, iterations):
+                done += 1
+                self.generate(self._stage_goals(int(done)))
+            return
+        if self._inquiries() == 0:
+            self._inquiry()  # the baseline, before any stage
+        while self._inquiries() <= ticks and not int(getattr(self.model, STOPPED)):
+            inquiry = self._inquiry()  # the architecture of the stage before, after its brief training
+            if self.drop is not None and int(done) > 0:
+                self._check(inquiry)
+            if int(done) < iterations and not int(getattr(self.model, STOPPED)):
+                done += 1
+                self.generate(self._stage_goals(int(done)))
+
+    def _inquiries(self) -> int:
+        return int(torch.isnan(getattr(self.model, LOG)[:, 0]).logical_not().sum())
+
+    def _stage_goals(self, stage: int) -> dict[str, float]:
+        iterations = self.config.iterations
+        if self.drop is None:
+            return {m: 1 - (1 - goal) * stage / iterations for m, goal in self.goals.items()}
+        if not self.goals:  # a tolerance alone: every stage cuts `step` of the FLOPs
+            return {"flops": (1 - self.config.step) ** stage}
+        reach = math.ceil(iterations / 2)  # the stages that reach the budgets; the later ones go beyond them
+        if stage <= reach:
+            return {m: 1 - (1 - goal) * stage / reach for m, goal in self.goals.items()}
+        return {m: goal * (1 - self.config.step) ** (stage - reach) for m, goal in self.goals.items()}
+
+    def _inquiry(self):
+        """Probe the current network on the held-out samples; log it; its importance for the next stage."""
+        self.mask.take_importance()  # whatever was gathered outside an inquiry does not count
+        self.mask.measuring = True
+        try:
+            inquiry = self.inquire()
+        finally:
+            self.mask.measuring = False
+        getattr(self.model, IMPORTANCE).copy_(self.mask.take_importance().to(torch.float64))
+        log, row = getattr(self.model, LOG), self._inquiries()
+        ratios = self._ratios(self.mask.keep)
+        log[row] = torch.tensor([float(getattr(self.model, STAGE)), ratios["flops"], ratios["params"], inquiry.top1,
+                                 inquiry.images, inquiry.seconds], dtype=torch.float64)
+        return inquiry
+
+    def _check(self, inquiry) -> None:
+        """With a tolerance: does the architecture the last stage made hold it? The first that misses it
+        within the cost targets ends the loop, back at the last one that held."""
+        keep = self.mask.keep
+        if not all(self._ratios(keep)[m] <= goal + 1e-9 for m, goal in self.goals.items()):
+            return  # the budgets are upper bounds: the tolerance counts once they hold
+        baseline = float(getattr(self.model, LOG)[0, COLUMNS.index("held_out_top1")])
+        if 100 * (baseline - inquiry.top1) <= self.drop + 1e-9:
+            getattr(self.model, HELD).copy_(keep)
+            getattr(self.model, HELD_STAGE).fill_(int(getattr(self.model, STAGE)))
+            return
+        getattr(self.model, STOPPED).fill_(1)
+        if int(getattr(self.model, HELD_STAGE)) >= 0:
+            with torch.no_grad():
+                keep.copy_(getattr(self.model, HELD))
+
+    def _ratios(self, keep: torch.Tensor) -> dict[str, float]:
+        return {m: float(r) for m, r in self.expected_ratios(keep.detach().cpu().double()).items()}
 
     def generate(self, goals: dict[str, float]) -> None:
         """One generator stage: drop the least important channels per unit of cost until `goals` hold."""
-        importance = self.mask.take_importance()  # gathered since the last stage (checkpointed with the model)
+        importance = self.mask.take_importance() if self.inquire is None else getattr(self.model, IMPORTANCE).cpu()
         keep = self.mask.keep.detach().cpu().double()
         alive = keep > 0
         with torch.enable_grad():
@@ -97,10 +198,41 @@ class GenSynth(Method):
         kept = alive & ~cut
         with torch.no_grad():
             self.mask.keep.copy_((alive_keep(self.graph, kept, value) > 0).to(self.mask.keep.dtype))
-        self.history.append({m: float(r) for m, r in self.expected_ratios(self.mask.keep.detach().cpu().double()).items()})
+        self.history.append(self._ratios(self.mask.keep))
 
-    def decide(self, model) -> Decision:  # case 3
-        importance = model.get_submodule(GATES).importance.detach().cpu()  # since the last stage
-        alive = model.get_submodule(GATES).keep.detach().cpu() > 0
+    def projection_goals(self, goals: dict[str, float]) -> dict[str, float]:
+        """With a tolerance: the cost of the architecture the loop settled on (within every budget)."""
+        if self.drop is None:
+            return goals
+        settled = self._ratios(self.model.get_submodule(GATES).keep if self.model is not None else self.mask.keep)
+        return {m: settled[m] + 1e-9 for m in (goals or {"flops": 1.0})}
+
+    def decide(self, model) -> Decision:  # case 4
+        gates = model.get_submodule(GATES)
+        importance = getattr(model, IMPORTANCE).detach().cpu() if hasattr(model, IMPORTANCE) \
+            else gates.importance.detach().cpu()
+        alive = gates.keep.detach().cpu() > 0
         scores = alive.double() + 1e-6 * importance / importance.max().clamp_min(1e-30)
         return Decision(scores=per_group(self.graph, scores), family=ranked_without_dead(self.graph, scores, alive))
+
+    def summary(self) -> dict:
+        """The inquiries (cost of the architecture probed, its held-out top-1) and, with a tolerance, where
+        the loop settled."""
+        if self.model is None:
+            return {}
+        log = getattr(self.model, LOG).cpu()
+        rows = [dict(zip(COLUMNS, (float(v) for v in row))) for row in log if not math.isnan(float(row[0]))]
+        for row in rows:
+            row["stage"], row["images"] = int(row["stage"]), int(row["images"])
+        summary = {"held_out_samples": rows[0]["images"] if rows else 0, "inquiries": rows,
+                   "inquiry_images": sum(r["images"] for r in rows),
+                   "inquiry_seconds": round(sum(r["seconds"] for r in rows), 3)}
+        if self.drop is not None and rows:
+            stage = int(getattr(self.model, HELD_STAGE))
+            baseline = rows[0]["held_out_top1"]
+            held = [r for r in rows if r["stage"] == stage]
+            summary["tolerance"] = {
+                "drop": self.drop, "held": stage >= 0, "stage": stage, "stopped": bool(int(getattr(self.model, STOPPED))),
+                "baseline_held_out_top1": baseline,
+                "held_out_drop": 100 * (baseline - held[-1]["held_out_top1"]) if held else None}
+        return summary

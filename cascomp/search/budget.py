@@ -48,13 +48,16 @@ class Fit:
 
 
 def target_ratios(graph: Graph, targets: tuple[Target, ...]) -> dict[str, float]:
-    """Each target as a ratio of the baseline; refuses targets under the floor (case 1)."""
+    """Each cost target as a ratio of the baseline (an accuracy tolerance is not one); refuses targets under
+    the floor (case 1)."""
     baseline, floor = graph.cost(), graph.min_cost()
     goals = {}
     for target in targets:
         if not graph.groups:
             raise SearchError(f"target {target} cannot be reached: nothing in this model can be pruned, "
                               f"{_why_nothing_prunes(graph)}; `cascomp analyze` shows the details")
+        if not target.is_cost:
+            continue
         total = getattr(baseline, target.metric)
         if not total:  # checked before the ratio: an absolute budget would divide by zero
             raise SearchError(f"target {target}: {_no_cost(graph, target.metric)}")

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
 
 from cascomp.config import CompressConfig
 from cascomp.errors import SearchError
@@ -28,6 +27,7 @@ from cascomp.search.control import PenaltyController, StrengthController, schedu
 from cascomp.train.device import Placement, backward_and_step, module_device, to_device
 from cascomp.train.distributed import Cluster
 from cascomp.train.distill import distillation_loss
+from cascomp.train.held_out import held_out_count, inquire, split_held_out, subset_loader
 from cascomp.train.progress import Reporter
 
 TRAJECTORY_EVERY = 10  # steps between points of the recorded search trajectory
@@ -39,6 +39,7 @@ class History:
 
     epochs: list[dict] = field(default_factory=list)
     trajectory: list[dict] = field(default_factory=list)
+    method: dict = field(default_factory=dict)  # what the method records of its search (Method.summary)
 
 
 def evaluate(model: nn.Module, loader, cluster: Cluster = Cluster()) -> float:
@@ -119,9 +120,15 @@ class SearchLoop:
         self.cluster, self.placement = cluster, Placement.of(config, cluster)
         self.method, self.model, self.data, self.config, self.goals = method, model, data, config, goals
         self.model.to(self.placement.device)  # the architecture parameters too: the gates are its submodule
-        self.batches = cluster.shard(data.train, train=True)
+        # what the search trains on: the training split, less the samples the method holds out (seeded)
+        self.train, held = data.train, None
+        if method.held_out:
+            count = held_out_count(method.held_out, len(data.train.dataset))
+            self.train, held = split_held_out(data.train, count, config.seed)
+            method.use_held_out(lambda: inquire(self.model, held, self.placement))
+        self.batches = cluster.shard(self.train, train=True)
         # bi-level: (weights' half, architecture's half) of the training split, fixed by the seed
-        self.halves = tuple(cluster.shard(h, train=True) for h in _halves(data.train, config.seed)) \
+        self.halves = tuple(cluster.shard(h, train=True) for h in _halves(self.train, config.seed)) \
             if method.bilevel else ()
         # what the forward passes go through (DDP with several processes)
         self.runner = cluster.wrap(self.model, lambda: _first_samples(data.train, self.placement))
@@ -176,10 +183,13 @@ class SearchLoop:
                 store.save({"phase": "search", "search": self.state_dict()})
             if on_epoch is not None:
                 on_epoch("search", self.epoch)
+        self.history.method = self.method.summary()
         return self.history
 
     def _epoch(self, epoch: int, epochs: int) -> None:
         seed_epoch(self.data, self.config.seed, 1, epoch)
+        if self.train is not self.data.train:  # the rest of a held-out split: its own order, seeded alike
+            self.train.generator.manual_seed(epoch_seed(self.config.seed, 1, epoch) + 3)
         for index, half in enumerate(self.halves):  # the halves' orders, seeded like the whole split's
             half.generator.manual_seed(epoch_seed(self.config.seed, 1, epoch) + 1 + index)
         self.model.train()
@@ -225,7 +235,7 @@ class SearchLoop:
             if step % TRAJECTORY_EVERY == 0:
                 self.history.trajectory.append({"epoch": progress * epochs, "train_acc": status["acc"],
                                                 **self._cost_fields(status)})
-        recalibrate_batch_norm(self.model, self.data.train)  # the full batches: the same statistics everywhere
+        recalibrate_batch_norm(self.model, self.train)  # the full batches: the same statistics everywhere
         loss_sum, correct, seen = self.cluster.sum([loss_sum, correct, seen])
         status.update(loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1))
         row = {"epoch": epoch + 1, "loss": status["loss"], "train_acc": status["acc"],
@@ -384,13 +394,9 @@ class FinetuneLoop:
 def _halves(loader, seed: int) -> tuple:
     """Loaders over two disjoint halves of `loader`'s dataset (a seeded split), each shuffled by its own
     generator, with the loader's batch size and settings."""
-    dataset = loader.dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    order = torch.randperm(len(loader.dataset), generator=torch.Generator().manual_seed(seed)).tolist()
     middle = len(order) // 2
-    return tuple(DataLoader(Subset(dataset, part), batch_size=loader.batch_size, shuffle=True,
-                            generator=torch.Generator(), num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-                            pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn)
-                 for part in (order[:middle], order[middle:]))
+    return tuple(subset_loader(loader, part, shuffle=True) for part in (order[:middle], order[middle:]))
 
 
 class _Paired:
