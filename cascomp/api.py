@@ -402,7 +402,7 @@ def compare(model: nn.Module, config: CompressConfig | None = None, *, data, out
     config = config or CompressConfig()
     if not isinstance(config, CompressConfig):
         raise ConfigError(f"config must be a cascomp.CompressConfig, got {type(config).__name__}")
-    methods, seed_list = checked_methods(methods), _seeds_to_compare(config, seeds)
+    methods, seed_list = checked_methods(methods, config), _seeds_to_compare(config, seeds)
     if isinstance(data, str):  # loaded once: every run sees the same split
         device = resolve_device(config.device)
         data = load_data(data, seed=config.seed, workers=default_workers(device), pin_memory=device.type == "cuda")
@@ -442,8 +442,10 @@ def _compare_run(model: nn.Module, config: CompressConfig, data, example_inputs,
     return outcome(report=result.report)
 
 
-def checked_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
-    """The methods a compare runs: every registered one (sorted) for None, else the names, each registered."""
+def checked_methods(methods: Sequence[str] | None, config: CompressConfig | None = None) -> tuple[str, ...]:
+    """The methods a compare runs: every registered one (sorted) for None, else the names, each registered;
+    with the compare's `config`, each method must take its settings too (e.g. --target drop, which only some
+    methods understand), so that nothing runs before a mistake is found."""
     if methods is None:
         return tuple(sorted(METHODS))
     if isinstance(methods, str):
@@ -455,6 +457,8 @@ def checked_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
             raise ConfigError(f"unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
     if not methods:
         raise ConfigError(f"give at least one method to compare; choose from {', '.join(sorted(METHODS))}")
+    for name in methods if config is not None else ():
+        _run_config(config, name, config.seed)
     return methods
 
 

@@ -233,6 +233,7 @@ def test_cli_compare_records_a_failed_method_and_exits_3(task, tmp_path, capsys,
     (["--target", "flops=x"], "cannot read target"),
     (["--model", "missing.pt"], "no model file at"),
     (["-o", "a-file"], "it is a file; give a folder"),
+    (["--methods", "gensynth,l1", "--target", "drop=1"], "not understood by method 'l1'"),  # before gensynth runs
 ])
 def test_cli_refuses_a_mistake_in_one_line_before_anything_runs(task, tmp_path, capsys, argv, message):
     spec, _, _, path = task

@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cascomp.api import checked_methods, compare
+from cascomp.config import CompressConfig
 from cascomp.cli.command import FORMATTER, Output, add_json_argument, wrapped
 from cascomp.cli.run_options import (add_budget, add_model, add_schedule, add_training, load_inputs, run_record,
                                      with_defaults)
@@ -75,6 +76,7 @@ def run(args) -> Output:
         raise ConfigError("-o OUT is required: the folder for the runs and the table")
     methods, out = _methods(args.methods), Path(args.output)
     record = run_record(args, with_defaults(args), methods[0], {})  # the method is each run's own
+    checked_methods(methods, CompressConfig.from_dict(record["config"]))  # every method takes these settings
     _check_output_folder(out, record["model"])
     inputs = load_inputs(record, warn=True)
     try:
