@@ -103,13 +103,16 @@ class ResizeShapeArgsPass(Pass):
         return arg
 
     def _out_sizes(self, node: fx.Node) -> list[int | None]:
-        """New size of each output dim that carries channels (or shows a pruned parameter dim), None for
-        the others."""
+        """New size of each output dim that carries channels (or shows a pruned parameter dim) and loses
+        some, None for the others: a dim that keeps its size keeps the argument the code gave for it, so a
+        size computed from the batch (`B * self.num_heads` on a dim that mixes batch and frozen heads) stays
+        computed rather than becoming the example's value."""
         labels, shape = self.record.labels[node.name], self.record.shapes[node.name]
         if isinstance(labels, (ParamRef, Derived)):  # computed from parameters (cascomp.ir.rules_params)
             return parameter_view_sizes(self.record.param_axes, self.label_keep, labels, shape)
-        return [new_size(labels, d, shape[d], self.label_keep) if labels.shape[d] > 1 else None
-                for d in range(len(shape))]
+        sizes = [new_size(labels, d, shape[d], self.label_keep) if labels.shape[d] > 1 else None
+                 for d in range(len(shape))]
+        return [None if size == shape[d] else size for d, size in enumerate(sizes)]
 
     def _resize_out_dims(self, node: fx.Node) -> None:
         sizes = self._out_sizes(node)

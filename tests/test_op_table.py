@@ -42,6 +42,7 @@ MOVEMENT = {
     "view", "reshape", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "expand",
     "expand_as", "t", "pixel_shuffle", "pixel_unshuffle", "roll", "flip", "movedim", "moveaxis", "swapaxes",
     "swapdims", "narrow", "chunk", "split", "unbind", "repeat", "tile", "select", "view_as", "reshape_as",
+    "unfold",  # Tensor.unfold's sliding windows; not F.unfold (im2col), nor ATen's
 }
 REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod", "any", "all"}
 SPATIAL = {
@@ -58,12 +59,12 @@ CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpos
 STATISTICS = {"mean", "sum", "std", "var", "var_mean", "std_mean", "amax", "amin", "norm", "vector_norm",
               "logsumexp", "prod"}
 NORMALISATIONS = {"batch_norm", "instance_norm", "weight_norm"}
-ATEN_KNOWN = POINTWISE | ELEMENTWISE | MOVEMENT | (REDUCTIONS - {"norm"}) | SPATIAL | CONVOLUTIONS | CREATION | {
+ATEN_KNOWN = POINTWISE | ELEMENTWISE | (MOVEMENT - {"unfold"}) | (REDUCTIONS - {"norm"}) | SPATIAL | CONVOLUTIONS | CREATION | {
     "pad", "cat", "concat", "stack", "softmax", "log_softmax", "linear", "matmul", "bmm",
     "scaled_dot_product_attention", "batch_norm", "instance_norm"}
 ZERO_SAFE_FUNCTIONS = (POINTWISE - {"log", "rsqrt", "reciprocal"}) | SPATIAL | {
     "add", "sub", "mul", "rsub", "iadd", "isub", "imul", "maximum", "minimum", "truediv", "div", "itruediv",
-    "pad", "flatten", "view", "reshape", "squeeze", "unsqueeze", "permute", "transpose", "getitem",
+    "pad", "flatten", "view", "reshape", "squeeze", "unsqueeze", "permute", "transpose", "getitem", "unfold",
     "mean", "sum", "amax", "amin"}
 CHAIN_FUNCTIONS = POINTWISE | {"add", "sub", "mul", "truediv", "div", "rsub", "iadd", "isub", "imul", "itruediv",
                                "maximum", "minimum"}

@@ -279,6 +279,76 @@ class ChannelNormalising(nn.Module):
         return self.head((f - torch.logsumexp(f, dim=1, keepdim=True)).mean((2, 3)))
 
 
+class HeadsInBatchAttention(nn.Module):
+    """BoTNet-like bottleneck attention: q, k, v split off one 1x1 conv, heads merged into the batch with a
+    size computed from it (`B * self.heads`), a relative position term from a parameter, the map put back
+    with sizes read off `x.shape`."""
+
+    def __init__(self, dim: int, heads: int = 4, head_qk: int = 4, tokens: int = 64) -> None:
+        super().__init__()
+        self.heads, self.head_qk, self.head_v, self.dim = heads, head_qk, dim // heads, dim
+        self.qkv = nn.Conv2d(dim, 2 * heads * head_qk + dim, 1, bias=False)
+        self.position = nn.Parameter(torch.randn(tokens, head_qk) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k, v = torch.split(self.qkv(x), [self.heads * self.head_qk, self.heads * self.head_qk, self.dim], dim=1)
+        q = q.reshape(B * self.heads, self.head_qk, -1).transpose(-1, -2)
+        k = k.reshape(B * self.heads, self.head_qk, -1)
+        v = v.reshape(B * self.heads, self.head_v, -1).transpose(-1, -2)
+        attn = ((q @ k) * self.head_qk ** -0.5 + q @ self.position.t()).softmax(dim=-1)
+        return (attn @ v).transpose(-1, -2).reshape(B, self.dim, H, W)
+
+
+class HaloAttention(nn.Module):
+    """HaloNet-like blocked local attention: the queries cut into blocks and the keys/values into
+    overlapping windows (`unfold` after a halo pad), heads merged into the batch (`B * self.heads`), the
+    blocks folded back with sizes computed from `x.shape`."""
+
+    def __init__(self, dim: int, heads: int = 2, head_qk: int = 4, block: int = 4, halo: int = 1) -> None:
+        super().__init__()
+        self.heads, self.head_qk, self.head_v, self.dim = heads, head_qk, dim // heads, dim
+        self.block, self.halo, self.window = block, halo, block + 2 * halo
+        self.q = nn.Conv2d(dim, heads * head_qk, 1, bias=False)
+        self.kv = nn.Conv2d(dim, heads * head_qk + dim, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        rows, cols, s = H // self.block, W // self.block, self.block
+        blocks = rows * cols
+        q = self.q(x).reshape(-1, self.head_qk, rows, s, cols, s).permute(0, 1, 3, 5, 2, 4)
+        q = q.reshape(B * self.heads, self.head_qk, -1, blocks).transpose(1, 3)
+        kv = F.pad(self.kv(x), [self.halo] * 4)
+        kv = kv.unfold(2, self.window, s).unfold(3, self.window, s).reshape(
+            B * self.heads, self.head_qk + self.head_v, blocks, -1).permute(0, 2, 3, 1)
+        k, v = torch.split(kv, [self.head_qk, self.head_v], dim=-1)
+        attn = (q @ k.transpose(-1, -2) * self.head_qk ** -0.5).softmax(dim=-1)
+        out = (attn @ v).transpose(1, 3).reshape(-1, s, s, rows, cols)
+        return out.permute(0, 3, 1, 4, 2).contiguous().view(B, self.dim, H, W)
+
+
+class AttentionBottlenecks(nn.Module):
+    """Two residual bottleneck blocks whose middle is a heads-in-batch attention (BoTNet, HaloNet): the
+    attention's own channels are frozen (they meet a per-head linear map along two dims), the stream and
+    the bottlenecks' reducing convs prune, and the batch stays dynamic."""
+
+    def __init__(self, dim: int = 16, inner: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(dim), nn.ReLU())
+        self.blocks = nn.ModuleList()
+        for attention in (HeadsInBatchAttention(inner), HaloAttention(inner)):
+            self.blocks.append(nn.Sequential(
+                nn.Conv2d(dim, inner, 1, bias=False), nn.BatchNorm2d(inner), nn.ReLU(), attention,
+                nn.BatchNorm2d(inner), nn.ReLU(), nn.Conv2d(inner, dim, 1, bias=False), nn.BatchNorm2d(dim)))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = torch.relu(x + block(x))
+        return self.head(x.mean((2, 3)))
+
+
 _IMAGE_16 = ((2, 3, 16, 16),)
 
 ENTRIES: dict[str, ZooEntry] = {
@@ -299,6 +369,9 @@ ENTRIES: dict[str, ZooEntry] = {
     "sknet_select": ZooEntry(
         SelectiveKernelNet, _IMAGE_16,
         "SK-Net-like selective kernel: stacked branches, softmax over the branch dim."),
+    "attention_bottlenecks": ZooEntry(
+        AttentionBottlenecks, _IMAGE_16,
+        "BoTNet- and HaloNet-like bottlenecks: heads merged into the batch by sizes computed from it."),
     "channel_softmax": ZooEntry(
         ChannelNormalising, _IMAGE_16,
         "Softmax, F.normalize, sum and norm division, logsumexp across channels (frozen), convs around them."),

@@ -105,6 +105,7 @@ FUNCTIONS: dict[str, Op] = {
              "reshape_as", _MOVEMENT),
     "pixel_shuffle": replace(_MOVEMENT, rule=rules.pixel_shuffle),
     "roll": replace(_MOVEMENT, rule=rules.roll),
+    "unfold": replace(_MOVEMENT, rule=rules.unfold, zero_safe=True, aten=False),
     "tensor_split": Op(Kind.MOVEMENT, rules.tensor_split, aten=False),
     "getitem": Op(Kind.INDEX, rules.getitem, ParamRule.MOVE, shape_args=ShapeArgs.INDEX, aten=False,
                   zero_safe=True),

@@ -76,6 +76,15 @@ def pixel_shuffle(call: Call):
     return unknown_function(call)
 
 
+def unfold(call: Call):
+    """`Tensor.unfold(dim, size, step)`: sliding windows along one dim, each a new last dim; its labels move
+    as the values do (a channel dim cut into windows shows a channel at several places, which the movement
+    rule freezes). `F.unfold` (im2col, of the same name) mixes channels and positions: not followed."""
+    if call.node.op == "call_method":
+        return movement(call)
+    return unknown_function(call)
+
+
 def roll(call: Call):
     _freeze_shifted_channels(call, argument(call, 2, "dims", None))
     return movement(call)
