@@ -1,5 +1,6 @@
-"""Models torch.fx cannot trace whole: the top-level forward captured by torch.export, a submodule kept whole
-(its channels frozen with the reason, its cost counted), and a clear error where neither path works."""
+"""Models torch.fx cannot trace whole: the top-level forward captured by torch.export, a submodule captured
+by torch.export or else kept whole (its channels frozen with the reason, its cost counted), and a clear
+error where no path works."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.exactness import check_exact, zoo_graph
 from tests.models import ZOO, example_inputs
 
 
-@pytest.mark.parametrize("name", ["shape_branch", "opaque_block"])
+@pytest.mark.parametrize("name", ["shape_branch", "opaque_block", "exported_blocks"])
 def test_an_untraceable_model_is_captured_and_pruned_exactly(name, tmp_path):
     graph = zoo_graph(name)
     assert graph.groups and graph.prunable_share()["flops"] > 0.2
@@ -32,6 +33,25 @@ def test_the_top_level_capture_specialises_the_branch_to_the_example_size():
     assert not any("small" in str(node.target) for node in graph.gm.graph.nodes)  # the branch not taken is gone
 
 
+def test_a_submodule_that_fx_cannot_trace_is_captured_by_torch_export_and_its_channels_prune():
+    graph = zoo_graph("exported_blocks")
+    stream = [{m.param for m in group.members} for group in graph.groups if group.name == "stem.0"]
+    assert stream and {"mixer.mix.weight", "chunks.proj.weight"} <= stream[0]  # through both captured modules
+    assert [reason for reason, _ in graph.frozen_reasons()] == [  # the chunk loop's slices, at the example width
+        "function 'aten.slice' is not understood by the channel analysis",
+        "model output (every channel of the result is kept)"]
+    torch.manual_seed(0)  # the weights zoo_graph traced
+    model = ZOO["exported_blocks"].build()
+    x = torch.randn(3, 3, 16, 16)
+    assert torch.allclose(graph.gm(x), model(x), atol=1e-5)  # the batch stays dynamic through the captures
+
+
+def test_a_failed_capture_prints_nothing(capsys):
+    zoo_graph("opaque_block")
+    captured = capsys.readouterr()
+    assert "def forward" not in captured.err + captured.out  # torch.export's partial graph of its failure
+
+
 def test_a_submodule_kept_whole_is_frozen_with_the_reason_and_its_cost_counted():
     graph = zoo_graph("opaque_block")
     reasons = dict(graph.frozen_reasons())
@@ -39,7 +59,7 @@ def test_a_submodule_kept_whole_is_frozen_with_the_reason_and_its_cost_counted()
     assert graph.record.uncounted == []
     model = ZOO["opaque_block"].build()
     counted = sum(2 * m.weight.numel() // m.groups * 16 * 16 for m in model.modules() if isinstance(m, nn.Conv2d))
-    counted += 2 * model.fc.weight.numel()
+    counted += 2 * model.gate.proj.weight.numel() * 16 * 16 + 2 * model.fc.weight.numel()  # the gate runs twice
     assert graph.cost().flops == pytest.approx(counted, rel=0.02)  # the kept-whole gate's conv included
 
 
@@ -68,14 +88,17 @@ def test_a_batch_of_one_still_gives_a_dynamic_batch():
 
 
 class PaddedConv(nn.Conv2d):
-    """A conv subclass whose own forward fx cannot trace (padding computed in a loop over sizes): kept whole,
-    it must not be taken for a plain Conv2d, whose weight alone the rewrite would slice."""
+    """A conv subclass whose own forward neither fx nor torch.export can capture (a check on values, padding
+    computed in a loop over sizes): kept whole, it must not be taken for a plain Conv2d, whose weight alone
+    the rewrite would slice."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
 
     def forward(self, x):
+        if bool(torch.isnan(x).any()):  # a check on values: neither fx nor torch.export can capture it
+            raise ValueError("NaN input")
         pads = [0 for _ in range(x.dim())]  # iterating a size: fx cannot trace this
         return nn.functional.conv2d(nn.functional.pad(x, pads[:4]), self.weight * self.gain, self.bias,
                                     self.stride, self.padding)

@@ -339,18 +339,18 @@ def test_the_held_out_split_is_disjoint_seeded_and_the_inquiry_moves_nothing():
 
 
 def _scripted(method, top1s):
-    """Drive `method` by hand over a search: each inquiry answers the next of `top1s` (the first is the
-    baseline) and adds random importance to the gates, as held-out gradients would."""
+    """Drive `method` by hand over a search: each inquiry adds random importance to the gates, as held-out
+    gradients would, and the validation split answers the next of `top1s` (the first is the baseline's)."""
     from cascomp.train.held_out import Inquiry
     answers, generator = iter(top1s), torch.Generator().manual_seed(0)
 
     def inquire():
         method.mask.importance.add_(torch.rand(method.graph.channels, generator=generator, dtype=torch.float64)
                                     * float(method.mask.measuring))
-        return Inquiry(top1=next(answers), loss=0.0, images=100, seconds=0.0)
+        return Inquiry(top1=0.5, loss=0.0, images=100, seconds=0.0)
 
     method.prepare()
-    method.use_held_out(inquire)
+    method.use_held_out(inquire, lambda: next(answers))
     keeps, previous = {}, torch.ones(method.graph.channels, dtype=torch.bool)
     for step in range(201):
         method.on_step(step / 200)
@@ -371,7 +371,7 @@ def test_the_tolerance_loop_stops_back_at_the_last_architecture_that_held_it():
     assert torch.equal(method.mask.keep > 0, keeps[2])  # back at stage 2's architecture
     summary = method.summary()
     assert summary["tolerance"] == {"drop": 1.0, "held": True, "stage": 2, "stopped": True,
-                                    "baseline_held_out_top1": 0.90, "held_out_drop": pytest.approx(0.8)}
+                                    "baseline_val_top1": 0.90, "val_drop": pytest.approx(0.8)}
     assert [row["stage"] for row in summary["inquiries"]] == [0, 0, 1, 2, 3]
     goals = method.projection_goals({})
     assert set(goals) == {"flops"} and goals["flops"] == pytest.approx(costs[1])
@@ -387,13 +387,22 @@ def test_with_a_budget_the_tolerance_counts_only_once_the_budget_holds():
     costs = [row["flops"] for row in method.history]
     assert len(costs) == 3 and costs[-1] <= 0.5 < costs[-2]  # stage 3 reaches the budget, then the loop ends
     summary = method.summary()["tolerance"]
-    assert summary["held"] is False and summary["stopped"] and summary["held_out_drop"] is None
+    assert summary["held"] is False and summary["stopped"] and summary["val_drop"] is None
     assert method.projection_goals({"flops": 0.5})["flops"] == pytest.approx(costs[-1])  # stays at the budget
     loose = METHODS["gensynth"](graph, GenSynthConfig(iterations=6), {"flops": 0.5}, drop=5.0)
     _scripted(loose, [0.90] * 8)  # always held: beyond the budget, a `step` further each stage, to the end
     costs = [row["flops"] for row in loose.history]
     assert len(costs) == 6 and costs[-1] <= 0.5 * 0.8 ** 3 + 1e-9
     assert loose.summary()["tolerance"]["stage"] == 6
+
+
+def test_with_a_tolerance_alone_a_first_stage_that_misses_it_goes_back_to_the_baseline():
+    graph = _residual_graph()
+    method = METHODS["gensynth"](graph, GenSynthConfig(iterations=4), {}, drop=0.5)
+    _scripted(method, [0.90, 0.90, 0.85])  # stage 1 five points under
+    assert bool((method.mask.keep > 0).all()) and method.summary()["tolerance"]["stage"] == 0
+    assert method.summary()["tolerance"]["val_drop"] == pytest.approx(0.0)
+    assert method.projection_goals({}) == {"flops": pytest.approx(1.0)}
 
 
 def _decided_now(method):

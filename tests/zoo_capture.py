@@ -1,10 +1,13 @@
 """Zoo models whose forward torch.fx cannot trace (see ENTRIES): captured by the fallback paths of
-cascomp.ir.trace (a submodule kept whole; torch.export for the top-level forward).
+cascomp.ir.trace (torch.export for a submodule, or the submodule kept whole; torch.export for the top-level
+forward).
 
 tests.models merges ENTRIES into its ZOO, whose builders randomise the normalisation and switch to eval
 mode."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +37,8 @@ class ShapeBranchNet(nn.Module):
 
 
 class ChunkScaled(nn.Module):
-    """Loops over its input's channels in chunks (`range` of a size): torch.fx cannot trace that, so it is
-    kept whole as a leaf; an ONNX trace unrolls the loop."""
+    """Loops over its input's channels in chunks (`range` of a size): torch.fx cannot trace that; torch.export
+    captures it with the loop unrolled at the example's width (its channels then frozen by the slices)."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -46,8 +49,33 @@ class ChunkScaled(nn.Module):
         return torch.cat([y[:, i:i + 4] * (1 + i / 4) for i in range(0, x.shape[1], 4)], dim=1)
 
 
+def unblock(x: torch.Tensor, block: int) -> torch.Tensor:
+    """NesT's deblockify: (B, T, N, C) blocks back to a (B, C, H, W) map, the grid side as a Python number
+    computed from a size (`int(math.sqrt(T))`), which fx cannot do with a traced size."""
+    B, T, _, C = x.shape
+    side = int(math.sqrt(T))
+    x = x.reshape(B, side, side, block, block, C).transpose(2, 3)
+    return x.reshape(B, side * block, side * block, C).permute(0, 3, 1, 2)
+
+
+class BlockMixer(nn.Module):
+    """A per-token linear map over NesT-style blocks, then `unblock`."""
+
+    def __init__(self, width: int, block: int = 4) -> None:
+        super().__init__()
+        self.block = block
+        self.mix = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        s = self.block
+        blocks = x.permute(0, 2, 3, 1).reshape(B, H // s, s, W // s, s, C).transpose(2, 3).reshape(B, -1, s * s, C)
+        return unblock(F.gelu(self.mix(blocks)), s)
+
+
 class OpaqueBlockNet(nn.Module):
-    """A prunable stem and head around a submodule kept whole: its channels are frozen, its cost counted."""
+    """A prunable stem and head around a submodule fx cannot trace, called twice (one capture by torch.export
+    would stand for both calls, so it is not tried): kept whole, its channels frozen, its cost counted."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,7 +86,25 @@ class OpaqueBlockNet(nn.Module):
         self.fc = nn.Linear(32, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.gate(self.inner(self.stem(x)))
+        x = self.gate(self.gate(self.inner(self.stem(x))))
+        return self.fc(self.head(x).mean(dim=(2, 3)))
+
+
+class ExportedBlocksNet(nn.Module):
+    """Two submodules fx cannot trace that torch.export captures (a loop over channel chunks, NesT's size
+    turned into a Python number): traced through as ATen ops, the mixer's channels prunable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.mixer = BlockMixer(16)
+        self.chunks = ChunkScaled(16)
+        self.head = nn.Sequential(nn.Conv2d(16, 32, 1), nn.ReLU())
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.chunks(x + self.mixer(x))
         return self.fc(self.head(x).mean(dim=(2, 3)))
 
 
@@ -67,6 +113,9 @@ ENTRIES: dict[str, ZooEntry] = {
                              "Top-level forward branching on the input size: captured by torch.export.",
                              fx_traceable=False),
     "opaque_block": ZooEntry(OpaqueBlockNet, ((2, 3, 16, 16),),
-                             "A submodule fx cannot trace, kept whole between prunable layers.",
+                             "A submodule fx cannot trace, called twice, kept whole between prunable layers.",
                              fx_traceable=False),
+    "exported_blocks": ZooEntry(ExportedBlocksNet, ((2, 3, 16, 16),),
+                                "Submodules fx cannot trace (a channel-chunk loop, int(math.sqrt(size))), captured "
+                                "by torch.export.", fx_traceable=False),
 }

@@ -124,11 +124,10 @@ def summary_table(report: dict) -> str:
             mark = "within 1 %: " + ("yes" if target["within_1pct"] else "NO")
         table.add_row(f"target {metric}", f"{target['goal']:.3f}", f"{target['reached']:.4f}", mark)
     tolerance = report["search"].get("method", {}).get("tolerance")
-    if tolerance:  # the held-out drop of the architecture the loop settled on (before fine-tuning)
-        drop = tolerance["held_out_drop"]
+    if tolerance:  # the validation drop of the architecture the loop settled on, before fine-tuning
+        drop = tolerance["val_drop"]
         table.add_row("target drop (pt)", f"{tolerance['drop']:g}", "-" if drop is None else f"{drop:.2f}",
-                      f"held out: {'yes' if tolerance['held'] else 'NO'} "
-                      f"({report['search']['method']['held_out_samples']} samples)")
+                      f"held in search: {'yes' if tolerance['held'] else 'NO'}")
     console = Console(width=100, record=True, file=open(os.devnull, "w"))
     console.print(table)
     doubtful = [batch for batch, trusted in latency["trusted"].items() if not trusted]

@@ -64,7 +64,8 @@ def run_module(ctx: Context, node: fx.Node, args, kwargs, largs, lkwargs, out):
     op = op_table.TABLE.module(cls)
     call = Call(ctx, node, "module", args, kwargs, largs, lkwargs, out, module, str(node.target))
     if not op_table.TABLE.registered(cls) and not cls.forward.__module__.startswith("torch."):  # case 1
-        return unknown(ctx, f"module {call.path!r} ({cls.__name__}, kept whole: torch.fx cannot trace its forward)",
+        return unknown(ctx, f"module {call.path!r} ({cls.__name__}, kept whole: torch.fx cannot trace its forward, "
+                            "torch.export did not capture it)",
                        call.operand_labels, out, module)
     if op.kind is Kind.POINTWISE:  # case 2
         return op.rule(call)

@@ -1,7 +1,8 @@
 """Tracing a user's model into a torch.fx GraphModule.
 
-Submodules that fx cannot trace through (data-dependent control flow, unsupported Python) are kept as leaf
-modules automatically: the analysis then freezes the channels they touch. When even the top-level forward
+Submodules that fx cannot trace through (data-dependent control flow, sizes turned into Python numbers) are
+captured by torch.export and traced through at the ATen level; those it cannot capture either are kept as
+leaf modules automatically: the analysis then freezes the channels they touch. When even the top-level forward
 cannot be traced, the error names the failing source line and says what to do. nn.MultiheadAttention is
 traced through its decomposition (cascomp.ir.decompose) so that its heads can be pruned. Modules with
 parametrizations (`weight_norm`) are traced through too: their weight is computed from its tensors in the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import logging
 import traceback
 from collections.abc import Iterator
@@ -70,8 +72,11 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
 
     Capture paths, in order:
     1. torch.fx symbolic tracing of the whole model (a Python-level graph: modules, functions, methods);
-    2. where a submodule cannot be traced, it is kept whole as a leaf: its channels are frozen with the
-       reason and its multiply-adds counted by running it (cascomp.ir.analysis);
+    2. where a submodule cannot be traced, torch.export captures it at the inputs the example gives it
+       (sizes it turns into Python numbers specialised; a batch kept dynamic, checked at another batch) and
+       its ATen-level graph is traced through; where that fails too, or the module is called more than once,
+       it is kept whole as a leaf: its channels are frozen with the reason and its multiply-adds counted by
+       running it (cascomp.ir.analysis);
     3. where the top-level forward itself cannot be traced (control flow on sizes or values of its inputs),
        torch.export captures the model (shape-dependent branches specialised to the example inputs) and its
        ATen-level graph is traced as in 1; a branch on tensor values fails there too, and the error names
@@ -108,7 +113,8 @@ def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> 
         {0: torch.export.Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() else None for t in example_inputs)
     for shapes in (None,) if dynamic is None else (dynamic, None):
         try:
-            with torch.no_grad(), quiet_logger("torch"):
+            # a failed capture also prints its partial graph on stderr: ours to report, in one line
+            with torch.no_grad(), quiet_logger("torch"), contextlib.redirect_stderr(io.StringIO()):
                 program = torch.export.export(model, example_inputs, kwargs=example_kwargs,
                                               dynamic_shapes=shapes, strict=False)
             return exported_module(program)
@@ -135,15 +141,18 @@ def _batch_of_two(value):
 
 @contextlib.contextmanager
 def quiet_logger(name: str) -> Iterator[None]:
-    """Silence logger `name` (and its children): torch.export logs a traceback for each op it fails on
-    before raising, and a refused capture or a bad archive is ours to report in one line."""
+    """Silence logger `name` (and its children, and any other logging meanwhile): torch.export logs a
+    traceback for each op it fails on before raising, and a refused capture or a bad archive is ours to
+    report in one line."""
     logger = logging.getLogger(name)
-    level = logger.level
+    level, disabled = logger.level, logging.root.manager.disable
     logger.setLevel(logging.CRITICAL)
+    logging.disable(logging.CRITICAL)  # torch's child loggers with levels of their own (the export's graph dump)
     try:
         yield
     finally:
         logger.setLevel(level)
+        logging.disable(disabled)
 
 
 def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> fx.GraphModule:
@@ -151,11 +160,17 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
     decomposition = decompose_attention(model, example_inputs, example_kwargs or {})
     concrete = _concrete_args(model, example_inputs, example_kwargs or {})
     leaves: set[str] = set()
+    exported: set[str] = set()
     for _ in range(MAX_LEAF_RETRIES):
         tracer = _Tracer(leaves, decomposition.paths)
         try:
             graph = tracer.trace(model, concrete_args=concrete or None)
         except Exception as error:  # fx raises many kinds; we report them in one shape
+            failed = tracer.failed_in
+            if failed and failed not in leaves and failed not in exported and failed not in decomposition.paths:
+                exported.add(failed)  # path 2: torch.export captures the submodule, traced through as in 1
+                if _export_in_place(model, failed, example_inputs, example_kwargs):
+                    continue
             if tracer.failed_in and tracer.failed_in not in leaves:
                 leaves.add(tracer.failed_in)
                 decomposition.restore_under(leaves)
@@ -169,6 +184,67 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
                 node.type = None
         return fx.GraphModule(tracer.root, graph, type(model).__name__)
     raise TraceError(f"could not trace {type(model).__name__}: more than {MAX_LEAF_RETRIES} submodules fail to trace")
+
+
+def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, example_kwargs: dict) -> bool:
+    """Replace submodule `qualname`, which fx cannot trace, by what torch.export captures of it at the inputs
+    the model gives it on the example (sizes it turns into Python numbers specialised, the batch dynamic
+    where it can stay so). Refused (False) when the module is called more than once, the capture fails, or
+    the captured module does not compute what the original does."""
+    module = model.get_submodule(qualname)
+    calls: list[tuple[tuple, dict]] = []
+
+    def record(_, args, kwargs):
+        calls.append((args, kwargs))
+
+    handle = module.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(*example_inputs, **example_kwargs)
+    except Exception:
+        return False
+    finally:
+        handle.remove()
+    if len(calls) != 1 or not all(isinstance(a, torch.Tensor) for a in calls[0][0]):
+        return False
+    args, kwargs = calls[0]
+    captured = _exported(module, args, kwargs)
+    if captured is None:
+        return False
+    try:
+        with torch.no_grad():
+            same = _same_outputs(module(*args, **kwargs), captured(*args, **kwargs))
+    except Exception:
+        return False
+    if not same or not _same_at_another_batch(module, captured, args, kwargs):
+        return False
+    parent, _, name = qualname.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, captured)
+    return True
+
+
+def _same_at_another_batch(module: nn.Module, captured: nn.Module, args: tuple, kwargs: dict) -> bool:
+    """A capture that fixed the batch (torch.export falls back to static sizes) would compute garbage, not
+    fail, at another batch: compare both at the example's batch plus one, where the original runs there."""
+    grown = tuple(torch.cat([a, a[:1]]) if a.dim() else a for a in args)
+    try:
+        with torch.no_grad():
+            expected = module(*grown, **kwargs)
+    except Exception:  # the module itself takes no other batch: nothing to keep dynamic
+        return True
+    try:
+        with torch.no_grad():
+            return _same_outputs(expected, captured(*grown, **kwargs))
+    except Exception:
+        return False
+
+
+def _same_outputs(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b):
+        return all(_same_outputs(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 def _erase_unused(graph: fx.Graph, nodes: list[fx.Node]) -> None:

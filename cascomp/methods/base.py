@@ -25,8 +25,9 @@ Hooks a searching method may use, none mandatory (the driver, cascomp.train.loop
   with this step's scheduled targets: the method's proximal step (exact zeros for an ℓ1 or ℓ2,1 penalty,
   which plain gradient steps only circle);
 - `held_out = N`: N samples of the training split (at most a fifth of it) are held out of the search's training
-  (split reproducibly from the seed), and `use_held_out(inquire)` receives a callable that measures the search
-  model there (cascomp.train.held_out.Inquiry: top-1, loss; its backward pass reaches the model's hooks);
+  (split reproducibly from the seed), and `use_held_out(inquire, validate)` receives two callables: one that
+  measures the search model there (cascomp.train.held_out.Inquiry: top-1, loss; its backward pass reaches the
+  model's hooks) and one that gives its top-1 on the validation split;
 - `projection_goals(goals)`: the cost ratios the core projects the decision onto, when the method settled
   its own (an accuracy tolerance's most compact network) rather than only the user's budgets;
 - `summary()`: what the report records of the search, beside the driver's epochs and trajectory.
@@ -115,8 +116,9 @@ class Method:
     def on_step(self, progress: float) -> None:
         """Before every search step; `progress` runs from 0 to 1 over the search."""
 
-    def use_held_out(self, inquire: Callable) -> None:
-        """With `held_out`: `inquire()` measures the search model on the held-out samples (an Inquiry)."""
+    def use_held_out(self, inquire: Callable, validate: Callable) -> None:
+        """With `held_out`: `inquire()` measures the search model on the held-out samples (an Inquiry),
+        `validate()` is its top-1 on the validation split (every process calls it together)."""
 
     def projection_goals(self, goals: dict[str, float]) -> dict[str, float]:
         """The cost ratios `decide()`'s proposal is projected onto (the user's budgets unless the method

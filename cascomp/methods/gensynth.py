@@ -15,15 +15,16 @@ hold; and the survey's accuracy tolerance.
    minimum width unless its residual branch may go, and the weights are inherited: the search keeps
    training the same network under the new mask, which is the brief fine-tuning between stages.
 3. Accuracy tolerance (`--target drop=D`, top-1 points): the loop looks for the most compact network whose
-   held-out top-1 stays within D points of the baseline's. Cost targets, when given, are upper bounds: the
-   first half of the stages reach them as above, the others cut a further `step` of the cost each; with
-   none, every stage cuts `step` of the FLOPs. Each inquiry checks the architecture the stage before made,
-   after its brief training (the last one at 80 % of the search); the first that misses the tolerance
-   (among those within the cost targets) ends the loop, and the search goes back to the last architecture
-   that held it and trains that one. Its cost is what the core projects onto (`projection_goals`), so the
-   export is that architecture under the channel multiples. The held-out split is small (`held_out`
-   samples, at most a fifth of the training split): its top-1 is a noisy estimate, which the report gives
-   with the number of samples; the final top-1 on the validation split is measured after fine-tuning.
+   top-1 on the validation split stays within D points of the baseline's (the survey's criterion; the
+   held-out training samples cannot judge it: the baseline trained on them). Cost targets, when given, are
+   upper bounds: the first half of the stages reach them as above, the others cut a further `step` of the
+   cost each; with none, every stage cuts `step` of the FLOPs. Before each stage the architecture the stage
+   before made is scored, after its brief training (the last one at 80 % of the search); the first that
+   misses the tolerance (among those within the cost targets) ends the loop, and the search goes back to
+   the last architecture that held it (with a tolerance alone, at worst the baseline's) and trains that one.
+   Its cost is what the core projects onto (`projection_goals`), so the export is that architecture under
+   the channel multiples. The final top-1 is measured on the same split after fine-tuning: it was used to
+   choose, so hold out a test set of your own for an unbiased figure.
 4. Without a tolerance, the exported architecture is the last stage's, projected by the core onto the budget
    under its channel multiples (`round_to`), within 1 % below every target; fine-tuning starts from the
    search's weights.
@@ -54,7 +55,7 @@ HELD = "cascomp_gensynth_held"  # the last architecture that held the tolerance 
 HELD_STAGE = "cascomp_gensynth_held_stage"  # -1: none yet
 IMPORTANCE = "cascomp_gensynth_importance"  # the last inquiry's channel importance (the decision's tie-break)
 LOG = "cascomp_gensynth_log"  # one row per inquiry: COLUMNS, NaN until made
-COLUMNS = ("stage", "flops", "params", "held_out_top1", "images", "seconds")
+COLUMNS = ("stage", "flops", "params", "held_out_top1", "images", "seconds", "val_top1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,7 +94,7 @@ class GenSynth(Method):
         self.held_out = config.held_out
         self.drop = drop  # the accuracy tolerance in top-1 points, or None
         self.mask = ChannelMask(graph.channels)
-        self.inquire = None
+        self.inquire = self.validate = None
         self.model = None
         self.history: list[dict[str, float]] = []  # the cost after every stage generated in this process
 
@@ -101,14 +102,17 @@ class GenSynth(Method):
         self.model = InsertChannelGatesPass(self.graph.record, self.graph.slot_of_label, self.mask)(self.graph.gm).gm
         rows = self.config.iterations + 2
         for name, value in ((STAGE, torch.zeros((), dtype=torch.long)), (STOPPED, torch.zeros((), dtype=torch.long)),
-                            (HELD, torch.ones(self.graph.channels)), (HELD_STAGE, torch.full((), -1, dtype=torch.long)),
+                            (HELD, torch.ones(self.graph.channels)),
+                            # with a tolerance alone, the baseline's architecture holds it; under a budget, none yet
+                            (HELD_STAGE, torch.full((), 0 if self.drop is not None and not self.goals else -1,
+                                                    dtype=torch.long)),
                             (IMPORTANCE, torch.zeros(self.graph.channels, dtype=torch.float64)),
                             (LOG, torch.full((rows, len(COLUMNS)), math.nan, dtype=torch.float64))):
             self.model.register_buffer(name, value)
         return self.model
 
-    def use_held_out(self, inquire) -> None:
-        self.inquire = inquire
+    def use_held_out(self, inquire, validate) -> None:
+        self.inquire, self.validate = inquire, validate
         self.mask.measuring = False  # importance from the held-out inquiries only
 
     def penalty(self) -> dict[str, torch.Tensor]:  # what the progress line shows: the current architecture's cost
@@ -128,9 +132,9 @@ class GenSynth(Method):
         if self._inquiries() == 0:
             self._inquiry()  # the baseline, before any stage
         while self._inquiries() <= ticks and not int(getattr(self.model, STOPPED)):
-            inquiry = self._inquiry()  # the architecture of the stage before, after its brief training
+            top1 = self._inquiry()  # the architecture of the stage before, after its brief training
             if self.drop is not None and int(done) > 0:
-                self._check(inquiry)
+                self._check(top1)
             if int(done) < iterations and not int(getattr(self.model, STOPPED)):
                 done += 1
                 self.generate(self._stage_goals(int(done)))
@@ -150,7 +154,8 @@ class GenSynth(Method):
         return {m: goal * (1 - self.config.step) ** (stage - reach) for m, goal in self.goals.items()}
 
     def _inquiry(self):
-        """Probe the current network on the held-out samples; log it; its importance for the next stage."""
+        """Probe the current network on the held-out samples (with a tolerance, also its top-1 on the
+        validation split); log it; its importance for the next stage."""
         self.mask.take_importance()  # whatever was gathered outside an inquiry does not count
         self.mask.measuring = True
         try:
@@ -160,18 +165,19 @@ class GenSynth(Method):
         getattr(self.model, IMPORTANCE).copy_(self.mask.take_importance().to(torch.float64))
         log, row = getattr(self.model, LOG), self._inquiries()
         ratios = self._ratios(self.mask.keep)
+        val = self.validate() if self.drop is not None else math.nan
         log[row] = torch.tensor([float(getattr(self.model, STAGE)), ratios["flops"], ratios["params"], inquiry.top1,
-                                 inquiry.images, inquiry.seconds], dtype=torch.float64)
-        return inquiry
+                                 inquiry.images, inquiry.seconds, val], dtype=torch.float64)
+        return val
 
-    def _check(self, inquiry) -> None:
-        """With a tolerance: does the architecture the last stage made hold it? The first that misses it
-        within the cost targets ends the loop, back at the last one that held."""
+    def _check(self, top1: float) -> None:
+        """With a tolerance: does the architecture the last stage made hold it (`top1` on the validation
+        split)? The first that misses it within the cost targets ends the loop, back at the last one that held."""
         keep = self.mask.keep
         if not all(self._ratios(keep)[m] <= goal + 1e-9 for m, goal in self.goals.items()):
             return  # the budgets are upper bounds: the tolerance counts once they hold
-        baseline = float(getattr(self.model, LOG)[0, COLUMNS.index("held_out_top1")])
-        if 100 * (baseline - inquiry.top1) <= self.drop + 1e-9:
+        baseline = float(getattr(self.model, LOG)[0, COLUMNS.index("val_top1")])
+        if 100 * (baseline - top1) <= self.drop + 1e-9:
             getattr(self.model, HELD).copy_(keep)
             getattr(self.model, HELD_STAGE).fill_(int(getattr(self.model, STAGE)))
             return
@@ -229,10 +235,10 @@ class GenSynth(Method):
                    "inquiry_seconds": round(sum(r["seconds"] for r in rows), 3)}
         if self.drop is not None and rows:
             stage = int(getattr(self.model, HELD_STAGE))
-            baseline = rows[0]["held_out_top1"]
-            held = [r for r in rows if r["stage"] == stage]
+            baseline = rows[0]["val_top1"]
+            held = [r for r in rows if r["stage"] == stage and r is not rows[0]] if stage > 0 else rows[:1]
             summary["tolerance"] = {
                 "drop": self.drop, "held": stage >= 0, "stage": stage, "stopped": bool(int(getattr(self.model, STOPPED))),
-                "baseline_held_out_top1": baseline,
-                "held_out_drop": 100 * (baseline - held[-1]["held_out_top1"]) if held else None}
+                "baseline_val_top1": baseline,
+                "val_drop": 100 * (baseline - held[-1]["val_top1"]) if stage >= 0 and held else None}
         return summary
