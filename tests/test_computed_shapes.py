@@ -147,3 +147,38 @@ def test_normalising_over_a_branch_dim_ties_the_branches() -> None:
         check_exact(graph, cascomp.Plan.random(graph, 0.5, seed))
     full = cascomp.apply_plan(graph, cascomp.Plan.full(graph))
     assert relative_error(first(graph.run(full)), first(graph.run(graph.gm))) <= 1e-6
+
+
+# -- a float attention mask with a size per head (T5's position bias) ---------------------------------------
+class BiasedAttention(nn.Module):
+    """Heads split from one projection; a per-head bias on the scores passed to SDPA as its float mask: a
+    parameter viewed per head, or looked up from a table by an embedding (T5's relative position bias)."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, tokens: int = 8, lookup: bool = False) -> None:
+        super().__init__()
+        self.heads, self.lookup = heads, lookup
+        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        if lookup:
+            self.table = nn.Embedding(2 * tokens, heads)
+            positions = torch.arange(tokens)
+            self.register_buffer("relative", positions[None, :] - positions[:, None] + tokens, persistent=False)
+        else:
+            self.bias = nn.Parameter(torch.randn(heads, tokens, tokens) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        bias = self.table(self.relative).permute(2, 0, 1) if self.lookup else self.bias
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
+        return self.out(out.transpose(1, 2).reshape(B, N, C))
+
+
+@pytest.mark.parametrize("lookup", [False, True])
+def test_a_per_head_attention_mask_is_pruned_with_its_heads(lookup: bool) -> None:
+    torch.manual_seed(0)
+    model = BiasedAttention(lookup=lookup).eval()
+    graph = cascomp.trace(model, (torch.randn(2, 8, 16),))
+    source = "table.weight" if lookup else "bias"  # the mask's heads: the table's columns, the bias's rows
+    assert _groups_with(graph, "qkv.weight", "out.weight", source)
+    for seed, keep in ((0, 0.5), (1, 0.3)):  # the mask once kept every head: the pruned model did not run
+        check_exact(graph, cascomp.Plan.random(graph, keep, seed))

@@ -14,7 +14,7 @@ import torch
 from cascomp.ir.context import Context
 from cascomp.ir.labels import Derived, ParamRef, along, frozen_like, place, varying_dims
 from cascomp.ir.rules_params import link
-from cascomp.ir.rules_tensor import align, channel_vector
+from cascomp.ir.rules_tensor import align, channel_vector, elementwise
 
 
 @dataclass(frozen=True)
@@ -212,9 +212,13 @@ def _matmul_param(ctx: Context, a, la, b, lb, out: torch.Tensor) -> torch.Tensor
     return frozen_like(out)
 
 
-def attention(ctx: Context, q, lq, k, lk, v, lv, out: torch.Tensor) -> torch.Tensor:
-    """`F.scaled_dot_product_attention`: two products, scores = q @ k^T and out = scores @ v."""
+def attention(ctx: Context, q, lq, k, lk, v, lv, out: torch.Tensor, mask: tuple | None = None) -> torch.Tensor:
+    """`F.scaled_dot_product_attention`: two products, scores = q @ k^T and out = scores @ v; a float
+    `mask` (value, labels) is added to the scores, elementwise (T5's position bias has a size per head: its
+    heads tie to the scores', or freeze them where the analysis cannot follow where it came from)."""
     scores = torch.empty(q.shape[:-1] + (k.shape[-2],))
     lkt = lk.transpose(-2, -1) if isinstance(lk, torch.Tensor) else lk
     score_labels = matmul(ctx, q, lq, k.transpose(-2, -1), lkt, scores)
+    if mask is not None and isinstance(score_labels, torch.Tensor):
+        score_labels = elementwise(ctx, [(scores, score_labels), mask], scores)
     return matmul(ctx, scores, score_labels, v, lv, out)

@@ -172,7 +172,9 @@ def matmul(call: Call):
 
 def attention(call: Call):
     args, largs = call.args, call.largs
-    return layers.attention(call.ctx, args[0], largs[0], args[1], largs[1], args[2], largs[2], call.out)
+    mask = argument(call, 3, "attn_mask", None)  # added to the scores: a mask per head ties to the heads
+    mask = (mask, _operand(call, 3, "attn_mask")) if isinstance(mask, torch.Tensor) else None
+    return layers.attention(call.ctx, args[0], largs[0], args[1], largs[1], args[2], largs[2], call.out, mask)
 
 
 def layer_norm(call: Call):

@@ -107,10 +107,8 @@ def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> 
     # torch.export fixes any dim of size 1, so a batch of one is captured as a batch of two
     example_inputs = tuple(_batch_of_two(t) for t in example_inputs)
     example_kwargs = {name: _batch_of_two(t) for name, t in example_kwargs.items()}
-    # the batch stays dynamic where the model allows it, as fx keeps it (positional inputs only: keyword
-    # inputs are captured at their own sizes)
-    dynamic = None if example_kwargs else tuple(
-        {0: torch.export.Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() else None for t in example_inputs)
+    # the batch stays dynamic where the model allows it, as fx keeps it
+    dynamic = _dynamic_batch(model, example_inputs, example_kwargs)
     for shapes in (None,) if dynamic is None else (dynamic, None):
         try:
             # a failed capture also prints its partial graph on stderr: ours to report, in one line
@@ -121,6 +119,24 @@ def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> 
         except Exception:  # torch.export refuses what it cannot specialise: the fx error says more to the user
             continue
     return None
+
+
+def _dynamic_batch(model: nn.Module, example_inputs: tuple, example_kwargs: dict):
+    """torch.export's dynamic_shapes with dim 0 of every tensor input free (AUTO: kept where the code allows):
+    by position, or by forward's parameter names when keyword inputs are given (None where they cannot be
+    bound to its signature: captured at their own sizes)."""
+    spec = lambda t: {0: torch.export.Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() else None  # noqa: E731
+    if not example_kwargs:
+        return tuple(spec(t) for t in example_inputs)
+    try:
+        bound = inspect.signature(model.forward).bind(*example_inputs, **example_kwargs)
+    except (TypeError, ValueError):
+        return None
+    if any(inspect.signature(model.forward).parameters[name].kind in (inspect.Parameter.VAR_POSITIONAL,
+                                                                       inspect.Parameter.VAR_KEYWORD)
+           for name in bound.arguments):
+        return None
+    return {name: spec(value) for name, value in bound.arguments.items()}
 
 
 def exported_module(program: torch.export.ExportedProgram) -> nn.Module:
@@ -205,7 +221,7 @@ def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, exa
         return False
     finally:
         handle.remove()
-    if len(calls) != 1 or not all(isinstance(a, torch.Tensor) for a in calls[0][0]):
+    if len(calls) != 1 or not any(isinstance(a, torch.Tensor) for a in calls[0][0]):
         return False
     args, kwargs = calls[0]
     captured = _exported(module, args, kwargs)
@@ -226,7 +242,7 @@ def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, exa
 def _same_at_another_batch(module: nn.Module, captured: nn.Module, args: tuple, kwargs: dict) -> bool:
     """A capture that fixed the batch (torch.export falls back to static sizes) would compute garbage, not
     fail, at another batch: compare both at the example's batch plus one, where the original runs there."""
-    grown = tuple(torch.cat([a, a[:1]]) if a.dim() else a for a in args)
+    grown = tuple(torch.cat([a, a[:1]]) if isinstance(a, torch.Tensor) and a.dim() else a for a in args)
     try:
         with torch.no_grad():
             expected = module(*grown, **kwargs)
@@ -240,8 +256,11 @@ def _same_at_another_batch(module: nn.Module, captured: nn.Module, args: tuple, 
 
 
 def _same_outputs(a, b) -> bool:
+    """Tensors close, containers (tuples, lists, dicts such as a model-output class) alike element by element."""
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same_outputs(a[k], b[k]) for k in a)
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b):
         return all(_same_outputs(x, y) for x, y in zip(a, b))
     return type(a) is type(b) and a == b
