@@ -121,7 +121,8 @@ class MaskChannelsPass(Pass):
         with gm.graph.inserting_before(node):
             buffer = gm.graph.get_attr(name)
         node.target = masked
-        node.kwargs = {**node.kwargs, "mask": buffer}
+        node.args = node.args[:5]  # ATen's layer_norm has a sixth, cudnn_enable, which the masked twin lacks
+        node.kwargs = {**{k: v for k, v in node.kwargs.items() if k != "cudnn_enable"}, "mask": buffer}
         return True
 
 

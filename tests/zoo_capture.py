@@ -59,18 +59,20 @@ def unblock(x: torch.Tensor, block: int) -> torch.Tensor:
 
 
 class BlockMixer(nn.Module):
-    """A per-token linear map over NesT-style blocks, then `unblock`."""
+    """A LayerNorm and a per-token linear map over NesT-style blocks (ATen's layer_norm and linear once
+    captured), then `unblock`."""
 
     def __init__(self, width: int, block: int = 4) -> None:
         super().__init__()
         self.block = block
+        self.norm = nn.LayerNorm(width)
         self.mix = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         s = self.block
         blocks = x.permute(0, 2, 3, 1).reshape(B, H // s, s, W // s, s, C).transpose(2, 3).reshape(B, -1, s * s, C)
-        return unblock(F.gelu(self.mix(blocks)), s)
+        return unblock(F.gelu(self.mix(self.norm(blocks))), s)
 
 
 class OpaqueBlockNet(nn.Module):

@@ -126,8 +126,9 @@ FUNCTIONS: dict[str, Op] = {
     "linear": Op(Kind.LINEAR, rules.linear, weight_from_parameters=True),
     **_names("matmul bmm", Op(Kind.MATMUL, rules.matmul)),
     "scaled_dot_product_attention": Op(Kind.ATTENTION, rules.attention),
-    # ATen's layer_norm and group_norm are left out: MaskChannelsPass masks the torch functions' statistics only
-    "layer_norm": Op(Kind.LAYER_NORM, rules.layer_norm, shape_args=ShapeArgs.NORMALIZED_SHAPE, aten=False),
+    # ATen's layer_norm reads what F.layer_norm reads, plus a trailing cudnn_enable that MaskChannelsPass drops;
+    # ATen's group_norm is left out (its group count is argument 5, after the statistics' shape)
+    "layer_norm": Op(Kind.LAYER_NORM, rules.layer_norm, shape_args=ShapeArgs.NORMALIZED_SHAPE),
     "group_norm": Op(Kind.GROUP_NORM, rules.group_norm, shape_args=ShapeArgs.NUM_GROUPS, aten=False),
     "batch_norm": Op(Kind.BATCH_NORM, rules.batch_norm, ParamRule.NORMALISE, needs_gated_input=False),
     "instance_norm": Op(Kind.INSTANCE_NORM, rules.batch_norm, ParamRule.NORMALISE),
