@@ -129,14 +129,16 @@ def _dynamic_batch(model: nn.Module, example_inputs: tuple, example_kwargs: dict
     if not example_kwargs:
         return tuple(spec(t) for t in example_inputs)
     try:
-        bound = inspect.signature(model.forward).bind(*example_inputs, **example_kwargs)
+        signature = inspect.signature(model.forward)
+        bound = signature.bind(*example_inputs, **example_kwargs)
     except (TypeError, ValueError):
         return None
-    if any(inspect.signature(model.forward).parameters[name].kind in (inspect.Parameter.VAR_POSITIONAL,
-                                                                       inspect.Parameter.VAR_KEYWORD)
-           for name in bound.arguments):
-        return None
-    return {name: spec(value) for name, value in bound.arguments.items()}
+    shapes = {}
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        shapes[name] = ({key: spec(v) for key, v in value.items()} if kind is inspect.Parameter.VAR_KEYWORD else
+                        tuple(spec(v) for v in value) if kind is inspect.Parameter.VAR_POSITIONAL else spec(value))
+    return shapes
 
 
 def exported_module(program: torch.export.ExportedProgram) -> nn.Module:
@@ -221,7 +223,7 @@ def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, exa
         return False
     finally:
         handle.remove()
-    if len(calls) != 1 or not any(isinstance(a, torch.Tensor) for a in calls[0][0]):
+    if len(calls) != 1 or not any(isinstance(a, torch.Tensor) for a in (*calls[0][0], *calls[0][1].values())):
         return False
     args, kwargs = calls[0]
     captured = _exported(module, args, kwargs)
@@ -242,15 +244,16 @@ def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, exa
 def _same_at_another_batch(module: nn.Module, captured: nn.Module, args: tuple, kwargs: dict) -> bool:
     """A capture that fixed the batch (torch.export falls back to static sizes) would compute garbage, not
     fail, at another batch: compare both at the example's batch plus one, where the original runs there."""
-    grown = tuple(torch.cat([a, a[:1]]) if isinstance(a, torch.Tensor) and a.dim() else a for a in args)
+    grow = lambda a: torch.cat([a, a[:1]]) if isinstance(a, torch.Tensor) and a.dim() else a  # noqa: E731
+    grown, grown_kwargs = tuple(grow(a) for a in args), {key: grow(a) for key, a in kwargs.items()}
     try:
         with torch.no_grad():
-            expected = module(*grown, **kwargs)
+            expected = module(*grown, **grown_kwargs)
     except Exception:  # the module itself takes no other batch: nothing to keep dynamic
         return True
     try:
         with torch.no_grad():
-            return _same_outputs(expected, captured(*grown, **kwargs))
+            return _same_outputs(expected, captured(*grown, **grown_kwargs))
     except Exception:
         return False
 
