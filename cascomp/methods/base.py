@@ -27,7 +27,8 @@ Hooks a searching method may use, none mandatory (the driver, cascomp.train.loop
 - `held_out = N`: N samples of the training split (at most a fifth of it) are held out of the search's training
   (split reproducibly from the seed), and `use_held_out(inquire, validate)` receives two callables: one that
   measures the search model there (cascomp.train.held_out.Inquiry: top-1, loss; its backward pass reaches the
-  model's hooks) and one that gives its top-1 on the validation split;
+  model's hooks) and one that gives its top-1 on the validation split (`validates = True` alone: the second,
+  with None for the first);
 - `projection_goals(goals)`: the cost ratios the core projects the decision onto, when the method settled
   its own (an accuracy tolerance's most compact network) rather than only the user's budgets;
 - `summary()`: what the report records of the search, beside the driver's epochs and trajectory.
@@ -64,6 +65,7 @@ class Method:
     regularised = False  # True: the driver sets the regulariser's strength from measured_ratios()
     initial_strength = 1.0
     held_out = 0  # training samples the search holds out for use_held_out's inquiries
+    validates = False  # True: use_held_out is called (for its validation top-1) without held-out samples too
 
     def __init__(self, graph: Graph, config, goals: dict[str, float] | None = None) -> None:
         self.graph = graph
@@ -117,8 +119,9 @@ class Method:
         """Before every search step; `progress` runs from 0 to 1 over the search."""
 
     def use_held_out(self, inquire: Callable, validate: Callable) -> None:
-        """With `held_out`: `inquire()` measures the search model on the held-out samples (an Inquiry),
-        `validate()` is its top-1 on the validation split (every process calls it together)."""
+        """With `held_out` or `validates`: `inquire()` measures the search model on the held-out samples (an
+        Inquiry; None without them), `validate()` is its top-1 on the validation split (every process calls it
+        together)."""
 
     def projection_goals(self, goals: dict[str, float]) -> dict[str, float]:
         """The cost ratios `decide()`'s proposal is projected onto (the user's budgets unless the method

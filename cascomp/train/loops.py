@@ -125,7 +125,8 @@ class SearchLoop:
         if method.held_out:
             count = held_out_count(method.held_out, len(data.train.dataset))
             self.train, held = split_held_out(data.train, count, config.seed)
-            method.use_held_out(lambda: inquire(self.model, held, self.placement),
+        if method.held_out or method.validates:
+            method.use_held_out(None if held is None else (lambda: inquire(self.model, held, self.placement)),
                                 lambda: evaluate(self.model, data.val, cluster))
         self.batches = cluster.shard(self.train, train=True)
         # bi-level: (weights' half, architecture's half) of the training split, fixed by the seed
