@@ -228,8 +228,8 @@ class GenSynth(Method):
 
     def decide(self, model) -> Decision:  # case 4
         gates = model.get_submodule(GATES)
-        importance = getattr(model, IMPORTANCE).detach().cpu() if hasattr(model, IMPORTANCE) \
-            else gates.importance.detach().cpu()
+        # the last inquiry's importance and what the training steps gathered since (either may be zero)
+        importance = (getattr(model, IMPORTANCE) + gates.importance).detach().cpu()
         alive = gates.keep.detach().cpu() > 0
         scores = alive.double() + 1e-6 * importance / importance.max().clamp_min(1e-30)
         return Decision(scores=per_group(self.graph, scores), family=ranked_without_dead(self.graph, scores, alive))
