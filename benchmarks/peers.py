@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cascomp  # noqa: E402
-from cascomp.methods import METHODS, SensitivityConfig  # noqa: E402
+from cascomp.methods import METHODS, FigsConfig, SensitivityConfig, TasConfig  # noqa: E402
 from cascomp.train.loops import FinetuneLoop, evaluate, recalibrate_batch_norm, seed_epoch  # noqa: E402
 from cascomp.train.progress import Reporter  # noqa: E402
 from _baselines import BASELINES, INPUT, baseline  # noqa: E402
@@ -59,6 +59,10 @@ OPTIONS = {
     "any-width": {"round_to": 1},  # widths of any size, as Torch-Pruning's (the default prefers multiples of 8)
     # sensitivity only: no residual block probed at width 0 or removed (sensitivity's default before 2026-12-07)
     "keep-blocks": {"method_config": SensitivityConfig(remove_blocks=False)},
+    # tas only: widths searched, no stage depth (tas's only search before 2026-12-07)
+    "widths-only": {"method_config": TasConfig(depth=False)},
+    # figs only: a gate on every removable residual branch too, so the search may remove blocks
+    "branch-gates": {"method_config": FigsConfig(branch_gates=True)},
 }
 
 
@@ -66,7 +70,8 @@ def contenders() -> list[str]:
     """Every cascomp method (the default one is marked in the table, not run twice) and Torch-Pruning's."""
     methods = [f"cascomp:{name}" for name in METHODS]
     variants = [f"cascomp:{name}+{option}" for name in ("l1", "sensitivity") for option in ("reconstruct", "any-width")]
-    return methods + variants + ["cascomp:uniform+any-width", "cascomp:sensitivity+keep-blocks", "tp:l1", "tp:taylor"]
+    return methods + variants + ["cascomp:uniform+any-width", "cascomp:sensitivity+keep-blocks", "cascomp:tas+widths-only",
+                                 "cascomp:figs+branch-gates", "tp:l1", "tp:taylor"]
 
 
 def all_rows() -> list[str]:

@@ -1,9 +1,14 @@
 """Modules that cascomp passes insert or substitute; importable without the compiler."""
 
+from cascomp.kernels.branch_gates import BranchGates, scale_branch
 from cascomp.kernels.channel_gates import ConcreteGates, apply_gate
 from cascomp.kernels.channel_mask import ChannelMask
 from cascomp.kernels.channel_noise import ChannelNoise
+from cascomp.kernels.choices import BranchChoice, ChannelChoice, GateTable
 from cascomp.kernels.masked_norm import MaskedGroupNorm, MaskedLayerNorm, masked_layer_norm
+from cascomp.kernels.stage_depth import StageDepth
 from cascomp.kernels.width_choices import WidthChoices
 
-__all__ = ["ChannelMask", "ChannelNoise", "ConcreteGates", "MaskedGroupNorm", "MaskedLayerNorm", "WidthChoices", "apply_gate", "masked_layer_norm"]
+__all__ = ["BranchChoice", "BranchGates", "ChannelChoice", "ChannelMask", "ChannelNoise", "ConcreteGates", "GateTable",
+           "MaskedGroupNorm", "MaskedLayerNorm", "StageDepth", "WidthChoices", "apply_gate", "masked_layer_norm",
+           "scale_branch"]

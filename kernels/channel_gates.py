@@ -16,8 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cascomp.kernels.choices import ChannelChoice
 
-class ConcreteGates(nn.Module):
+
+class ConcreteGates(ChannelChoice):
     def __init__(self, group_sizes: tuple[int, ...], *, init_logit: float = 2.5, temperature: float = 1e-3,
                  estimator: str = "concrete") -> None:
         super().__init__()
@@ -29,6 +31,12 @@ class ConcreteGates(nn.Module):
     def probabilities(self) -> torch.Tensor:
         """Keep-probability per channel (differentiable)."""
         return torch.sigmoid(self.logits)
+
+    def keep_probabilities(self) -> torch.Tensor:
+        return self.probabilities()
+
+    def settled(self) -> torch.Tensor:
+        return self.expected_architecture()
 
     def forward(self) -> torch.Tensor:
         if self.training:

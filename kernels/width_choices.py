@@ -9,10 +9,15 @@ residual stream, a concatenation's parts) share one sampled width.
 Training (TAS, ../shared/papers/tas-*, eqs. 3-4): the logits are perturbed with Gumbel noise at temperature
 tau, two distinct candidate widths are drawn per group from the perturbed distribution, and the group's
 output is their combination weighted by the softmax of their perturbed logits (the weights carry the
-gradient to the logits). The two widths are aligned here by their channel masks — channel c is scaled by the
-total weight of the drawn widths that keep it — rather than by the paper's channel-wise interpolation
-(adaptive average pooling across channels), which would mix the channels of a trained baseline's features
-and does not apply to a group whose channels sit in several tensors or along other dims.
+gradient to the logits). By default the two widths are aligned by their channel masks — channel c is scaled
+by the total weight of the drawn widths that keep it — rather than by the paper's channel-wise interpolation
+(adaptive average pooling across channels), which mixes the channels of a trained baseline's features and
+does not apply to a group whose channels sit in several tensors or along other dims.
+With `interpolate=True` the table also carries, after the channel gates, each group's two drawn widths and
+their weights, and the sites that hold one whole group along dim 1 (passes/interpolate_channels.py) align
+the two widths by the paper's **channel-wise interpolation** instead (`interpolate_channels`: the w
+top-ranked channels average-pooled over channels back to the group's size, each width's result weighted,
+eq. 4); the other sites use the masks.
 Evaluation uses the most probable width of every group. `keep_probabilities()` is each channel's probability
 of being kept, sum_k p_k [rank(c) < w_k]: the cost model evaluated there is the expected cost's estimate that
 is exact whenever every distribution is one-hot.
@@ -23,9 +28,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cascomp.kernels.choices import ChannelChoice
 
-class WidthChoices(nn.Module):
-    def __init__(self, widths: list[list[int]], ranks: list[torch.Tensor], *, temperature: float = 10.0) -> None:
+
+class WidthChoices(ChannelChoice):
+    def __init__(self, widths: list[list[int]], ranks: list[torch.Tensor], *, temperature: float = 10.0,
+                 interpolate: bool = False) -> None:
         """`widths[g]`: group g's K candidate widths (the same K for every group); `ranks[g]`: the rank of each
         of its channels (0: kept first)."""
         super().__init__()
@@ -38,6 +46,7 @@ class WidthChoices(nn.Module):
                                                  for g, r in enumerate(ranks)]))
         self.logits = nn.Parameter(torch.zeros(len(widths), len(widths[0])))
         self.temperature = float(temperature)
+        self.interpolate = bool(interpolate)
 
     def masks(self) -> torch.Tensor:
         """[channels, K]: 1 where candidate k of the channel's group keeps the channel."""
@@ -75,10 +84,40 @@ class WidthChoices(nn.Module):
             chosen, weights = self.sample()
             kept = self.rank[:, None] < self.widths.gather(1, chosen)[self.group]  # [channels, 2]
             gates = (weights[self.group] * kept.to(weights.dtype)).sum(dim=1)
+            if self.interpolate:  # the drawn widths ([G, 2]) and their weights ([G, 2]) for the CWI sites
+                drawn = self.widths.gather(1, chosen).to(weights.dtype)
+                return torch.cat([gates.new_ones(1), gates, drawn.flatten(), weights.flatten()])
         else:
             gates = self.settled()
         return torch.cat([gates.new_ones(1), gates])
 
     def extra_repr(self) -> str:
         return (f"groups={len(self.group_sizes)}, candidates={self.logits.shape[1]}, "
-                f"temperature={self.temperature:g}")
+                f"temperature={self.temperature:g}, interpolate={self.interpolate}")
+
+
+def channel_interpolation(x: torch.Tensor, width: int) -> torch.Tensor:
+    """TAS's CWI(x[:, :width], C): the first `width` channels of `x` ([N, C, ...]) average-pooled over
+    channels back to C: output channel i is the mean of input channels floor(i w / C) ... ceil((i + 1) w / C) - 1
+    (adaptive average pooling, so width C is the identity)."""
+    size = x.shape[1]
+    i = torch.arange(size, device=x.device)
+    start, end = (i * width) // size, ((i + 1) * width + size - 1) // size
+    sums = torch.cat([torch.zeros_like(x[:, :1]), x[:, :width].cumsum(dim=1)], dim=1)
+    shape = (1, size) + (1,) * (x.dim() - 2)
+    return (sums.index_select(1, end) - sums.index_select(1, start)) / (end - start).to(x.dtype).view(shape)
+
+
+def interpolate_channels(x: torch.Tensor, table: torch.Tensor, index: torch.Tensor, order: torch.Tensor,
+                         group: int, channels: int) -> torch.Tensor:
+    """A site holding group `group`'s channels along dim 1 (`order`: their positions in `x`, top-ranked first):
+    in training, the two drawn widths aligned by channel-wise interpolation and weighted (eq. 4); without
+    drawn widths in `table` (evaluation) the plain gates, `x * table[index]`."""
+    tail = table[1 + channels:]
+    if tail.numel() == 0:
+        return x * table[index].to(x.dtype)
+    groups = tail.numel() // 4
+    widths, weights = tail[:2 * groups].view(groups, 2)[group], tail[2 * groups:].view(groups, 2)[group]
+    ranked = x.index_select(1, order)
+    mixed = sum(weights[k].to(x.dtype) * channel_interpolation(ranked, int(widths[k])) for k in range(2))
+    return mixed.index_select(1, torch.argsort(order))

@@ -20,14 +20,27 @@ def _tas(graph, **config):
 
 
 def _settle(method, seed: int) -> list[int]:
-    """Logits of ±30 on a random candidate per group: one-hot distributions; returns the chosen indices."""
+    """Logits of ±30 on a random candidate per group (and per stage, a random depth): one-hot distributions;
+    returns the chosen width indices."""
     generator = torch.Generator().manual_seed(seed)
     logits = method.choices.logits
     chosen = torch.randint(0, logits.shape[1], (logits.shape[0],), generator=generator)
     with torch.no_grad():
         logits.fill_(-30.0)
         logits[torch.arange(logits.shape[0]), chosen] = 30.0
+        if method.depth is not None:
+            depth = method.depth
+            depth.logits.fill_(-30.0)
+            for stage, valid in enumerate(depth.valid):
+                candidates = valid.nonzero().flatten()
+                depth.logits[stage, candidates[torch.randint(len(candidates), (), generator=generator)]] = 30.0
     return chosen.tolist()
+
+
+def _settled_widths(graph, method) -> dict[str, int]:
+    """The settled architecture's widths, 0 for the groups of the blocks the settled depths remove."""
+    removed = method.space.removed()
+    return {g.name: 0 if g.name in removed else w for g, w in zip(graph.groups, method.choices.most_probable().tolist())}
 
 
 def test_a_draw_mixes_two_widths_of_each_group_and_the_gradient_reaches_their_logits():
@@ -67,13 +80,16 @@ def test_keep_probabilities_and_the_evaluation_architecture():
 def test_expected_cost_is_the_exact_cost_at_one_hot_choices(name):
     graph = cascomp.trace(ZOO[name].build(), example_inputs(name))
     method = _tas(graph)
-    for seed in range(3):
+    removed = set()
+    for seed in range(4):
         _settle(method, seed)
-        widths = method.choices.most_probable().tolist()
-        plan = cascomp.Plan.from_widths(graph, method.scores, {g.name: w for g, w in zip(graph.groups, widths)})
+        widths = _settled_widths(graph, method)
+        removed |= {name for name, width in widths.items() if width == 0}
+        plan = cascomp.Plan.from_widths(graph, method.scores, widths)
         expected, real, baseline = method.penalty(), graph.cost(plan), graph.cost()
         assert float(expected["flops"].detach()) == pytest.approx(real.flops / baseline.flops, rel=1e-6)
         assert float(expected["params"].detach()) == pytest.approx(real.params / baseline.params, rel=1e-6)
+    assert bool(removed) == (method.depth is not None)  # the states removed blocks where depth is searched
 
 
 @pytest.mark.parametrize("name", ["resnet_basic", "densenet"])
@@ -82,14 +98,14 @@ def test_settled_choices_compute_the_masked_reference_so_a_group_s_tensors_share
     method = _tas(graph)
     search_model = method.prepare().eval()
     _settle(method, seed=1)
-    widths = method.choices.most_probable().tolist()
-    plan = cascomp.Plan.from_widths(graph, method.scores, {g.name: w for g, w in zip(graph.groups, widths)})
+    widths = _settled_widths(graph, method)
+    plan = cascomp.Plan.from_widths(graph, method.scores, widths)
     torch.testing.assert_close(graph.run(search_model), graph.run(cascomp.mask_model(graph, plan)),
                                rtol=1e-4, atol=1e-5)
     decision = method.decide(graph.gm)  # export: the most probable widths, projected onto the budget
     goals = {"flops": graph.cost(plan).flops / graph.cost().flops}  # the settled architecture's own cost
     fit = fit_widths(graph, decision.scores, decision.family, goals)
-    assert fit.widths == {g.name: w for g, w in zip(graph.groups, widths)} and fit.plan == plan
+    assert fit.widths == widths and fit.plan == plan
 
 
 def test_the_tolerance_loss():

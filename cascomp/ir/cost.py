@@ -11,6 +11,14 @@ A group that keeps no channel at all and removes a branch (`cascomp.ir.depth`) a
 every node that goes with the branch and the parameters only those nodes read (a frontier layer's bias, the
 BatchNorm after it): the same nodes RemoveBranchesPass erases. The constant left in the branch's place is a
 buffer, so it is not a parameter.
+
+Depth as a probability: `evaluate(keep, alive)` also takes, per removable branch (`CostModel.branches`, in
+that order), the probability that the branch stays. Every MACs and parameter term that goes with branch b
+(what keeping no channel of its group removes) is then weighted by alive_b, and `keep` is read as each
+channel's keep-probability given that its branch stays: E[cost] = alive_b x E[cost | b stays] term by term,
+differentiable in both (a search's branch gates and stage depths get the gradient of the cost they save).
+A branch whose alive-probability is exactly 0 is removed as a plan removes it (the whole closure, also what
+goes only when several branches go together), so at 0/1 probabilities the model is exact.
 """
 
 from __future__ import annotations
@@ -76,26 +84,57 @@ class CostModel:
         users = tensor_users(gm) if self._removable else {}
         self._param_users = [users.get(name, frozenset()) for name, _ in gm.named_parameters()]
         self._gone: dict[frozenset[str], tuple[frozenset[int], frozenset[int]]] = {}
+        self.branches: tuple[str, ...] = tuple(name for name, *_ in self._removable)
+        self._branch_terms: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per branch, built on first use
 
     def full(self) -> torch.Tensor:
         return torch.ones(self.channels)
 
-    def evaluate(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(MACs, params) for `keep` (float, one entry per global channel; differentiable)."""
+    def evaluate(self, keep: torch.Tensor, alive: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MACs, params) for `keep` (float, one entry per global channel; differentiable) and, optionally,
+        `alive` (one entry per branch of `branches`: the probability that it stays; differentiable)."""
+        if alive is not None and alive.shape != (len(self.branches),):
+            raise ValueError(f"alive must hold one probability per removable branch ({len(self.branches)}), "
+                             f"got shape {tuple(alive.shape)}")
         table = torch.cat([torch.ones(1, dtype=keep.dtype), keep])
-        gone_macs, gone_params = self._removed_terms(keep)
+        gone_macs, gone_params = self._removed_terms(keep, alive)
         macs = self._scales.to(keep.dtype) * self._mac_products(table)
         params = self._param_products(table)
+        if alive is not None and len(self.branches):
+            macs, params = self._weighted(macs, params, alive.to(keep.dtype))
         return _sum_but(macs, gone_macs), _sum_but(params, gone_params)
 
-    def _removed_terms(self, keep: torch.Tensor) -> tuple[frozenset[int], frozenset[int]]:
-        """Indices of the MACs and parameter terms that go with the branches of groups keeping nothing."""
+    def _weighted(self, macs: torch.Tensor, params: torch.Tensor,
+                  alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each term times the alive-probability of every branch it goes with."""
+        if self._branch_terms is None:
+            self._branch_terms = []
+            for _, branch, *_ in self._removable:
+                dead = dead_nodes(self._graph, branch.removed)
+                self._branch_terms.append((
+                    torch.tensor([i for i, (node, _, _) in enumerate(self._macs) if node in dead], dtype=torch.long),
+                    torch.tensor([i for i, users in enumerate(self._param_users) if users and users <= dead],
+                                 dtype=torch.long)))
+        mac_factor, param_factor = torch.ones_like(macs), torch.ones_like(params)
+        for b, (mac_terms, param_terms) in enumerate(self._branch_terms):
+            if len(mac_terms):
+                mac_factor = mac_factor.index_put((mac_terms,), mac_factor[mac_terms] * alive[b])
+            if len(param_terms):
+                param_factor = param_factor.index_put((param_terms,), param_factor[param_terms] * alive[b])
+        return macs * mac_factor, params * param_factor
+
+    def _removed_terms(self, keep: torch.Tensor,
+                       alive: torch.Tensor | None = None) -> tuple[frozenset[int], frozenset[int]]:
+        """Indices of the MACs and parameter terms that go with the branches of groups keeping nothing (or
+        whose alive-probability is 0)."""
         if not self._removable:
             return frozenset(), frozenset()
         with torch.no_grad():
-            alive = torch.zeros(len(self._removable), dtype=keep.dtype).index_add(
-                0, self._removable_of_channel, keep.detach()[self._removable_channels].abs())
-        zeroed = frozenset(name for (name, *_), kept in zip(self._removable, (alive > 0).tolist()) if not kept)
+            kept = torch.zeros(len(self._removable), dtype=keep.dtype).index_add(
+                0, self._removable_of_channel, keep.detach()[self._removable_channels].abs()) > 0
+            if alive is not None:
+                kept &= alive.detach().to(kept.device) > 0
+        zeroed = frozenset(name for (name, *_), stays in zip(self._removable, kept.tolist()) if not stays)
         if zeroed not in self._gone:
             seeds = frozenset().union(*(b.removed for name, b, *_ in self._removable if name in zeroed))
             dead = dead_nodes(self._graph, seeds) if seeds else frozenset()

@@ -91,11 +91,13 @@ class Method:
     def penalty(self) -> dict[str, torch.Tensor]:
         return {}
 
-    def expected_ratios(self, keep: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The cost model at per-channel keep-probabilities `keep`, as ratios of the baseline (differentiable;
-        exact at 0/1). Evaluated on the CPU, whatever device `keep` trained on: the cost model's tables live
-        there, and the budget's arithmetic is then the same on every machine (the copy passes the gradient)."""
-        macs, params = self.graph.cost_model.evaluate(keep.cpu())
+    def expected_ratios(self, keep: torch.Tensor, alive: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The cost model at per-channel keep-probabilities `keep` (and, with a depth search, per-branch
+        alive-probabilities `alive`, in `graph.cost_model.branches` order), as ratios of the baseline
+        (differentiable; exact at 0/1). Evaluated on the CPU, whatever device `keep` trained on: the cost
+        model's tables live there, and the budget's arithmetic is then the same on every machine (the copy
+        passes the gradient)."""
+        macs, params = self.graph.cost_model.evaluate(keep.cpu(), None if alive is None else alive.cpu())
         return {"flops": macs / max(self.baseline.macs, 1.0), "params": params / max(self.baseline.params, 1.0)}
 
     def weight_regulariser(self, model: torch.nn.Module) -> torch.Tensor | None:

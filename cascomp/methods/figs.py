@@ -21,6 +21,13 @@
 4. The search decides the architecture only: the compressed network starts from the baseline's weights of
    the kept channels (`weights="baseline"`), as the paper retrains its exported architecture rather than
    keeping the search's weights, which were trained under random channel drops.
+5. With `branch_gates` (--branch-gates), depth is searched too: one more gate per residual branch the depth
+   analysis lets go (kernels/branch_gates.py), drawn like the channel gates and multiplying the branch where
+   it is merged back; the expected cost weights what each branch removes by its alive-probability (the
+   channel gates' probabilities then read as given that the branch stays). The branch gates' logits are
+   trained with the channel gates' optimiser, their cost push balanced as one more group. A branch whose
+   gate ends below one half is removed with its block.
+The gates live in the search space (cascomp.search.space): a channel choice and, with depth, a branch choice.
 """
 
 from __future__ import annotations
@@ -31,11 +38,12 @@ from dataclasses import dataclass
 import torch
 
 from cascomp.config import check_choice, check_positive, check_share, option
+from cascomp.kernels.branch_gates import BranchGates
 from cascomp.kernels.channel_gates import ConcreteGates
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.families import scaled_family
 from cascomp.methods.scores import filter_norms, normalised
-from cascomp.passes import InsertChannelGatesPass
+from cascomp.search.space import SearchSpace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +61,8 @@ class FigsConfig:
     logit_optimizer: str = "adam"
     weights: str = option("baseline", "--keep-search-weights", "FiGS: fine-tune from the weights trained during "
                           "the search (default: the baseline's weights of the kept channels)", value="search")
+    branch_gates: bool = option(False, "--branch-gates", "FiGS: also gate every removable residual branch, so "
+                                "the search may remove blocks", value=True)
     search_share: float = 0.5  # of a total --epochs budget, the share spent searching (rounded down)
 
     def __post_init__(self) -> None:
@@ -73,40 +83,46 @@ class Figs(Method):
         super().__init__(graph, config, goals)
         self.gates = ConcreteGates(tuple(g.size for g in graph.groups), init_logit=config.init_logit, temperature=config.temperature,
                                    estimator=config.estimator)
+        branches = None
+        if config.branch_gates and graph.cost_model.branches:  # case 5
+            branches = BranchGates(len(graph.cost_model.branches), init_logit=config.init_logit,
+                                   temperature=config.temperature, estimator=config.estimator)
+        self.space = SearchSpace(graph, self.gates, branches)
         self.keeps_search_weights = config.weights == "search"
 
     def prepare(self):
-        return InsertChannelGatesPass(self.graph.record, self.graph.slot_of_label, self.gates)(self.graph.gm).gm
+        return self.space.prepare()
 
     def arch_parameters(self):
-        return [self.gates.logits]
+        return self.space.parameters()
 
     def arch_optimizer(self):
         if self.config.logit_optimizer == "adam":
-            return torch.optim.Adam([self.gates.logits], lr=self.config.logit_lr, eps=1.0)
-        return torch.optim.SGD([self.gates.logits], lr=self.config.logit_lr)
+            return torch.optim.Adam(self.arch_parameters(), lr=self.config.logit_lr, eps=1.0)
+        return torch.optim.SGD(self.arch_parameters(), lr=self.config.logit_lr)
 
     def cost_direction(self, gradients):
-        (gradient,) = gradients
         if self.config.cost_balance == "raw":
-            return [gradient]
-        magnitude = gradient.abs()
-        overall = magnitude.mean()
+            return gradients
+        gradient = gradients[0]
+        overall = gradient.abs().mean()
         direction = torch.zeros_like(gradient)
         start = 0
         for group in self.graph.groups:
             part = slice(start, start + group.size)
-            direction[part] = gradient[part] * (overall / magnitude[part].mean().clamp_min(1e-30))
+            direction[part] = gradient[part] * (overall / gradient[part].abs().mean().clamp_min(1e-30))
             start += group.size
-        return [direction]
+        # the branch gates' push is balanced as one more group
+        return [direction] + [g * (overall / g.abs().mean().clamp_min(1e-30)) for g in gradients[1:]]
 
     def penalty(self) -> dict[str, torch.Tensor]:
-        return self.expected_ratios(self.gates.probabilities())  # case 2
+        return self.expected_ratios(*self.space.probabilities())  # case 2
 
     def decide(self, model) -> Decision:
         probabilities = self.gates.probabilities().detach().double()
         norms = normalised(filter_norms(self.graph, model))
         scores, proposal = {}, {}
+        removed = self.space.removed()
         for group, offset in zip(self.graph.groups, self.graph.offsets):
             chosen = probabilities[offset:offset + group.size]
             tie_break = 1e-6 * norms[group.name] / norms[group.name].max().clamp_min(1e-12)
@@ -115,4 +131,6 @@ class Figs(Method):
             # channel is proposed at width 0: the block is removed
             least = 0 if group.name in self.graph.depth.removable else 1
             proposal[group.name] = float(max(math.floor(float(chosen.sum())), least))
+            if group.name in removed:  # case 5: its branch gate went below one half
+                proposal[group.name] = 0.0
         return Decision(scores=scores, family=scaled_family(self.graph, proposal))

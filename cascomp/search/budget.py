@@ -8,9 +8,10 @@ is the group's minimum width otherwise. The projection
 1. refuses targets below the floor (every group at its minimum width; frozen channels stay);
 2. bisects s for the widest member of the family that fits every target;
 3. fills the remaining budget one legal width step at a time, always taking the step whose channels score
-   highest among the steps that still fit, until none fits;
+   highest among the steps that still fit, until none fits; a group the method proposed removing (width 0)
+   stays removed, unless the budget cannot be landed within 1 % otherwise (then a second fill may grow it);
 4. when a small model's steps are too coarse for that to land within 1 %, trades one step of one group for
-   steps of others while that brings the binding cost closer to its target.
+   steps of others while that brings the binding cost closer to its target (removed groups stay removed).
 5. with round_to="auto" (compress's default), does all this under widths in multiples of 8 first, then 4, 2
    and 1, and keeps the first whose binding target lands within 1 %: hardware-friendly widths where the
    budget allows them, an exact budget always.
@@ -129,7 +130,12 @@ def fit_widths(graph: Graph, scores: dict[str, torch.Tensor], family: Family, go
     for _ in range(40):  # case 2
         middle = (low + high) / 2
         low, high = (middle, high) if fits(member(middle)) else (low, middle)
-    widths = _fill(graph, member(low), scores, orders, fits)  # case 3
+    widths = member(low)
+    removed = frozenset(name for name, width in widths.items() if width == 0)
+    widths = _fill(graph, widths, scores, orders, fits, blocked=removed)  # case 3
+    reached = ratios(widths)
+    if removed and all((goals[m] - r) / goals[m] > TOLERANCE for m, r in reached.items()):
+        widths = _fill(graph, widths, scores, orders, fits)  # the budget needs the removed groups back
     widths = _tighten(graph, widths, ratios, goals)  # case 4
     plan = Plan({name: tuple(sorted(orders[name][:width].tolist())) for name, width in widths.items()})
     return Fit(plan=plan, widths=widths, reached=ratios(widths), goals=dict(goals))
@@ -165,9 +171,10 @@ def fit_of_plan(graph: Graph, plan: Plan, goals: dict[str, float]) -> Fit:
     return Fit(plan=plan, widths=plan.widths(graph), reached=reached, goals=dict(goals))
 
 
-def _fill(graph: Graph, widths: dict[str, int], scores, orders, fits) -> dict[str, int]:
+def _fill(graph: Graph, widths: dict[str, int], scores, orders, fits,
+          blocked: frozenset[str] = frozenset()) -> dict[str, int]:
     widths = dict(widths)
-    blocked: set[str] = set()
+    blocked = set(blocked)  # groups that may not grow
     while True:
         best, best_score = None, -float("inf")
         for group in graph.groups:
@@ -222,7 +229,7 @@ def _refill(graph: Graph, widths: dict[str, int], frozen: str, slack) -> dict[st
         options = []
         for group in graph.groups:
             larger = _next_width(widths[group.name], group.size, graph.constraints.round_to)
-            if group.name != frozen and larger != widths[group.name]:
+            if group.name != frozen and widths[group.name] > 0 and larger != widths[group.name]:
                 trial = {**widths, group.name: larger}
                 gap = slack(trial)
                 if gap is not None:
