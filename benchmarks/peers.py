@@ -61,6 +61,8 @@ OPTIONS = {
     "keep-blocks": {"method_config": SensitivityConfig(remove_blocks=False)},
     # tas only: widths searched, no stage depth (tas's only search before 2026-12-07)
     "widths-only": {"method_config": TasConfig(depth=False)},
+    # tas only: the paper's channel-wise interpolation instead of the masks
+    "cwi": {"method_config": TasConfig(alignment="cwi")},
     # figs only: a gate on every removable residual branch too, so the search may remove blocks
     "branch-gates": {"method_config": FigsConfig(branch_gates=True)},
 }
@@ -71,7 +73,7 @@ def contenders() -> list[str]:
     methods = [f"cascomp:{name}" for name in METHODS]
     variants = [f"cascomp:{name}+{option}" for name in ("l1", "sensitivity") for option in ("reconstruct", "any-width")]
     return methods + variants + ["cascomp:uniform+any-width", "cascomp:sensitivity+keep-blocks", "cascomp:tas+widths-only",
-                                 "cascomp:figs+branch-gates", "tp:l1", "tp:taylor"]
+                                 "cascomp:tas+cwi", "cascomp:figs+branch-gates", "tp:l1", "tp:taylor"]
 
 
 def all_rows() -> list[str]:
