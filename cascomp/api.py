@@ -42,7 +42,7 @@ from cascomp.ir.plan import Plan
 from cascomp.methods import METHODS
 from cascomp.passes import (EliminateDeadCodePass, MaskChannelsPass, PruneChannelsPass, RemoveBranchesPass,
                             ResizeShapeArgsPass, run_passes)
-from cascomp.search.budget import PREFERRED_MULTIPLES, fit_of_plan, fit_preferring_multiples, target_ratios
+from cascomp.search.budget import PREFERRED_MULTIPLES, Fit, fit_of_plan, fit_preferring_multiples, target_ratios
 from cascomp.train.checkpoint import FILE as CHECKPOINT
 from cascomp.train.checkpoint import CheckpointStore
 from cascomp.train.device import Placement, tensors_in
@@ -161,15 +161,29 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
     # 3. decide what survives and project it onto the budget under the largest width multiple that lands it;
     # from here on the graph carries that multiple (the plan validates against it)
     with clock("decide"):
+        # a method that substitutes operators (DARC) hands back another network: traced again, it is what the
+        # widths are projected on, with the user's budgets as ratios of ITS cost (they are the baseline's)
+        original = graph
+        substituted = method.substitute(trained, state.get("substitution") if resumed else None)
+        if substituted is not None:
+            graph = trace(substituted, example_inputs, ignore=config.ignore, round_to=multiples[-1],
+                          min_keep=config.min_keep)
+            method.rebase(graph)
+            trained = graph.gm
+            if not resumed:  # the report records what was substituted (the search's summary predates it)
+                search_history.method = method.summary()
+        plan_goals = _relative_goals(goals, original, graph)
         if resumed:
             graph = graph.with_width_multiple(state.get("round_to", multiples[-1]))
-            fit = fit_of_plan(graph, Plan.from_dict(state["plan"]), goals)
+            fit = fit_of_plan(graph, Plan.from_dict(state["plan"]), plan_goals)
             probes = state.get("probes")
         else:
             probes = _measure_probes(method, graph, teacher, data, config, reporter, cluster)
-            graph, fit = _decide(method, trained, graph, goals, multiples, cluster)
+            graph, fit = _decide(method, trained, graph, plan_goals, multiples, cluster)
             if method.keeps_search_weights:
                 _take_trained_weights(graph.gm, trained)
+        if substituted is not None:
+            fit = _of_baseline(fit, original, graph, goals)
         small = apply_plan(graph, fit.plan).to(placement.device)  # 4. physical rewrite
         if not resumed:
             if config.reconstruct:
@@ -183,7 +197,8 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         if resumed:
             loop.load_state_dict(state["finetune"])
         checkpoint = {"phase": "finetune", "plan": fit.plan.to_dict(), "round_to": graph.constraints.round_to,
-                      "search_history": vars(search_history), "probes": probes}
+                      "search_history": vars(search_history), "probes": probes,
+                      "substitution": method.substitution_indices() if substituted is not None else None}
         save = None if store is None else (lambda finetune: store.save({**checkpoint, "finetune": finetune}))
         finetune_history = loop.run(save, on_epoch)
     with clock("measure"):  # 6. top-1 where they trained (every process scores its share of the batches)
@@ -196,7 +211,7 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
                 exported = export_onnx(small, example_inputs, os.path.join(scratch, "model.onnx"))
                 baseline_exported = export_onnx(teacher, example_inputs, os.path.join(scratch, "baseline.onnx"))
                 measured = _measure(graph, fit.plan, (teacher, baseline_exported), (small, exported), top1,
-                                    example_inputs, config.latency_batch_sizes, placement.device)
+                                    example_inputs, config.latency_batch_sizes, placement.device, original)
             report = build_report(graph=graph, fit=fit, data=data, config=config, measured=measured,
                                   search=search_history, finetune=finetune_history, probes=probes)
             report["timings"] = clock.seconds
@@ -252,11 +267,28 @@ def _measure_probes(method, graph: Graph, teacher, data, config: CompressConfig,
             "epochs_of_forward_passes": result.images / max(data.train_size, 1)}
 
 
+def _relative_goals(goals: dict[str, float], original: Graph, graph: Graph) -> dict[str, float]:
+    """The budgets (ratios of `original`'s cost) as ratios of `graph`'s cost (the same graph: unchanged)."""
+    if graph is original:
+        return dict(goals)
+    before, after = original.cost(), graph.cost()
+    return {m: goal * getattr(before, m) / max(getattr(after, m), 1e-12) for m, goal in goals.items()}
+
+
+def _of_baseline(fit: Fit, original: Graph, graph: Graph, goals: dict[str, float]) -> Fit:
+    """`fit` (ratios of `graph`'s cost) with its ratios of the baseline's, against the user's `goals`."""
+    before, after = original.cost(), graph.cost()
+    reached = {m: r * getattr(after, m) / max(getattr(before, m), 1e-12) for m, r in fit.reached.items()}
+    return Fit(plan=fit.plan, widths=fit.widths, reached=reached, goals=dict(goals))
+
+
 def _measure(graph: Graph, plan: Plan, baseline: tuple[nn.Module, OnnxExportResult],
              compressed: tuple[nn.Module, OnnxExportResult], top1: tuple[float, float], example_inputs,
-             batch_sizes, device: torch.device) -> Measurements:
+             batch_sizes, device: torch.device, reference: Graph | None = None) -> Measurements:
     """Cost and latency (interleaved rounds of the two checked exports) of both models, with their top-1; on a
-    CUDA device also their latency there, in torch and in onnxruntime's CUDA provider if it is installed."""
+    CUDA device also their latency there, in torch and in onnxruntime's CUDA provider if it is installed.
+    `reference`: the baseline's graph when `graph` is a substituted network's (its cost is the baseline's)."""
+    reference = reference or graph
     gpu, unavailable = [], {}
     if device.type == "cuda":
         gpu.append(compare_latency(baseline, compressed, example_inputs, batch_sizes, runtime="torch-cuda",
@@ -266,9 +298,9 @@ def _measure(graph: Graph, plan: Plan, baseline: tuple[nn.Module, OnnxExportResu
                                        device=device))
         except CascompError as error:  # no onnxruntime-gpu: the report says so rather than failing the run
             unavailable["onnxruntime-cuda"] = str(error)
-    return Measurements(baseline_cost=graph.cost(), cost=graph.cost(plan), baseline_top1=top1[0], top1=top1[1],
+    return Measurements(baseline_cost=reference.cost(), cost=graph.cost(plan), baseline_top1=top1[0], top1=top1[1],
                         latency=compare_latency(baseline, compressed, example_inputs, batch_sizes),
-                        prunable_share=graph.prunable_share(), gpu=tuple(gpu), gpu_unavailable=unavailable)
+                        prunable_share=reference.prunable_share(), gpu=tuple(gpu), gpu_unavailable=unavailable)
 
 
 def _take_trained_weights(target: fx.GraphModule, trained: nn.Module) -> None:

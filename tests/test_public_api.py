@@ -19,7 +19,7 @@ def test_every_public_name_exists() -> None:
 
 def test_methods_registry_matches_the_configs() -> None:
     from cascomp.config import METHOD_CONFIGS
-    assert sorted(cascomp.METHODS) == sorted(METHOD_CONFIGS) == ["figs", "gensynth", "group-lasso", "l1", "morphnet", "sensitivity", "tas", "uniform",
+    assert sorted(cascomp.METHODS) == sorted(METHOD_CONFIGS) == ["darc", "figs", "gensynth", "group-lasso", "l1", "morphnet", "sensitivity", "tas", "uniform",
                                                            "vardrop"]
 
 

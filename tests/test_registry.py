@@ -51,7 +51,7 @@ def task(tmp_path_factory):
 
 
 def test_the_built_in_methods_are_registered_with_their_configs():
-    assert sorted(METHODS) == sorted(METHOD_CONFIGS) == ["figs", "gensynth", "group-lasso", "l1", "morphnet", "sensitivity", "tas", "uniform",
+    assert sorted(METHODS) == sorted(METHOD_CONFIGS) == ["darc", "figs", "gensynth", "group-lasso", "l1", "morphnet", "sensitivity", "tas", "uniform",
                                                            "vardrop"]
     for name, method in METHODS.items():
         assert METHOD_CONFIGS[name] is method.config_type

@@ -5,6 +5,7 @@ in METHODS below. `register` adds one at run time (a plug-in, or a test's throwa
 from cascomp.config import METHOD_CONFIGS, register_method_config
 from cascomp.errors import ConfigError
 from cascomp.methods.base import Decision, Method
+from cascomp.methods.darc import Darc, DarcConfig
 from cascomp.methods.figs import Figs, FigsConfig
 from cascomp.methods.gensynth import GenSynth, GenSynthConfig
 from cascomp.methods.group_lasso import GroupLasso, GroupLassoConfig
@@ -32,8 +33,9 @@ def title(name: str) -> str:
 
 
 for _name, _method in {"figs": Figs, "l1": L1, "uniform": Uniform, "sensitivity": Sensitivity, "tas": Tas,
-                       "group-lasso": GroupLasso, "morphnet": MorphNet, "vardrop": Vardrop, "gensynth": GenSynth}.items():
+                       "group-lasso": GroupLasso, "morphnet": MorphNet, "vardrop": Vardrop, "gensynth": GenSynth,
+                       "darc": Darc}.items():
     register(_name, _method)
 
-__all__ = ["METHODS", "METHOD_CONFIGS", "Decision", "FigsConfig", "GenSynthConfig", "GroupLassoConfig", "L1Config", "Method", "MorphNetConfig", "SensitivityConfig",
+__all__ = ["METHODS", "METHOD_CONFIGS", "DarcConfig", "Decision", "FigsConfig", "GenSynthConfig", "GroupLassoConfig", "L1Config", "Method", "MorphNetConfig", "SensitivityConfig",
            "TasConfig", "UniformConfig", "VardropConfig", "register", "title"]

@@ -32,6 +32,13 @@ Hooks a searching method may use, none mandatory (the driver, cascomp.train.loop
 - `projection_goals(goals)`: the cost ratios the core projects the decision onto, when the method settled
   its own (an accuracy tolerance's most compact network) rather than only the user's budgets;
 - `summary()`: what the report records of the search, beside the driver's epochs and trajectory.
+- `warm_start_batches = N` with `warm_start(model, batches)`: before the search's first step, N training
+  batches to initialise the search model with (DARC's student-teacher initialisation of its candidates);
+- `substitute(model, indices)`: after the search, another network for the projection to work on (DARC's
+  operator substitution; None: the traced baseline). The driver traces it again, hands its graph to
+  `rebase(graph)` (the decision then ranks its channels) and lands the budgets, still ratios of the
+  baseline's cost, on it; `substitution_indices()` is what a resumed run passes back as `indices` to rebuild
+  it without the search model.
 `goals` (target ratio per metric) tells a method which costs the budget binds.
 """
 
@@ -133,6 +140,23 @@ class Method:
     def summary(self) -> dict:
         """What the report's search section records of the method's own search (nothing by default)."""
         return {}
+
+    warm_start_batches = 0
+
+    def warm_start(self, model: torch.nn.Module, batches: list) -> None:
+        """With `warm_start_batches`: initialise the search model on these training batches ((x, y) pairs)."""
+
+    def substitute(self, model: torch.nn.Module | None, indices: dict | None = None) -> torch.nn.Module | None:
+        """The network the budget projection works on after the search (None: the traced baseline's). A
+        resumed run gives `indices` (what `substitution_indices()` returned) and no search model."""
+        return None
+
+    def substitution_indices(self) -> dict | None:
+        return None
+
+    def rebase(self, graph: Graph) -> None:
+        """The graph of `substitute()`'s network, which `decide()` then works on."""
+        self.graph = graph
 
     def probes(self) -> list[Plan]:
         return []

@@ -31,6 +31,7 @@ from cascomp.train.held_out import held_out_count, inquire, split_held_out, subs
 from cascomp.train.progress import Reporter
 
 TRAJECTORY_EVERY = 10  # steps between points of the recorded search trajectory
+WARM_START_PHASE = 7  # the seed phase of a method's warm-start batches
 
 
 @dataclass
@@ -96,6 +97,17 @@ def seed_epoch(data, seed: int, phase: int, epoch: int) -> None:
     generator = getattr(data.train, "generator", None)
     if generator is not None:
         generator.manual_seed(value)
+
+
+def first_batches(data, seed: int, phase: int, count: int) -> list:
+    """The first `count` batches of the training split's pass seeded by (seed, phase)."""
+    seed_epoch(data, seed, phase, 0)
+    batches = []
+    for batch in data.train:
+        batches.append(batch)
+        if len(batches) >= count:  # stop before the loader makes another batch
+            break
+    return batches
 
 
 def _finite(loss: torch.Tensor, where: str, x) -> None:
@@ -178,6 +190,9 @@ class SearchLoop:
 
     def run(self, store: CheckpointStore | None, on_epoch: Callable[[str, int], None] | None) -> History:
         epochs = self.config.search_epochs
+        if self.epoch == 0 and self.method.warm_start_batches:  # a resumed search has warmed up already
+            batches = first_batches(self.data, self.config.seed, WARM_START_PHASE, self.method.warm_start_batches)
+            self.method.warm_start(self.model, to_device(batches, self.placement.device))
         while self.epoch < epochs:
             self._epoch(self.epoch, epochs)
             self.epoch += 1

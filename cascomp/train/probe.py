@@ -24,7 +24,7 @@ from cascomp.ir.plan import Plan
 from cascomp.train.device import module_device, to_device
 from cascomp.train.distributed import Cluster
 from cascomp.train.distill import distillation_loss
-from cascomp.train.loops import recalibrate_batch_norm, seed_epoch
+from cascomp.train.loops import first_batches, recalibrate_batch_norm
 from cascomp.train.progress import Reporter
 
 PROBE_PHASE = 5  # the seed phase of the probe batches (search 1, fine-tune 2, recalibration 3)
@@ -79,14 +79,3 @@ def _fixed_batches(data, seed: int, calibration: int, scoring: int) -> tuple[lis
         return batches, batches
     cut = min(max(1, round(len(batches) * calibration / (calibration + scoring))), len(batches) - 1)
     return batches[:cut], batches[cut:]
-
-
-def first_batches(data, seed: int, phase: int, count: int) -> list:
-    """The first `count` batches of the training split's pass seeded by (seed, phase)."""
-    seed_epoch(data, seed, phase, 0)
-    batches = []
-    for batch in data.train:
-        batches.append(batch)
-        if len(batches) >= count:  # stop before the loader makes another batch
-            break
-    return batches

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from cascomp.ir.graph import Graph
 from cascomp.ir.plan import Plan
 from cascomp.train.device import module_device, to_device
-from cascomp.train.probe import first_batches
+from cascomp.train.loops import first_batches
 
 RECONSTRUCT_PHASE = 6  # the seed phase of the reconstruction batches
 RIDGE = 1e-4

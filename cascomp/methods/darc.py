@@ -1,0 +1,241 @@
+"""`darc`: Differentiable ARchitecture Compression (../shared/papers/darc-*): cheaper operators substituted
+for expensive ones, then the widths for the last percent of the budget.
+
+1. Every eligible convolution (kernels/candidates.py: dense, odd square kernel > 1, "same" zero padding,
+   called once) becomes an operator choice (kernels/operator_choice.py): sum_j alpha_j h_j(x) over the
+   original and its candidates "3x3DS", "1x1FC", "3x3DS+1x1FC", alpha on the probability simplex, uniform at
+   the start (the paper's choice: alpha one-hot on the original leaves the candidates without gradient).
+2. Before the first step, student-teacher initialisation (cascomp.train.mimic): every candidate, started
+   from its analytic fit to the original's kernel, is trained to reproduce the original layer's output on
+   `mimic_batches` training batches, all layers in one pass.
+3. The search trains the weights and alpha together on the same batches (the task loss with distillation,
+   plus lambda x the expected cost: per layer sum_j alpha_j cost_j, FLOPs and/or parameters as ratios of the
+   baseline), alpha by SGD followed by the sparsifying projection alpha+ / ||alpha+||_1 after every step.
+   The search is cut into `blocks`; after each block the options whose weight is 0 are dropped and, while
+   the architecture DARC would export is above the budget, lambda doubles and alpha's learning rate halves.
+4. Export: per layer the only option left, or among several the most expensive (the paper's rule); while
+   that network is under every budget, layers get their original operator back (those the search weighted
+   most toward it first) until the budget is crossed, since widths can only take cost away; the winners
+   replace the choices (passes/substitute_ops.py) with the weights they trained, the substituted
+   network is traced again, and the core's projection lands every target within 1 % below it by channel
+   widths (filter-norm ranking across groups, as `l1`): operator choice first, widths for the last percent,
+   which the paper's lambda sweep alone does not give. The compressed network keeps the search's weights
+   and is fine-tuned with distillation.
+Targets are FLOPs and parameters here; latency targets (the paper's DARC(T)) are not built yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from cascomp.config import check_positive, check_share
+from cascomp.errors import ConfigError
+from cascomp.kernels.candidates import candidates_for, conv_cost, eligible
+from cascomp.kernels.operator_choice import OperatorChoice
+from cascomp.methods.base import Decision, Method
+from cascomp.methods.families import ranked_family
+from cascomp.methods.scores import filter_norms, normalised
+from cascomp.passes import InsertOperatorChoicesPass, SubstituteOpsPass
+from cascomp.train.mimic import mimic
+
+STATE = "cascomp_darc"  # the search model's submodule holding lambda and the block index (so resume is exact)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DarcConfig:
+    """DARC: blocks of the search between lambda doublings, lambda's start, alpha's optimiser, the
+    student-teacher initialisation."""
+
+    blocks: int = 4
+    initial_strength: float = 1.0  # lambda at the start (the task loss and the cost ratio are both ~1)
+    alpha_lr: float = 0.05
+    init: str = "uniform"
+    mimic_batches: int = 64
+    mimic_lr: float = 0.01
+    search_share: float = 0.5  # of a total --epochs budget, the share spent searching (rounded down)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or self.blocks < 1:
+            raise ConfigError(f"DarcConfig.blocks must be a whole number ≥ 1, got {self.blocks!r}")
+        if isinstance(self.mimic_batches, bool) or not isinstance(self.mimic_batches, int) or self.mimic_batches < 0:
+            raise ConfigError(f"DarcConfig.mimic_batches must be a whole number ≥ 0, got {self.mimic_batches!r}")
+        check_positive(self, "initial_strength", "alpha_lr", "mimic_lr")
+        check_share(self, "search_share")
+        if self.init not in ("uniform", "original"):
+            raise ConfigError(f"DarcConfig.init must be 'uniform' or 'original', got {self.init!r}")
+
+
+class DarcState(nn.Module):
+    """lambda and the current block, as buffers of the search model (checkpointed with it)."""
+
+    def __init__(self, strength: float) -> None:
+        super().__init__()
+        self.register_buffer("strength", torch.tensor(float(strength), dtype=torch.float64))
+        self.register_buffer("block", torch.tensor(0))
+        self.register_buffer("doublings", torch.tensor(0))
+
+    def forward(self) -> None:  # pragma: no cover - never called: a holder of state
+        return None
+
+
+class Darc(Method):
+    title = "DARC"
+    config_type = DarcConfig
+    searches = True
+    controlled = False  # lambda doubles by blocks (the paper's schedule), not the driver's controller
+
+    def __init__(self, graph, config, goals=None) -> None:
+        super().__init__(graph, config, goals)
+        calls: dict[str, int] = {}
+        for node in graph.gm.graph.nodes:
+            if node.op == "call_module":
+                calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+        self.positions: dict[str, int] = {}
+        for node in graph.gm.graph.nodes:
+            target = str(node.target)
+            if node.op != "call_module" or calls[target] != 1 or eligible(graph.gm.get_submodule(target)):
+                continue
+            shape = graph.record.shapes.get(node.name)
+            if isinstance(shape, tuple) and len(shape) == 4:
+                self.positions[target] = shape[2] * shape[3]
+        self.choices: dict[str, OperatorChoice] = {}
+        self.state: DarcState | None = None
+        self.mimicked = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.substitution: dict[str, str] = {}
+        self._winners: dict[str, int] | None = None
+        self.warm_start_batches = config.mimic_batches if self.positions else 0
+
+    # -- the search ---------------------------------------------------------------------------------------
+    def prepare(self) -> fx.GraphModule:
+        gm = self.graph.gm
+        candidates = {path: candidates_for(gm.get_submodule(path)) for path in self.positions}
+        model = InsertOperatorChoicesPass(candidates, init=self.config.init)(gm).gm
+        self.choices = {path: model.get_submodule(path) for path in self.positions}
+        self.state = DarcState(self.config.initial_strength)
+        model.add_submodule(STATE, self.state)
+        costs = {path: [conv_cost(option, self.positions[path]) for option in choice.options]
+                 for path, choice in self.choices.items()}
+        self._macs = torch.tensor([[c[0] for c in costs[p]] for p in self.choices], dtype=torch.float64)
+        self._params = torch.tensor([[c[1] for c in costs[p]] for p in self.choices], dtype=torch.float64)
+        return model
+
+    def warm_start(self, model: nn.Module, batches: list) -> None:
+        self.mimicked = mimic(model, self.choices, batches, lr=self.config.mimic_lr)
+
+    def arch_parameters(self):
+        return [choice.alpha for choice in self.choices.values()]
+
+    def arch_optimizer(self):
+        if self.optimizer is None:
+            self.optimizer = torch.optim.SGD(self.arch_parameters(), lr=self.config.alpha_lr)
+        return self.optimizer
+
+    def _alpha(self) -> torch.Tensor:
+        return torch.stack([choice.alpha for choice in self.choices.values()]).double().cpu()
+
+    def penalty(self) -> dict[str, torch.Tensor]:
+        if not self.choices:
+            return {"flops": torch.tensor(1.0, dtype=torch.float64), "params": torch.tensor(1.0, dtype=torch.float64)}
+        alpha = self._alpha()
+        base = self.baseline
+        macs = base.macs - float(self._macs[:, 0].sum()) + (alpha * self._macs).sum()
+        params = base.params - float(self._params[:, 0].sum()) + (alpha * self._params).sum()
+        return {"flops": macs / max(base.macs, 1.0), "params": params / max(base.params, 1.0)}
+
+    def arch_loss(self, expected: dict[str, torch.Tensor], progress: float) -> torch.Tensor | None:
+        if not expected or self.state is None:
+            return None
+        return float(self.state.strength) * sum(expected.values())
+
+    def on_step(self, progress: float) -> None:
+        """The projection after the previous step; at a block's end, the drop and lambda's doubling."""
+        for choice in self.choices.values():
+            choice.project()
+        if self.state is None:
+            return
+        block = min(int(progress * self.config.blocks), self.config.blocks - 1)
+        while int(self.state.block) < block:
+            for choice in self.choices.values():
+                choice.drop()
+            if any(self.settled_ratios()[m] > goal for m, goal in self.goals.items()):
+                self.state.strength.mul_(2)
+                self.state.doublings.add_(1)
+                for group in self.arch_optimizer().param_groups:
+                    group["lr"] /= 2
+            self.state.block.add_(1)
+
+    def settled_ratios(self) -> dict[str, float]:
+        """The cost ratios of the winners (each layer's most expensive option left)."""
+        return self._ratios(self.winners())
+
+    def winners(self) -> dict[str, int]:
+        """Per layer the option it becomes (after the last step's projection)."""
+        for choice in self.choices.values():
+            choice.project()
+        return {path: choice.winner(self._macs[i]) for i, (path, choice) in enumerate(self.choices.items())}
+
+    # -- the export ---------------------------------------------------------------------------------------
+    def substitute(self, model: nn.Module | None, indices: dict | None = None) -> nn.Module | None:
+        if indices is not None:  # a resumed run: the choices rebuilt, the winners it recorded
+            model = self.prepare()
+            winners = {path: int(index) for path, index in indices.items()}
+        elif not self.choices:
+            return None
+        else:
+            winners = self._up_to_budget(self.winners())
+        self._winners = winners
+        self.substitution = {path: self.choices[path].names[index] for path, index in winners.items()}
+        return SubstituteOpsPass(winners)(model).gm
+
+    def _up_to_budget(self, winners: dict[str, int]) -> dict[str, int]:
+        """The winners, with layers given back their original operator while their cost is under every
+        budget: the widths can only take cost away, so the substituted network must not start below it. The
+        layers the search weighted most toward their original go back first; the last one crosses the budget
+        (or all go back)."""
+        winners = dict(winners)
+        order = sorted((path for path, index in winners.items() if index != 0),
+                       key=lambda path: (-float(self.choices[path].alpha.detach()[0]), path))
+        for path in order:
+            if any(self._ratios(winners)[m] >= goal for m, goal in self.goals.items()):
+                break
+            winners[path] = 0
+        return winners
+
+    def _ratios(self, winners: dict[str, int]) -> dict[str, float]:
+        base = self.baseline
+        rows = torch.arange(len(self.choices))
+        chosen = torch.tensor([winners[p] for p in self.choices], dtype=torch.long)
+        macs = base.macs - float(self._macs[:, 0].sum()) + float(self._macs[rows, chosen].sum())
+        params = base.params - float(self._params[:, 0].sum()) + float(self._params[rows, chosen].sum())
+        return {"flops": macs / max(base.macs, 1.0), "params": params / max(base.params, 1.0)}
+
+    def substitution_indices(self) -> dict | None:
+        return dict(self._winners) if self._winners is not None else None
+
+    def rebase(self, graph) -> None:
+        """The graph of the substituted network, which the decision ranks the channels of."""
+        self.graph = graph
+
+    def decide(self, model) -> Decision:
+        scores = normalised(filter_norms(self.graph, model))
+        return Decision(scores=scores, family=ranked_family(self.graph, scores))
+
+    def summary(self) -> dict:
+        chosen = self.substitution or {path: self.choices[path].names[i] for path, i in self.winners().items()}
+        counts: dict[str, int] = {}
+        for name in chosen.values():
+            counts[name] = counts.get(name, 0) + 1
+        summary = {"operators": dict(chosen), "chosen": counts,
+                   "alpha": {path: {name: round(float(a), 4) for name, a in zip(choice.names, choice.alpha.detach())}
+                             for path, choice in self.choices.items()}}
+        if self.state is not None:
+            summary.update(strength=float(self.state.strength), doublings=int(self.state.doublings))
+        if self.mimicked is not None:
+            summary["mimic"] = {"batches": self.mimicked.batches, "images": self.mimicked.images,
+                                "first": self.mimicked.first, "last": self.mimicked.last}
+        return summary
