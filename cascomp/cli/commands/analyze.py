@@ -11,6 +11,8 @@ from cascomp.cli.graph_picture import draw_groups
 from cascomp.cli.model_arguments import (add_model_arguments, describe, input_shapes, load, model_name,
                                          refuse_huge_inputs, refuse_overwriting_model)
 from cascomp.export.atomic import check_output_path
+from cascomp.export.latency_table import format_table, latency_table
+from cascomp.export.profile import profile
 
 NAME = "analyze"
 
@@ -22,7 +24,8 @@ def add_parser(commands) -> None:
         "sample, the channel groups (channels that must be removed together), the channels that must stay, "
         "and the smallest cost reachable."), epilog="examples:\n  cascomp analyze demo.pt --input-shape 1,1,28,28\n"
         "  cascomp analyze weights.pt --factory mymodels:resnet18 --input-shape 1,3,224,224 --json\n"
-        "  cascomp analyze model.pt2 --ignore 'head.*' --round-to 8 --graph groups.png")
+        "  cascomp analyze model.pt2 --ignore 'head.*' --round-to 8 --graph groups.png\n"
+        "  cascomp analyze demo.pt --input-shape 1,1,28,28 --latency --threads 4")
     add_model_arguments(command)
     command.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                          help="module-name patterns whose channels stay, e.g. 'head.*' (repeatable)")
@@ -32,6 +35,13 @@ def add_parser(commands) -> None:
                          help="no group is pruned below N channels (default 1)")
     command.add_argument("--graph", metavar="PNG", help="also draw the graph, nodes coloured by channel group "
                          "(needs matplotlib; overwrites PNG)")
+    command.add_argument("--latency", action="store_true",
+                         help="also time every convolution and linear layer alone in onnxruntime at a few widths "
+                         "(cached per machine) and print the per-layer table beside the whole model's latency")
+    command.add_argument("--latency-batch", type=int, default=1, metavar="N",
+                         help="batch size of the latency table (default 1)")
+    command.add_argument("--threads", type=int, default=1, metavar="N",
+                         help="onnxruntime threads of the latency table (default 1)")
     add_json_argument(command)
 
 
@@ -51,9 +61,17 @@ def run(args) -> Output:
     if args.graph:
         draw_groups(graph, args.graph)
         report["graph"] = args.graph
+    table = measured = None
+    if args.latency:
+        table = latency_table(graph, batch=args.latency_batch, threads=args.threads)
+        whole = profile(graph.gm, (args.latency_batch,), example_inputs=inputs, threads=args.threads)
+        measured = whole.results[0].median_ms
+        report["latency_table"] = {**table.to_dict(), "measured_ms": measured}
 
     def render(console: Console) -> None:
         render_analysis(report, console)
+        if table is not None:
+            console.print(format_table(table, measured), highlight=False, markup=False)
         if args.graph:
             console.print(f"graph drawn to {args.graph}")
     return Output(report, render)
