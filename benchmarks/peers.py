@@ -101,7 +101,10 @@ def run_cascomp(method: str, model, data, target: str, epochs: int, seed: int) -
                           "probe_epochs": probes.get("epochs_of_forward_passes", 0.0),
                           "probe_seconds": probes.get("seconds", 0.0),
                           # residual blocks removed (groups kept at width 0)
-                          "removed_blocks": sum(w["after"] == 0 for w in result.report["widths"].values())}
+                          "removed_blocks": sum(w["after"] == 0 for w in result.report["widths"].values()),
+                          # operator substitutions (darc): how many layers became each operator
+                          **({"operators": result.report["search"]["method"]["chosen"]}
+                             if "chosen" in (result.report["search"].get("method") or {}) else {})}
 
 
 def run_torch_pruning(importance: str, model, data, target: str, epochs: int, seed: int):

@@ -32,6 +32,7 @@ from cascomp.data.bundle import default_workers
 from cascomp.errors import CascompError, ConfigError, PassError
 from cascomp.export import OnnxExportResult, export_onnx
 from cascomp.export.compare import compare_latency
+from cascomp.export.latency_table import latency_table
 from cascomp.export.comparison import ComparisonRow, RunOutcome, summarise, write_comparison
 from cascomp.export.comparison_folder import ComparisonFolder, weights_sha256
 from cascomp.export.outputs import Outputs
@@ -148,6 +149,11 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         teacher = copy.deepcopy(graph.gm).eval()
         _check_classifier(teacher, example_inputs, data)
         teacher.to(placement.device)  # the teacher of search, probes, reconstruction and fine-tuning
+        if any(target.metric == "latency" for target in config.targets):  # priced by a per-layer table (cached)
+            table = latency_table(graph, batch=config.latency_batch_sizes[0], threads=config.latency_threads)
+            graph.cost_model.attach_latency(table)
+            reporter.line(f"latency table: {len(table.layers)} layers, {table.total_ms:.3f} ms predicted at batch "
+                          f"{table.batch}, {table.threads} thread(s)")
         goals = target_ratios(graph, config.targets)
         tolerance = {} if config.drop is None else {"drop": config.drop}  # its methods take it (config checks)
         method = METHODS[config.method](graph, config.method_config, goals, **tolerance)

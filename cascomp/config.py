@@ -16,7 +16,7 @@ import torch
 
 from cascomp.errors import ConfigError
 
-METRICS = ("flops", "params")  # cost budgets
+METRICS = ("flops", "params", "latency")  # cost budgets (latency: predicted by the per-layer latency table)
 TOLERANCE = "drop"  # the accuracy tolerance: top-1 points below the baseline
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
 
@@ -42,8 +42,9 @@ class Target:
         if not self.value > 0:
             raise ConfigError(f"target {self.metric} must be positive, got {self.value}; e.g. --target flops=0.33")
         if not self.absolute and self.value >= 1:
+            example = "latency=12ms" if self.metric == "latency" else "flops=40M"
             raise ConfigError(f"target {self.metric}={self.value} is a ratio of the baseline and must be below 1; "
-                              "write an absolute budget with a suffix, e.g. flops=40M")
+                              f"write an absolute budget with a suffix, e.g. {example}")
 
     @property
     def is_cost(self) -> bool:
@@ -52,11 +53,20 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> "Target":
-        """`flops=0.33`, `params=0.5`, `flops=40M`, `params=1.2M`, `flops=2e8`, `drop=0.5`."""
-        match = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.eE+-]+)\s*([KMG]?)\s*", text or "")
+        """`flops=0.33`, `params=0.5`, `flops=40M`, `params=1.2M`, `flops=2e8`, `latency=0.5`, `latency=12ms`,
+        `drop=0.5`."""
+        match = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.eE+-]+)\s*(ms|[KMG]?)\s*", text or "")
         if not match:
             raise ConfigError(f"cannot read target {text!r}; write METRIC=VALUE, e.g. flops=0.33 or params=1.5M")
         metric, number, suffix = match.group(1).lower(), match.group(2), match.group(3)
+        if (suffix == "ms") != (metric == "latency" and bool(suffix)):
+            raise ConfigError(f"target {text!r}: only latency takes the suffix ms, and latency no other; e.g. "
+                              "latency=0.5 (of the baseline's) or latency=12ms")
+        if metric == "latency":
+            try:
+                return cls(metric=metric, value=float(number), absolute=suffix == "ms")
+            except ValueError:
+                raise ConfigError(f"cannot read the number in target {text!r}; e.g. latency=0.5") from None
         try:
             value = float(number) * _SUFFIX[suffix]
         except ValueError:
@@ -76,7 +86,7 @@ class Target:
         return self.value / baseline if self.absolute else self.value
 
     def __str__(self) -> str:
-        return f"{self.metric}={self.value:g}"
+        return f"{self.metric}={self.value:g}{'ms' if self.metric == 'latency' and self.absolute else ''}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,6 +154,9 @@ class CompressConfig:
     min_keep: int = 1
     ignore: tuple[str, ...] = ()
     latency_batch_sizes: tuple[int, ...] = (1, 32)
+    # a latency target prices widths with a per-layer table timed at the first of latency_batch_sizes with
+    # this many onnxruntime threads (cascomp.export.latency_table)
+    latency_threads: int = 1
     # refit the pruned model's plain conv/linear layers by least squares to the baseline's outputs before
     # fine-tuning (cascomp.train.reconstruct)
     reconstruct: bool = False
@@ -194,6 +207,9 @@ class CompressConfig:
                               f"ignore=({self.ignore!r},)")
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "latency_batch_sizes", tuple(self.latency_batch_sizes))
+        if isinstance(self.latency_threads, bool) or not isinstance(self.latency_threads, int) or self.latency_threads < 1:
+            raise ConfigError(f"latency_threads must be a whole number ≥ 1, got {self.latency_threads!r}; "
+                              "e.g. --latency-threads 4")
         resolve_device(self.device)
         if not isinstance(self.amp, bool):
             raise ConfigError(f"amp must be True or False, got {self.amp!r}; e.g. --amp")

@@ -23,7 +23,8 @@ from cascomp.data.bundle import default_workers
 DEFAULTS = {"method": "sensitivity", "target": ["flops=0.33"], "epochs": None, "search_epochs": None,
             "finetune_epochs": None, "lr": 0.01,
             "batch_size": 128, "seed": 0, "kd_weight": 0.9, "kd_temperature": 4.0, "round_to": "auto",
-            "min_keep": 1, "ignore": [], "output_index": None, "device": "auto", "workers": None}
+            "min_keep": 1, "ignore": [], "output_index": None, "device": "auto", "workers": None,
+            "latency_threads": 1}
 
 
 def add_model(command, what: str) -> None:
@@ -36,8 +37,9 @@ def add_model(command, what: str) -> None:
 def add_budget(command) -> None:
     """--target, --data."""
     command.add_argument("--target", action="append", metavar="METRIC=VALUE",
-                         help="budget: flops=0.33 (ratio of the baseline), params=1.5M (absolute); or the "
-                              "accuracy tolerance drop=0.5 (top-1 points, gensynth); repeatable (default flops=0.33)")
+                         help="budget: flops=0.33 (ratio of the baseline), params=1.5M (absolute), latency=0.5 or "
+                              "latency=12ms (onnxruntime, predicted by a per-layer table); or the accuracy tolerance "
+                              "drop=0.5 (top-1 points, gensynth); repeatable (default flops=0.33)")
     command.add_argument("--data", metavar="SPEC", help="training and validation data, e.g. fashion-mnist:DIR")
 
 
@@ -64,6 +66,8 @@ def add_training(command) -> None:
                          help="pruned widths are multiples of N; 'auto' (default) takes 8, else 4, 2 or 1, the "
                               "largest that still hits the budget within 1 %% (odd widths run slower)")
     command.add_argument("--min-keep", type=int, metavar="N", help="no group below N channels (default 1)")
+    command.add_argument("--latency-threads", type=int, metavar="N", help="onnxruntime threads of the per-layer "
+                         "latency table a latency target is priced with, at batch 1 (default 1)")
     command.add_argument("--ignore", action="append", metavar="PATTERN",
                          help="module-name patterns whose channels stay, e.g. 'fc' (repeatable)")
     command.add_argument("--reconstruct", action="store_true",
@@ -110,7 +114,7 @@ def run_record(args, options: argparse.Namespace, method: str, method_options: d
         search_epochs=options.search_epochs,
         finetune_epochs=options.finetune_epochs, lr=options.lr, seed=options.seed, round_to=options.round_to,
         min_keep=options.min_keep, ignore=tuple(options.ignore), output_index=options.output_index,
-        reconstruct=args.reconstruct, device=options.device, amp=args.amp,
+        reconstruct=args.reconstruct, device=options.device, amp=args.amp, latency_threads=options.latency_threads,
         distill=DistillConfig(weight=options.kd_weight, temperature=options.kd_temperature))
     model = absolute(args.model)
     return {"format": RUN_FORMAT, "model": model, "model_sha256": sha256(model), "factory": args.factory,

@@ -56,6 +56,13 @@ def build_report(*, graph: Graph, fit: Fit, data, config: CompressConfig, measur
                "spread": {str(b): timing.spread[b] for b in batches},
                "trusted": {str(b): timing.trusted(b) for b in batches}}
     within = fit.within()
+    table = graph.cost_model.latency_table
+    if table is not None:  # a latency target: the per-layer table's prediction beside the measured ratio
+        latency["prediction"] = {
+            "batch": table.batch, "threads": table.threads, "provider": table.provider,
+            "baseline_ms": measured.baseline_cost.latency, "compressed_ms": measured.cost.latency,
+            "ratio": measured.cost.latency / max(measured.baseline_cost.latency, 1e-12),
+            "measured_ratio": timing.ratio.get(table.batch)}
     return {
         "format": REPORT_FORMAT, "method": config.method, "config": config.to_dict(),
         "data": {"name": data.name, "train_size": data.train_size, "val_size": data.val_size,

@@ -12,6 +12,11 @@ every node that goes with the branch and the parameters only those nodes read (a
 BatchNorm after it): the same nodes RemoveBranchesPass erases. The constant left in the branch's place is a
 buffer, so it is not a parameter.
 
+Latency (`attach_latency`, from cascomp.export.latency_table): each layer's fitted time, a + b x its MACs at
+the table's batch, summed with onnxruntime's cost of a run; a MACs term of a node the table has no entry
+for (a tensor product in attention) is priced at the table's median b. Like MACs it is a product of kept
+counts, so the same keep-probabilities give an expected latency, exact at 0/1.
+
 Depth as a probability: `evaluate(keep, alive)` also takes, per removable branch (`CostModel.branches`, in
 that order), the probability that the branch stays. Every MACs and parameter term that goes with branch b
 (what keeping no channel of its group removes) is then weighted by alive_b, and `keep` is read as each
@@ -40,15 +45,19 @@ class Cost:
     flops: float
     macs: float
     params: float
+    latency: float = 0.0  # ms, as a latency table predicts it (0 when none is attached)
 
     def ratio(self, baseline: "Cost") -> "Cost":
         def div(a: float, b: float) -> float:
             return a / b if b else 1.0
 
-        return Cost(div(self.flops, baseline.flops), div(self.macs, baseline.macs), div(self.params, baseline.params))
+        return Cost(div(self.flops, baseline.flops), div(self.macs, baseline.macs), div(self.params, baseline.params),
+                    div(self.latency, baseline.latency))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        latency = data.pop("latency")
+        return {**data, "latency_predicted_ms": latency} if latency else data
 
 
 Factor = tuple  # ("slots", LongTensor) or ("const", int)
@@ -86,6 +95,35 @@ class CostModel:
         self._gone: dict[frozenset[str], tuple[frozenset[int], frozenset[int]]] = {}
         self.branches: tuple[str, ...] = tuple(name for name, *_ in self._removable)
         self._branch_terms: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per branch, built on first use
+        self.latency_table = None
+        self._latency: tuple[torch.Tensor, torch.Tensor, float] | None = None  # per MACs term: b x batch, a; run
+
+    def attach_latency(self, table) -> None:
+        """Price latency with `table` (a cascomp.export.latency_table.LatencyTable of this graph)."""
+        by_node = {layer.node: layer for layer in table.layers}
+        slopes = sorted(layer.slope for layer in table.layers if layer.slope > 0)
+        default = slopes[len(slopes) // 2] if slopes else 0.0
+        slope, intercept, seen = [], [], set()
+        for node, _, _ in self._macs:
+            layer = by_node.get(node)
+            slope.append((layer.slope if layer is not None else default) * table.batch)
+            intercept.append(layer.intercept if layer is not None and node not in seen else 0.0)
+            seen.add(node)
+        self.latency_table = table
+        self._latency = (torch.tensor(slope, dtype=torch.float64), torch.tensor(intercept, dtype=torch.float64),
+                         float(table.run_ms))
+
+    def evaluate_latency(self, keep: torch.Tensor, alive: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted ms for `keep` (and `alive`), differentiable; needs `attach_latency` first."""
+        if self._latency is None:
+            raise ValueError("no latency table is attached to this cost model")
+        slope, intercept, run = self._latency
+        table = torch.cat([torch.ones(1, dtype=keep.dtype), keep])
+        gone, _ = self._removed_terms(keep, alive)
+        terms = intercept.to(keep.dtype) + slope.to(keep.dtype) * self._scales.to(keep.dtype) * self._mac_products(table)
+        if alive is not None and len(self.branches):
+            terms, _ = self._weighted(terms, torch.zeros(0, dtype=keep.dtype), alive.to(keep.dtype))
+        return run + _sum_but(terms, gone)
 
     def full(self) -> torch.Tensor:
         return torch.ones(self.channels)
@@ -119,7 +157,7 @@ class CostModel:
         for b, (mac_terms, param_terms) in enumerate(self._branch_terms):
             if len(mac_terms):
                 mac_factor = mac_factor.index_put((mac_terms,), mac_factor[mac_terms] * alive[b])
-            if len(param_terms):
+            if len(param_terms) and len(params):
                 param_factor = param_factor.index_put((param_terms,), param_factor[param_terms] * alive[b])
         return macs * mac_factor, params * param_factor
 
@@ -147,7 +185,8 @@ class CostModel:
         keep = self.full() if keep is None else keep.to(torch.float64)
         with torch.no_grad():
             macs, params = self.evaluate(keep.double())
-        return Cost(flops=2 * float(macs), macs=float(macs), params=float(params))
+            latency = float(self.evaluate_latency(keep.double())) if self._latency is not None else 0.0
+        return Cost(flops=2 * float(macs), macs=float(macs), params=float(params), latency=latency)
 
     def node_macs(self, keep: torch.Tensor | None = None) -> dict[str, float]:
         keep = self.full().double() if keep is None else keep.double()

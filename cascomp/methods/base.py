@@ -104,8 +104,12 @@ class Method:
         (differentiable; exact at 0/1). Evaluated on the CPU, whatever device `keep` trained on: the cost
         model's tables live there, and the budget's arithmetic is then the same on every machine (the copy
         passes the gradient)."""
-        macs, params = self.graph.cost_model.evaluate(keep.cpu(), None if alive is None else alive.cpu())
-        return {"flops": macs / max(self.baseline.macs, 1.0), "params": params / max(self.baseline.params, 1.0)}
+        model, alive = self.graph.cost_model, None if alive is None else alive.cpu()
+        macs, params = model.evaluate(keep.cpu(), alive)
+        ratios = {"flops": macs / max(self.baseline.macs, 1.0), "params": params / max(self.baseline.params, 1.0)}
+        if model.latency_table is not None:  # a latency target: the table's prediction
+            ratios["latency"] = model.evaluate_latency(keep.cpu(), alive) / max(self.baseline.latency, 1e-12)
+        return ratios
 
     def weight_regulariser(self, model: torch.nn.Module) -> torch.Tensor | None:
         """A term for the weights' loss (None: none); with `regularised`, the driver multiplies it by λ."""

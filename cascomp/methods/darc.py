@@ -90,6 +90,9 @@ class Darc(Method):
 
     def __init__(self, graph, config, goals=None) -> None:
         super().__init__(graph, config, goals)
+        if "latency" in self.goals:
+            raise ConfigError("darc prices its operators in FLOPs and parameters; a latency target for darc is not "
+                              "built yet: give darc flops= or params=, or another method the latency target")
         calls: dict[str, int] = {}
         for node in graph.gm.graph.nodes:
             if node.op == "call_module":
