@@ -18,7 +18,7 @@ candidate is cheaper (`eligible` says why not otherwise).
 input channel, the best rank-1 factorisation of that channel's slice of the kernel (output channels x kernel
 positions, by SVD: exact when the convolution is depthwise-separable); the 1x1 convolution sums the kernel
 over its positions (exact on inputs that are constant over a kernel's window). Student-teacher training
-(cascomp.train.mimic) refines them on data.
+(cascomp.methods.mimic) refines them on data.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stage depth: per stage, a categorical distribution over how many of its removable blocks stay (TAS depth).
 
-A stage is a run of removable residual branches merged into one residual stream (cascomp.search.space finds
+A stage is a run of removable residual branches merged into one residual stream (cascomp.methods.search_space finds
 them), in the order the network applies them. Depth d keeps the stage's first d removable blocks: the
 deepest go first. The candidates are `least` ... n for a stage of n removable blocks (TAS searches 1 ... L
 layers per stage: `least` = 1); a stage with no choice (n <= least) is left out and its blocks always stay.

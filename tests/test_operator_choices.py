@@ -15,7 +15,7 @@ from cascomp.errors import PassError
 from cascomp.kernels import OperatorChoice, candidates_for
 from cascomp.kernels.candidates import NAMES, conv_cost, eligible
 from cascomp.passes import InsertOperatorChoicesPass, SubstituteOpsPass
-from cascomp.train.mimic import mimic
+from cascomp.methods.mimic import mimic
 from tests.exactness import check_exact
 from tests.models import ZOO, example_inputs
 

@@ -150,7 +150,7 @@ def test_targets_below_the_floor_are_refused_naming_it():
     assert absolute.absolute and absolute.value == 20e3
 
 
-@pytest.mark.parametrize("text, message", [("flops=1.5", "must be below 1"), ("latency=0.5", "unknown target"),
+@pytest.mark.parametrize("text, message", [("flops=1.5", "must be below 1"), ("energy=0.5", "unknown target"),
                                            ("flops", "METRIC=VALUE"), ("flops=-1", "must be positive"), ("flops=5", "needs a suffix")])
 def test_bad_targets(text, message):
     with pytest.raises(ConfigError, match=message):

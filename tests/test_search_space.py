@@ -10,7 +10,7 @@ import cascomp
 from cascomp.kernels import BranchGates, ConcreteGates, StageDepth
 from cascomp.methods import METHODS, FigsConfig, TasConfig
 from cascomp.search.budget import fit_widths
-from cascomp.search.space import stages
+from cascomp.methods.search_space import stages
 from tests.exactness import check_exact, zoo_graph
 from tests.search_fixtures import TinyNet, quadrant_task, quick_config, trained_tiny
 

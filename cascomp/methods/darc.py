@@ -5,7 +5,7 @@ for expensive ones, then the widths for the last percent of the budget.
    called once) becomes an operator choice (kernels/operator_choice.py): sum_j alpha_j h_j(x) over the
    original and its candidates "3x3DS", "1x1FC", "3x3DS+1x1FC", alpha on the probability simplex, uniform at
    the start (the paper's choice: alpha one-hot on the original leaves the candidates without gradient).
-2. Before the first step, student-teacher initialisation (cascomp.train.mimic): every candidate, started
+2. Before the first step, student-teacher initialisation (cascomp.methods.mimic): every candidate, started
    from its analytic fit to the original's kernel, is trained to reproduce the original layer's output on
    `mimic_batches` training batches, all layers in one pass.
 3. The search trains the weights and alpha together on the same batches (the task loss with distillation,
@@ -40,7 +40,7 @@ from cascomp.methods.base import Decision, Method
 from cascomp.methods.families import ranked_family
 from cascomp.methods.scores import filter_norms, normalised
 from cascomp.passes import InsertOperatorChoicesPass, SubstituteOpsPass
-from cascomp.train.mimic import mimic
+from cascomp.methods.mimic import mimic
 
 STATE = "cascomp_darc"  # the search model's submodule holding lambda and the block index (so resume is exact)
 

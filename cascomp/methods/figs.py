@@ -27,7 +27,7 @@
    channel gates' probabilities then read as given that the branch stays). The branch gates' logits are
    trained with the channel gates' optimiser, their cost push balanced as one more group. A branch whose
    gate ends below one half is removed with its block.
-The gates live in the search space (cascomp.search.space): a channel choice and, with depth, a branch choice.
+The gates live in the search space (cascomp.methods.search_space): a channel choice and, with depth, a branch choice.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from cascomp.kernels.channel_gates import ConcreteGates
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.families import scaled_family
 from cascomp.methods.scores import filter_norms, normalised
-from cascomp.search.space import SearchSpace
+from cascomp.methods.search_space import SearchSpace
 
 
 @dataclass(frozen=True, kw_only=True)

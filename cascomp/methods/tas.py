@@ -42,7 +42,7 @@ from cascomp.kernels.width_choices import WidthChoices
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.families import scaled_family
 from cascomp.methods.scores import filter_norms, normalised
-from cascomp.search.space import SearchSpace, stages
+from cascomp.methods.search_space import SearchSpace, stages
 
 
 @dataclass(frozen=True, kw_only=True)

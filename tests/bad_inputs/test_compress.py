@@ -215,7 +215,7 @@ CASES = {
     "negative workers": Case((*COMPRESS, "-o", "{dir}/out", "--workers", "-1"), "workers (--workers) must be"),
     "bad round-to": Case((*COMPRESS, "-o", "{dir}/out", "--round-to", "0"), "expected 'auto' or a positive integer"),
     "ratio target of 2": Case((*COMPRESS, "-o", "{dir}/out", "--target", "flops=2"), "needs a suffix"),
-    "unknown target metric": Case((*COMPRESS, "-o", "{dir}/out", "--target", "latency=0.3"), "unknown target metric"),
+    "unknown target metric": Case((*COMPRESS, "-o", "{dir}/out", "--target", "energy=0.3"), "unknown target metric"),
     "multiple too coarse for the target": Case((*COMPRESS, "-o", "{dir}/out", "--round-to", "8", "--target",
                                                 "flops=0.05"), "lower --round-to (now 8; 1 allows any width)"),
     "data folder missing": Case(("compress", "{dir}/tiny.pt", "--data", "mnist:{dir}/nowhere", "-o", "{dir}/out"),

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from cascomp.kernels.operator_choice import OperatorChoice
-from cascomp.train.device import module_device
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class MimicResult:
 def mimic(model: nn.Module, choices: dict[str, OperatorChoice], batches_of_data, *, lr: float = 0.01) -> MimicResult:
     """Train every candidate of `choices` (path -> choice, all inside `model`) to mimic its original on the
     inputs the original network gives it, one step per batch of `batches_of_data` (an iterable of (x, y))."""
-    device = module_device(model)
+    device = next(model.parameters()).device
     parameters = [p for choice in choices.values() for option in list(choice.options)[1:] for p in option.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=lr)
     recorded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
