@@ -189,6 +189,17 @@ def test_probes_are_shared_out(tmp_path):
     assert log.count("probes:") == 1
 
 
+def test_darc_drops_options_under_two_processes(tmp_path):
+    """darc stops computing the options it drops after a block: DDP must look for unused parameters every
+    step (it stopped with "Expected to have finished reduction" before), and two processes decide what one does."""
+    write_data(tmp_path)
+    _launch(tmp_path, "one", 1, "--method", "darc")
+    _launch(tmp_path, "two", 2, "--method", "darc")
+    _same(tmp_path / "one", tmp_path / "two")
+    report = _result(tmp_path / "two")[2]
+    assert report["search"]["method"]["operators"] == _result(tmp_path / "one")[2]["search"]["method"]["operators"]
+
+
 def _torchrun_cascomp(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10))
     torch.save(model, folder / "model.pt")

@@ -38,7 +38,9 @@ Hooks a searching method may use, none mandatory (the driver, cascomp.train.loop
   operator substitution; None: the traced baseline). The driver traces it again, hands its graph to
   `rebase(graph)` (the decision then ranks its channels) and lands the budgets, still ratios of the
   baseline's cost, on it; `substitution_indices()` is what a resumed run passes back as `indices` to rebuild
-  it without the search model.
+  it without the search model;
+- `drops_parameters = True`: the search stops using some parameters part-way (DARC's dropped options), so
+  under torchrun DDP looks for unused parameters every step.
 `goals` (target ratio per metric) tells a method which costs the budget binds.
 """
 
@@ -146,6 +148,7 @@ class Method:
         return {}
 
     warm_start_batches = 0
+    drops_parameters = False  # True: the search stops using some parameters part-way (DDP must look every step)
 
     def warm_start(self, model: torch.nn.Module, batches: list) -> None:
         """With `warm_start_batches`: initialise the search model on these training batches ((x, y) pairs)."""

@@ -87,6 +87,7 @@ class Darc(Method):
     config_type = DarcConfig
     searches = True
     controlled = False  # lambda doubles by blocks (the paper's schedule), not the driver's controller
+    drops_parameters = True  # a dropped option's weights get no gradient (under torchrun DDP must know)
 
     def __init__(self, graph, config, goals=None) -> None:
         super().__init__(graph, config, goals)

@@ -117,17 +117,18 @@ class Cluster:
                               f"slices, one per process; give a multiple of {self.world_size}")
 
     # -- training -----------------------------------------------------------------------------------------
-    def wrap(self, model: nn.Module, example: Callable[[], torch.Tensor]) -> nn.Module:
+    def wrap(self, model: nn.Module, example: Callable[[], torch.Tensor], *, find_unused: bool = False) -> nn.Module:
         """The module to run forward passes through: DDP over `model` with several processes (it shares
         `model`'s parameters, so optimisers and state dicts keep using `model`), else `model` itself.
-        `example()`: a small batch on the model's device, to find parameters the output does not reach."""
+        `example()`: a small batch on the model's device, to find parameters the output does not reach;
+        `find_unused`: look for them every step anyway (a search that stops using parameters part-way)."""
         if not self.distributed:
             return model
         device = next(iter(model.parameters())).device
         ids = [device.index] if device.type == "cuda" else None
         # a parameter the output never reaches (another output's head) would stall the all-reduce: DDP must
         # then look for it on every step, which it does at the price of a walk of the autograd graph
-        unused = has_unused_parameters(model, example())
+        unused = find_unused or has_unused_parameters(model, example())
         return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
     def shard(self, loader: DataLoader, *, train: bool) -> DataLoader:

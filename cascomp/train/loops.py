@@ -145,7 +145,8 @@ class SearchLoop:
         self.halves = tuple(cluster.shard(h, train=True) for h in _halves(self.train, config.seed)) \
             if method.bilevel else ()
         # what the forward passes go through (DDP with several processes)
-        self.runner = cluster.wrap(self.model, lambda: _first_samples(data.train, self.placement))
+        self.runner = cluster.wrap(self.model, lambda: _first_samples(data.train, self.placement),
+                                   find_unused=method.drops_parameters)
         use_teacher = teacher is not None and config.distill.in_search
         self.teacher = teacher.eval().to(self.placement.device) if use_teacher else None
         self.reporter = reporter
