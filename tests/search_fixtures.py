@@ -71,3 +71,23 @@ def quick_config(**changes) -> cascomp.CompressConfig:
                     latency_batch_sizes=(1,))
     settings.update(changes)
     return cascomp.CompressConfig(**settings)
+
+
+class Interrupt(Exception):
+    """Raised by `stopped_and_resumed`'s epoch callback to stop a run."""
+
+
+def stopped_and_resumed(model, config, data, folder, stop_at: tuple[str, int]):
+    """(a straight run, a run stopped after the epoch `stop_at` = (phase, epoch) and resumed), in `folder`."""
+    import pytest
+
+    straight = cascomp.compress(model, config, data=data, out_dir=folder / "straight", progress=False)
+
+    def interrupt(phase, epoch):
+        if (phase, epoch) == stop_at:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        cascomp.compress(model, config, data=data, out_dir=folder / "broken", progress=False, on_epoch=interrupt)
+    resumed = cascomp.compress(model, config, data=data, out_dir=folder / "broken", resume=True, progress=False)
+    return straight, resumed

@@ -9,11 +9,7 @@ from torch import nn
 
 import cascomp
 from cascomp.methods import METHODS, DarcConfig
-from tests.search_fixtures import TinyNet, quadrant_task, quick_config, trained_tiny
-
-
-class Interrupt(Exception):
-    pass
+from tests.search_fixtures import TinyNet, quadrant_task, quick_config, stopped_and_resumed, trained_tiny
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +66,7 @@ def test_an_interrupted_darc_run_resumes_to_the_same_result(task, tmp_path):
     data, model = task
     config = quick_config(method="darc", method_config=DarcConfig(mimic_batches=2), targets=("flops=0.4",),
                           search_epochs=1, finetune_epochs=2)
-    straight = cascomp.compress(model, config, data=data, out_dir=tmp_path / "straight", progress=False)
-
-    def interrupt(phase, epoch):
-        if (phase, epoch) == ("finetune", 1):
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", progress=False, on_epoch=interrupt)
-    resumed = cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", resume=True, progress=False)
+    straight, resumed = stopped_and_resumed(model, config, data, tmp_path, ("finetune", 1))
     assert resumed.plan == straight.plan
     for key, value in straight.model.state_dict().items():
         assert torch.allclose(resumed.model.state_dict()[key].float(), value.float(), atol=1e-6), key

@@ -183,13 +183,16 @@ def test_tas_depth_settled_removes_the_deepest_blocks_of_each_stage():
     assert method.depth.temperature == pytest.approx(0.1) == method.choices.temperature
 
 
-@pytest.mark.parametrize("method, config", [("figs", FigsConfig(branch_gates=True)), ("tas", TasConfig())])
+@pytest.mark.parametrize("method, config", [("figs", FigsConfig(branch_gates=True)),
+                                            ("tas", TasConfig(least_blocks=0))])  # TinyNet's one block: 0 or 1
 def test_a_depth_search_run_lands_the_budget(tmp_path, method, config):
     spec = quadrant_task(tmp_path / "quadrants.npz", samples=256)
     data = cascomp.load_data(spec, batch_size=32, seed=0)
     model = trained_tiny(data, epochs=1)
     graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
     assert graph.cost_model.branches == ("conv1",)
+    searched = METHODS[method](graph, config, {"flops": 0.5}).space.branches
+    assert searched is not None and searched.alive_probabilities().numel() == 1  # the run searches depth
     result = cascomp.compress(model, quick_config(method=method, method_config=config, search_epochs=1,
                                                   finetune_epochs=1), data=data, progress=False)
     assert result.report["targets"]["flops"]["within_1pct"]

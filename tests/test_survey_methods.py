@@ -15,7 +15,7 @@ from cascomp.methods.sparsity import alive_keep, below_cut
 from cascomp.search.budget import fit_widths
 from cascomp.search.control import StrengthController
 from tests.models import ZOO, example_inputs
-from tests.search_fixtures import TinyNet, quadrant_task, quick_config, trained_tiny
+from tests.search_fixtures import TinyNet, quadrant_task, quick_config, stopped_and_resumed, trained_tiny
 
 
 def _residual_graph():
@@ -269,10 +269,6 @@ def _decided(method, graph):
     return decision.scores, decision.family
 
 
-class _Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("method, options", [("group-lasso", {"initial_strength": 20.0}),
                                              ("morphnet", {"rounds": 2, "initial_strength": 20.0}),
                                              ("vardrop", {"initial_strength": 5.0, "lr": 0.5}), ("gensynth", {})])
@@ -281,15 +277,7 @@ def test_a_search_stopped_after_its_first_epoch_resumes_to_the_same_plan(tmp_pat
     data = cascomp.load_data(spec, batch_size=32, seed=0)
     model = trained_tiny(data, epochs=1)
     config = quick_config(method=method, method_config=METHOD_CONFIGS[method](**options), finetune_epochs=0)
-    straight = cascomp.compress(model, config, data=data, out_dir=tmp_path / "straight", progress=False)
-
-    def interrupt(phase, epoch):
-        if (phase, epoch) == ("search", 1):
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", progress=False, on_epoch=interrupt)
-    resumed = cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", resume=True, progress=False)
+    straight, resumed = stopped_and_resumed(model, config, data, tmp_path, ("search", 1))
     assert resumed.plan == straight.plan
     untimed = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
     assert untimed(resumed.report["search"]["epochs"]) == untimed(straight.report["search"]["epochs"])

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from torch import nn
 
 from cascomp.errors import ConfigError
 from cascomp.export.atomic import atomic_output
+from cascomp.export.profile import _latency, _session, _Settings
 from cascomp.ir.graph import Graph
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -238,17 +238,7 @@ def _time(layer: nn.Module, x: torch.Tensor, provider: str, threads: int, warmup
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(layer, (x,), path, dynamo=False, input_names=["x"])
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(path, options, providers=[provider])
-        feeds = {"x": x.numpy()}
-        for _ in range(warmup):
-            session.run(None, feeds)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            session.run(None, feeds)
-            times.append((time.perf_counter() - start) * 1000)
-    return float(np.median(times))
+        settings = _Settings(batch_sizes=(len(x),), warmup=warmup, repeats=repeats, threads=threads,
+                             provider=provider, input_shapes=None)
+        session, feeds = _session(path, settings), {"x": x.numpy()}
+        return _latency(len(x), lambda: session.run(None, feeds), settings).median_ms

@@ -122,7 +122,7 @@ class CostModel:
         gone, _ = self._removed_terms(keep, alive)
         terms = intercept.to(keep.dtype) + slope.to(keep.dtype) * self._scales.to(keep.dtype) * self._mac_products(table)
         if alive is not None and len(self.branches):
-            terms, _ = self._weighted(terms, torch.zeros(0, dtype=keep.dtype), alive.to(keep.dtype))
+            terms = terms * self._branch_factors(alive.to(keep.dtype), keep.dtype)[0]
         return run + _sum_but(terms, gone)
 
     def full(self) -> torch.Tensor:
@@ -145,6 +145,11 @@ class CostModel:
     def _weighted(self, macs: torch.Tensor, params: torch.Tensor,
                   alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each term times the alive-probability of every branch it goes with."""
+        mac_factor, param_factor = self._branch_factors(alive, macs.dtype)
+        return macs * mac_factor, params * param_factor
+
+    def _branch_factors(self, alive: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per MACs term and per parameter term, the product of the alive-probabilities of its branches."""
         if self._branch_terms is None:
             self._branch_terms = []
             for _, branch, *_ in self._removable:
@@ -153,13 +158,14 @@ class CostModel:
                     torch.tensor([i for i, (node, _, _) in enumerate(self._macs) if node in dead], dtype=torch.long),
                     torch.tensor([i for i, users in enumerate(self._param_users) if users and users <= dead],
                                  dtype=torch.long)))
-        mac_factor, param_factor = torch.ones_like(macs), torch.ones_like(params)
+        mac_factor = torch.ones(len(self._macs), dtype=dtype)
+        param_factor = torch.ones(len(self._param_users), dtype=dtype)
         for b, (mac_terms, param_terms) in enumerate(self._branch_terms):
             if len(mac_terms):
                 mac_factor = mac_factor.index_put((mac_terms,), mac_factor[mac_terms] * alive[b])
-            if len(param_terms) and len(params):
+            if len(param_terms):
                 param_factor = param_factor.index_put((param_terms,), param_factor[param_terms] * alive[b])
-        return macs * mac_factor, params * param_factor
+        return mac_factor, param_factor
 
     def _removed_terms(self, keep: torch.Tensor,
                        alive: torch.Tensor | None = None) -> tuple[frozenset[int], frozenset[int]]:
