@@ -2,7 +2,8 @@
 
 `resnet20`: He et al.'s CIFAR ResNet-20, where residual adds tie most widths together and every layer is about
 equally redundant. `vgg`: a plain VGG-style net whose layers are far from equally redundant (16 channels at
-28x28, 128 at 3x3), so how a method allocates widths across layers matters.
+28x28, 128 at 3x3), so how a method allocates widths across layers matters. `wrn16_2`: Zagoruyko and Komodakis's WRN-16-2, twice
+ResNet-20's widths: where replacing a 3x3 convolution by a cheaper operator pays (DARC's best case).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from torch import nn
 from cascomp.train.demo import train_demo_model  # the demo's training recipe
 from cascomp.zoo.resnet20 import ResNet20
 from cascomp.zoo.vgg import VGG
+from cascomp.zoo.wide_resnet import WideResNet
 
 
-BASELINES = {"resnet20": ResNet20, "vgg": VGG}
+BASELINES = {"resnet20": ResNet20, "vgg": VGG, "wrn16_2": WideResNet}
 INPUT = (1, 1, 28, 28)
 
 

@@ -149,9 +149,8 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         teacher = copy.deepcopy(graph.gm).eval()
         _check_classifier(teacher, example_inputs, data)
         teacher.to(placement.device)  # the teacher of search, probes, reconstruction and fine-tuning
-        if any(target.metric == "latency" for target in config.targets):  # priced by a per-layer table (cached)
-            table = latency_table(graph, batch=config.latency_batch_sizes[0], threads=config.latency_threads)
-            graph.cost_model.attach_latency(table)
+        if _latency_target(config):  # priced by a per-layer table (cached)
+            table = _attach_latency(graph, config)
             reporter.line(f"latency table: {len(table.layers)} layers, {table.total_ms:.3f} ms predicted at batch "
                           f"{table.batch}, {table.threads} thread(s)")
         goals = target_ratios(graph, config.targets)
@@ -174,6 +173,8 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         if substituted is not None:
             graph = trace(substituted, example_inputs, ignore=config.ignore, round_to=multiples[-1],
                           min_keep=config.min_keep)
+            if _latency_target(config):  # its layers priced as the search priced them (the same cached entries)
+                _attach_latency(graph, config)
             method.rebase(graph)
             trained = graph.gm
             if not resumed:  # the report records what was substituted (the search's summary predates it)
@@ -271,6 +272,16 @@ def _measure_probes(method, graph: Graph, teacher, data, config: CompressConfig,
     method.take_measurements(result.losses)
     return {"count": len(plans), "images": result.images, "seconds": round(result.seconds, 3),
             "epochs_of_forward_passes": result.images / max(data.train_size, 1)}
+
+
+def _latency_target(config: CompressConfig) -> bool:
+    return any(target.metric == "latency" for target in config.targets)
+
+
+def _attach_latency(graph: Graph, config: CompressConfig):
+    table = latency_table(graph, batch=config.latency_batch_sizes[0], threads=config.latency_threads)
+    graph.cost_model.attach_latency(table)
+    return table
 
 
 def _relative_goals(goals: dict[str, float], original: Graph, graph: Graph) -> dict[str, float]:

@@ -4,6 +4,7 @@ report's prediction beside the measured ratio."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -16,6 +17,7 @@ from cascomp.errors import ConfigError
 from cascomp.export import latency_table as table_module
 from cascomp.export.latency_table import latency_table
 from cascomp.methods import METHODS, DarcConfig, L1Config
+from cascomp.passes import SubstituteOpsPass
 from tests.exactness import zoo_graph
 from tests.search_fixtures import TinyNet, quadrant_task, quick_config, saved_tiny_task, trained_tiny
 
@@ -78,9 +80,47 @@ def test_a_latency_target_is_landed_and_reported(tmp_path):
     assert prediction["batch"] == 1 and prediction["threads"] == 1 and prediction["ratio"] == target["reached"]
     assert prediction["compressed_ms"] < prediction["baseline_ms"] and prediction["measured_ratio"] > 0
     assert report["baseline"]["latency_predicted_ms"] == prediction["baseline_ms"]
-    with pytest.raises(ConfigError, match="darc"):
+    with pytest.raises(ConfigError, match="darc: a latency target needs the baseline's latency table"):
         graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
         METHODS["darc"](graph, DarcConfig(), {"latency": 0.5})
+
+
+def test_darc_prices_every_operator_as_the_substituted_networks_table_does():
+    """DARC(T): the latency of any choice of operators, as the search prices it (each option timed alone at its
+    input shape), is the table prediction of the network those operators are substituted into."""
+    x = torch.randn(2, 1, 8, 8)
+    graph = cascomp.trace(TinyNet(), x)
+    table = latency_table(graph)
+    graph.cost_model.attach_latency(table)
+    method = METHODS["darc"](graph, DarcConfig(), {"latency": 0.5})
+    model = method.prepare()
+    by_module = {layer.module: layer for layer in table.layers}
+    for i, path in enumerate(method.choices):  # the original option is the table's own entry
+        assert float(method._latency[i, 0]) == pytest.approx(by_module[path].predict(max(by_module[path].macs)))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        winners = {path: int(torch.randint(len(choice.options), (1,), generator=generator))
+                   for path, choice in method.choices.items()}
+        substituted = cascomp.trace(SubstituteOpsPass(winners)(copy.deepcopy(model)).gm, x)
+        substituted.cost_model.attach_latency(latency_table(substituted))
+        predicted = method._ratios(winners)["latency"] * graph.cost().latency
+        assert predicted == pytest.approx(substituted.cost().latency, rel=1e-9)
+        for i, (path, choice) in enumerate(method.choices.items()):  # the penalty at a one-hot alpha agrees
+            choice.alpha.data.zero_()
+            choice.alpha.data[winners[path]] = 1.0
+        assert float(method.penalty()["latency"].detach()) == pytest.approx(method._ratios(winners)["latency"], rel=1e-9)
+
+
+def test_a_darc_run_lands_a_latency_target(tmp_path):
+    data = cascomp.load_data(quadrant_task(tmp_path / "q.npz", samples=256), batch_size=32, seed=0)
+    model = trained_tiny(data, epochs=1)
+    config = quick_config(method="darc", method_config=DarcConfig(mimic_batches=2), targets=("latency=0.5",),
+                          search_epochs=1, finetune_epochs=1)
+    report = cascomp.compress(model, config, data=data, progress=False).report
+    target = report["targets"]["latency"]
+    assert target["within_1pct"] and 0.495 <= target["reached"] <= 0.5
+    assert report["latency"]["prediction"]["ratio"] == pytest.approx(target["reached"])
+    assert set(report["search"]["method"]["operators"]) == {"conv1", "conv2"}
 
 
 def test_the_command_line_takes_a_latency_target(tmp_path, capsys):

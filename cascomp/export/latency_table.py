@@ -27,7 +27,7 @@ import os
 import platform
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,11 @@ class LatencyTable:
     provider: str
     onnxruntime: str
     run_ms: float  # onnxruntime's cost of one run, taken out of every layer's time
+    # how it was timed, so that more layers (a search's candidate operators) are timed alike: module_latency
+    fractions: tuple[float, ...] = FRACTIONS
+    warmup: int = 5
+    repeats: int = 20
+    cache_dir: str | None = None
 
     @property
     def total_ms(self) -> float:
@@ -105,26 +110,44 @@ def latency_table(graph: Graph, *, batch: int = 1, threads: int = 1, device: str
     if not fractions or any(not 0 < f <= 1 for f in fractions):
         raise ConfigError(f"latency table: fractions must be in (0, 1], got {fractions!r}")
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "provider": provider,
-               "threads": threads, "batch": batch, "fractions": list(fractions), "warmup": warmup,
-               "repeats": repeats}
-    overhead = _entry(folder, {**machine, "kind": "run"}, "", "", "run", None, (batch, 1), (1.0,), provider,
-                      threads, warmup, repeats).full_ms
+    timing = LatencyTable((), batch, threads, provider, onnxruntime.__version__, 0.0, tuple(fractions), warmup,
+                          repeats, str(folder))
+    timing = replace(timing, run_ms=_entry(timing, "", "", "run", None, (batch, 1), (1.0,)).full_ms)
     layers = []
     for node in graph.gm.graph.nodes:
         if node.op != "call_module":
             continue
         module = graph.gm.get_submodule(str(node.target))
-        kind = "conv" if type(module) is nn.Conv2d else "linear" if type(module) is nn.Linear else None
         shape = graph.record.shapes.get(node.args[0].name) if node.args and hasattr(node.args[0], "name") else None
-        if kind is None or not isinstance(shape, tuple):
+        if _kind(module) is None or not isinstance(shape, tuple):
             continue
-        shape = (batch,) + tuple(shape[1:])
-        key = {**machine, "kind": kind, "layer": _hyper(module), "input_shape": list(shape)}
-        layers.append(_entry(folder, key, node.name, str(node.target), kind, module, shape, fractions, provider,
-                             threads, warmup, repeats, overhead))
-    return LatencyTable(tuple(layers), batch, threads, provider, onnxruntime.__version__, overhead)
+        layers.append(_entry(timing, node.name, str(node.target), _kind(module), module, (batch,) + tuple(shape[1:])))
+    return replace(timing, layers=tuple(layers))
+
+
+def module_latency(table: LatencyTable, module: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """The fitted time (ms, without a run's own cost) of every convolution and linear layer in `module` run on
+    an input of `input_shape` (any batch: the table's is used), each timed alone as `table`'s layers were (same
+    provider, threads, batch, widths and cache): how a search prices an operator the model does not have yet,
+    consistently with the table's layers (the same layer at the same shape is the same cached entry)."""
+    shapes: list[tuple[nn.Module, tuple[int, ...]]] = []
+    hooks = [layer.register_forward_pre_hook(lambda layer, args: shapes.append((layer, tuple(args[0].shape))))
+             for layer in module.modules() if _kind(layer) is not None]
+    try:
+        with torch.no_grad():
+            module(torch.zeros((1,) + tuple(input_shape[1:])))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    total = 0.0
+    for layer, shape in shapes:
+        entry = _entry(table, "", "", _kind(layer), layer, (table.batch,) + shape[1:])
+        total += entry.predict(max(entry.macs))
+    return total
+
+
+def _kind(module: nn.Module) -> str | None:
+    return "conv" if type(module) is nn.Conv2d else "linear" if type(module) is nn.Linear else None
 
 
 def format_table(table: LatencyTable, measured_ms: float | None = None) -> str:
@@ -154,16 +177,24 @@ def _hyper(module: nn.Module) -> dict:
     return {"in": module.in_features, "out": module.out_features, "bias": module.bias is not None}
 
 
-def _entry(folder: Path, key: dict, node: str, path: str, kind: str, module: nn.Module | None,
-           shape: tuple[int, ...], fractions, provider: str, threads: int, warmup: int, repeats: int,
-           overhead: float = 0.0) -> LayerLatency:
+def _entry(table: LatencyTable, node: str, path: str, kind: str, module: nn.Module | None,
+           shape: tuple[int, ...], fractions: tuple[float, ...] | None = None) -> LayerLatency:
+    """The layer's entry timed as `table` says (its run_ms taken out), from the cache when there."""
+    fractions = table.fractions if fractions is None else fractions
+    key = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+           "cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "provider": table.provider,
+           "threads": table.threads, "batch": table.batch, "fractions": list(table.fractions),
+           "warmup": table.warmup, "repeats": table.repeats, "kind": kind}
+    if module is not None:
+        key.update(layer=_hyper(module), input_shape=list(shape))
+    folder = Path(table.cache_dir) if table.cache_dir is not None else default_cache_dir()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     file = folder / f"{digest}.json"
     if file.exists():
         try:
             saved = json.loads(file.read_text())
             if saved.get("key") == key:
-                return _layer(node, path, kind, shape, saved, overhead, cached=True)
+                return _layer(node, path, kind, shape, saved, table.run_ms, cached=True)
         except (OSError, ValueError):
             pass  # an unreadable entry is timed again and rewritten
     widths, macs, ms = [], [], []
@@ -171,7 +202,7 @@ def _entry(folder: Path, key: dict, node: str, path: str, kind: str, module: nn.
         layer, x = _at_width(module, shape, fraction) if module is not None else (_Copy(), torch.randn(shape))
         widths.append(fraction)
         macs.append(_macs(layer, x))
-        ms.append(_time(layer, x, provider, threads, warmup, repeats))
+        ms.append(_time(layer, x, table.provider, table.threads, table.warmup, table.repeats))
     saved = {"key": key, "widths": widths, "macs": macs, "ms": ms}
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -179,7 +210,7 @@ def _entry(folder: Path, key: dict, node: str, path: str, kind: str, module: nn.
             Path(temporary).write_text(json.dumps(saved))
     except (OSError, ConfigError):  # an unwritable cache costs a re-timing next time, not the run
         pass
-    return _layer(node, path, kind, shape, saved, overhead, cached=False)
+    return _layer(node, path, kind, shape, saved, table.run_ms, cached=False)
 
 
 class _Copy(nn.Module):

@@ -21,7 +21,11 @@ for expensive ones, then the widths for the last percent of the budget.
    widths (filter-norm ranking across groups, as `l1`): operator choice first, widths for the last percent,
    which the paper's lambda sweep alone does not give. The compressed network keeps the search's weights
    and is fine-tuned with distillation.
-Targets are FLOPs and parameters here; latency targets (the paper's DARC(T)) are not built yet.
+Latency targets (the paper's DARC(T)): every option is priced by the per-layer latency table the run built for
+the baseline (cascomp.export.latency_table): each of its convolutions timed alone at its real input shape, in
+onnxruntime on the provider, threads and batch the table was built with (cached; the original layer is the
+table's own entry), so an option's expected latency is sum_j alpha_j ms_j and the export's budget arithmetic
+is the table's prediction, as for every other method.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from torch import nn
 from cascomp.config import check_positive, check_share
 from cascomp.errors import ConfigError
 from cascomp.kernels.candidates import candidates_for, conv_cost, eligible
+from cascomp.export.latency_table import module_latency
 from cascomp.kernels.operator_choice import OperatorChoice
 from cascomp.methods.base import Decision, Method
 from cascomp.methods.families import ranked_family
@@ -91,14 +96,15 @@ class Darc(Method):
 
     def __init__(self, graph, config, goals=None) -> None:
         super().__init__(graph, config, goals)
-        if "latency" in self.goals:
-            raise ConfigError("darc prices its operators in FLOPs and parameters; a latency target for darc is not "
-                              "built yet: give darc flops= or params=, or another method the latency target")
+        if "latency" in self.goals and graph.cost_model.latency_table is None:
+            raise ConfigError("darc: a latency target needs the baseline's latency table attached to its cost model "
+                              "(compress attaches it; with the passes alone, graph.cost_model.attach_latency(table))")
         calls: dict[str, int] = {}
         for node in graph.gm.graph.nodes:
             if node.op == "call_module":
                 calls[str(node.target)] = calls.get(str(node.target), 0) + 1
         self.positions: dict[str, int] = {}
+        self.inputs: dict[str, tuple[int, ...]] = {}  # each choice's input shape (its options are timed at it)
         for node in graph.gm.graph.nodes:
             target = str(node.target)
             if node.op != "call_module" or calls[target] != 1 or eligible(graph.gm.get_submodule(target)):
@@ -106,6 +112,7 @@ class Darc(Method):
             shape = graph.record.shapes.get(node.name)
             if isinstance(shape, tuple) and len(shape) == 4:
                 self.positions[target] = shape[2] * shape[3]
+                self.inputs[target] = graph.record.shapes.get(node.args[0].name)
         self.choices: dict[str, OperatorChoice] = {}
         self.state: DarcState | None = None
         self.mimicked = None
@@ -126,6 +133,11 @@ class Darc(Method):
                  for path, choice in self.choices.items()}
         self._macs = torch.tensor([[c[0] for c in costs[p]] for p in self.choices], dtype=torch.float64)
         self._params = torch.tensor([[c[1] for c in costs[p]] for p in self.choices], dtype=torch.float64)
+        self._latency = None
+        if "latency" in self.goals:  # every option timed as the table's layers were (the cache keeps them)
+            table = self.graph.cost_model.latency_table
+            self._latency = torch.tensor([[module_latency(table, option, self.inputs[path]) for option in choice.options]
+                                          for path, choice in self.choices.items()], dtype=torch.float64)
         return model
 
     def warm_start(self, model: nn.Module, batches: list) -> None:
@@ -149,7 +161,11 @@ class Darc(Method):
         base = self.baseline
         macs = base.macs - float(self._macs[:, 0].sum()) + (alpha * self._macs).sum()
         params = base.params - float(self._params[:, 0].sum()) + (alpha * self._params).sum()
-        return {"flops": macs / max(base.macs, 1.0), "params": params / max(base.params, 1.0)}
+        ratios = {"flops": macs / max(base.macs, 1.0), "params": params / max(base.params, 1.0)}
+        if self._latency is not None:
+            ms = base.latency - float(self._latency[:, 0].sum()) + (alpha * self._latency).sum()
+            ratios["latency"] = ms / max(base.latency, 1e-12)
+        return ratios
 
     def arch_loss(self, expected: dict[str, torch.Tensor], progress: float) -> torch.Tensor | None:
         if not expected or self.state is None:
@@ -181,7 +197,8 @@ class Darc(Method):
         """Per layer the option it becomes (after the last step's projection)."""
         for choice in self.choices.values():
             choice.project()
-        return {path: choice.winner(self._macs[i]) for i, (path, choice) in enumerate(self.choices.items())}
+        costs = self._latency if self._latency is not None else self._macs  # its most expensive option left
+        return {path: choice.winner(costs[i]) for i, (path, choice) in enumerate(self.choices.items())}
 
     # -- the export ---------------------------------------------------------------------------------------
     def substitute(self, model: nn.Module | None, indices: dict | None = None) -> nn.Module | None:
@@ -216,7 +233,11 @@ class Darc(Method):
         chosen = torch.tensor([winners[p] for p in self.choices], dtype=torch.long)
         macs = base.macs - float(self._macs[:, 0].sum()) + float(self._macs[rows, chosen].sum())
         params = base.params - float(self._params[:, 0].sum()) + float(self._params[rows, chosen].sum())
-        return {"flops": macs / max(base.macs, 1.0), "params": params / max(base.params, 1.0)}
+        ratios = {"flops": macs / max(base.macs, 1.0), "params": params / max(base.params, 1.0)}
+        if self._latency is not None:
+            ms = base.latency - float(self._latency[:, 0].sum()) + float(self._latency[rows, chosen].sum())
+            ratios["latency"] = ms / max(base.latency, 1e-12)
+        return ratios
 
     def substitution_indices(self) -> dict | None:
         return dict(self._winners) if self._winners is not None else None

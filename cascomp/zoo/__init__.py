@@ -42,6 +42,7 @@ from cascomp.zoo.shufflenet import ShuffleNetV2
 from cascomp.zoo.swin import Swin
 from cascomp.zoo.unet import UNet
 from cascomp.zoo.vgg import VGG
+from cascomp.zoo.wide_resnet import WideResNet
 from cascomp.zoo.vit import FusedQkvAttention, SeparateQkvAttention, VisionTransformer, vit_b16
 
 __all__ = ["SUITES", "ZOO", "ZooEntry", "build", "example_inputs", "names"]
@@ -129,6 +130,10 @@ _ENTRIES: dict[str, ZooEntry] = {
     ),
     "vgg": ZooEntry(
         VGG, _MNIST, "Plain VGG-style net: seven 3x3 conv-BN-ReLU layers, 16 to 128 channels.", suite="mnist"
+    ),
+    "wrn16_2": ZooEntry(
+        WideResNet, _MNIST, "Wide ResNet WRN-16-2: pre-activation blocks, 2 per stage, 32/64/128 channels.",
+        suite="mnist",
     ),
     # -- imagenet: full-size networks at 224x224 ------------------------------------------------------------
     "resnet50": ZooEntry(resnet50, _IMAGENET, "ResNet-50, about 25.6 M parameters.", suite="imagenet"),
