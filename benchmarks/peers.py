@@ -40,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cascomp  # noqa: E402
+from cascomp.export.latency_table import latency_table  # noqa: E402
 from cascomp.methods import METHODS, FigsConfig, SensitivityConfig, TasConfig  # noqa: E402
 from cascomp.train.loops import FinetuneLoop, evaluate, recalibrate_batch_norm, seed_epoch  # noqa: E402
 from cascomp.train.progress import Reporter  # noqa: E402
@@ -50,7 +51,8 @@ from _timing import interleaved_latency, ratio_with_spread  # noqa: E402
 DATA = "fashion-mnist:/usr/share/datasets/fashion-mnist"
 BASELINE_EPOCHS = 8
 # (budget, epochs, seeds): the main comparison with three seeds, the others with one
-BUDGETS = (("flops=0.33", 2, (0, 1, 2)), ("flops=0.5", 2, (0,)), ("params=0.33", 2, (0,)), ("flops=0.33", 6, (0,)))
+BUDGETS = (("flops=0.33", 2, (0, 1, 2)), ("flops=0.5", 2, (0,)), ("params=0.33", 2, (0,)), ("flops=0.33", 6, (0,)),
+           ("latency=0.5", 2, (0,)))
 
 
 # contender variants: `cascomp:METHOD+OPTION` runs METHOD with these CompressConfig fields
@@ -113,7 +115,7 @@ def run_torch_pruning(importance: str, model, data, target: str, epochs: int, se
 
     teacher = copy.deepcopy(model).eval()
     metric, goal = cascomp.Target.parse(target).metric, cascomp.Target.parse(target).value
-    base = _cost(model)[metric]
+    base = _cost(model, metric == "latency")[metric]
     student = copy.deepcopy(model)
     if importance == "taylor":
         _accumulate_gradients(student, data, seed, batches=16)
@@ -126,7 +128,7 @@ def run_torch_pruning(importance: str, model, data, target: str, epochs: int, se
         pruner = tp.pruner.MetaPruner(candidate, torch.zeros(INPUT), importance=scorer, pruning_ratio=ratio,
                                       ignored_layers=[candidate.fc])
         pruner.step()
-        return candidate, _cost(candidate)[metric] / base
+        return candidate, _cost(candidate, metric == "latency")[metric] / base
 
     # the cost falls as the ratio grows up to where a layer would keep no channel (Torch-Pruning then skips
     # it: 0.95 prunes nothing on ResNet-20); bisect for the smallest ratio under the goal
@@ -160,9 +162,14 @@ def _accumulate_gradients(model, data, seed: int, batches: int) -> None:
         torch.nn.functional.cross_entropy(model(x), y).backward()
 
 
-def _cost(model) -> dict:
-    cost = cascomp.trace(model, (torch.zeros(INPUT),)).cost()
-    return {"flops": cost.flops, "params": cost.params}
+def _cost(model, latency: bool = False) -> dict:
+    """FLOPs and parameters; with `latency`, also the per-layer latency table's prediction (ms) at batch 1 on
+    one thread, as compress prices a latency target (cached per layer shape)."""
+    graph = cascomp.trace(model, (torch.zeros(INPUT),))
+    if latency:
+        graph.cost_model.attach_latency(latency_table(graph, batch=1, threads=1))
+    cost = graph.cost()
+    return {"flops": cost.flops, "params": cost.params, **({"latency": cost.latency} if latency else {})}
 
 
 # -- rows --------------------------------------------------------------------------------------------------
@@ -175,11 +182,13 @@ def run_row(key: str, models: dict, data, rows_dir: Path, rounds: int) -> dict:
     runner = run_cascomp if tool == "cascomp" else run_torch_pruning
     small, details = runner(method, model, data, target, epochs, seed)
     seconds = time.perf_counter() - started
-    base, cost = _cost(model), _cost(small)
+    timed = cascomp.Target.parse(target).metric == "latency"
+    base, cost = _cost(model, timed), _cost(small, timed)
     row = {"key": key, "baseline": name, "contender": who, "target": target, "epochs": epochs, "seed": seed,
            **details, "flops": cost["flops"] / base["flops"], "params": cost["params"] / base["params"],
            "top1": evaluate(small, data.val), "baseline_top1": evaluate(model, data.val), "seconds": seconds,
-           "threads": torch.get_num_threads(), **_latency(model, small, rounds)}
+           "threads": torch.get_num_threads(), **_latency(model, small, rounds),
+           **({"latency_predicted": cost["latency"] / base["latency"]} if timed else {})}
     _write_json(rows_dir / (key.replace("/", "__") + ".json"), row)
     return row
 
@@ -214,16 +223,18 @@ def tables(rows: list[dict]) -> str:
     order = {key: index for index, key in enumerate(all_rows())}
     rows = sorted(rows, key=lambda row: order.get(row["key"], len(order)))
     lines = ["| baseline | contender | budget | epochs: search + fine-tune | seed | FLOPs | params | blocks removed | "
-             "top-1 | Δ top-1 | latency b1 | latency b32 | wall s |", "|" + "---|" * 13]
+             "top-1 | Δ top-1 | latency predicted | latency b1 | latency b32 | wall s |", "|" + "---|" * 14]
     for row in rows:
         schedule = f"{row['search_epochs']} + {row['finetune_epochs']}"
         if row.get("probe_epochs"):
             schedule += f" (probes: {row['probe_epochs']:.2f} in forward passes)"
+        # the per-layer table's prediction at batch 1, one thread (latency targets only: what they are landed on)
+        predicted = f"{row['latency_predicted']:.3f}" if "latency_predicted" in row else "—"
         lines.append(f"| {row['baseline']} ({row['baseline_top1']:.2%}) | {row['contender']} | {row['target']} | "
                      f"{schedule} | {row['seed']} | {row['flops']:.3f} | {row['params']:.3f} | "
                      # rows from before blocks could be removed removed none (no method proposed it)
                      f"{row.get('removed_blocks', 0)} | {row['top1']:.2%} | {100 * (row['top1'] - row['baseline_top1']):+.2f} pt | "
-                     f"{row['latency_b1']:.2f} ±{row['latency_b1_spread']:.2f} | "
+                     f"{predicted} | {row['latency_b1']:.2f} ±{row['latency_b1_spread']:.2f} | "
                      f"{row['latency_b32']:.2f} ±{row['latency_b32_spread']:.2f} | {row['seconds']:.0f} |")
     lines += ["", "| baseline | contender | budget | epochs | seeds | top-1 per seed | mean ± std | Δ mean |",
               "|" + "---|" * 8]
