@@ -1,6 +1,7 @@
 """cascomp: graph-level model compression compiler for PyTorch."""
 
-from cascomp.api import CompareResult, CompressResult, apply_plan, compare, compress, mask_model, trace
+from cascomp.api import (CompareResult, CompressResult, apply_plan, compare, compress, mask_model,
+                         substitute_operators, trace)
 from cascomp.config import CompressConfig, DistillConfig, Target
 from cascomp.data import DataBundle, load_data
 from cascomp.errors import (CascompError, ConfigError, DataError, ExportError, PlanError, SearchError,
@@ -19,5 +20,5 @@ __all__ = [
     "Constraints", "Cost", "DataBundle", "DataError", "DistillConfig", "ExportError", "FigsConfig",
     "FrozenChannels", "Graph", "GroupMember", "L1Config", "Plan", "PlanError", "SearchError",
     "SensitivityConfig", "Target", "TasConfig", "TraceError", "UniformConfig", "apply_plan", "compare", "compress",
-    "export_onnx", "load_data", "mask_model", "profile", "trace",
+    "export_onnx", "load_data", "mask_model", "profile", "substitute_operators", "trace",
 ]

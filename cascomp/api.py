@@ -29,7 +29,7 @@ from torch.utils.data import TensorDataset
 from cascomp.config import CompressConfig, resolve_device
 from cascomp.data import load_data
 from cascomp.data.bundle import default_workers
-from cascomp.errors import CascompError, ConfigError, PassError
+from cascomp.errors import CascompError, ConfigError, PassError, PlanError
 from cascomp.export import OnnxExportResult, export_onnx
 from cascomp.export.compare import compare_latency
 from cascomp.export.latency_table import latency_table
@@ -42,7 +42,7 @@ from cascomp.ir.module_copy import copy_for_rewrite
 from cascomp.ir.plan import Plan
 from cascomp.methods import METHODS
 from cascomp.passes import (EliminateDeadCodePass, MaskChannelsPass, PruneChannelsPass, RemoveBranchesPass,
-                            ResizeShapeArgsPass, run_passes)
+                            ResizeShapeArgsPass, SubstituteOpsPass, run_passes)
 from cascomp.search.budget import PREFERRED_MULTIPLES, Fit, fit_of_plan, fit_preferring_multiples, target_ratios
 from cascomp.train.checkpoint import FILE as CHECKPOINT
 from cascomp.train.checkpoint import CheckpointStore
@@ -67,8 +67,29 @@ def trace(model: nn.Module, example_inputs, example_kwargs: dict | None = None, 
     return Graph(model, example_inputs, example_kwargs, constraints=constraints)
 
 
+def substitute_operators(graph: Graph, operators: dict[str, str]) -> Graph:
+    """`graph`'s network with the convolutions named in `operators` replaced by those candidate operators
+    (kernels/candidates.py, started from each convolution's weights by their analytic fit), traced again with
+    the same inputs and constraints: the graph a plan's `keep` names when the plan has `operators`."""
+    try:
+        gm = SubstituteOpsPass(dict(operators))(copy.deepcopy(graph.gm)).gm
+    except PassError as error:
+        raise PlanError(f"plan operators: {error}") from error
+    return Graph(gm, graph.example_inputs, graph.example_kwargs, constraints=graph.constraints)
+
+
+def _widths_of(graph: Graph, plan: Plan) -> tuple[Graph, Plan]:
+    """The graph a plan's widths apply to (its operators substituted first) and the plan of widths alone."""
+    if not plan.operators:
+        return graph, plan
+    return substitute_operators(graph, plan.operators), Plan(plan.keep)
+
+
 def apply_plan(graph: Graph, plan: Plan) -> fx.GraphModule:
-    """A new, physically smaller module computing what `mask_model(graph, plan)` computes."""
+    """A new, physically smaller module computing what `mask_model(graph, plan)` computes (with `operators`,
+    what the substituted network's computes: candidates started from the analytic fit; load the trained
+    weights of the run that made the plan into it)."""
+    graph, plan = _widths_of(graph, plan)
     label_keep = graph.label_keep(plan)
     # the prune pass gives every parameter and buffer a fresh tensor, so the copy may share them; its code is
     # generated once, after the last pass
@@ -84,6 +105,7 @@ def apply_plan(graph: Graph, plan: Plan) -> fx.GraphModule:
 
 def mask_model(graph: Graph, plan: Plan) -> fx.GraphModule:
     """Same sizes as the traced model, with every dropped channel zeroed on every tensor of its group."""
+    graph, plan = _widths_of(graph, plan)
     label_keep = graph.label_keep(plan)
     return MaskChannelsPass(graph.record, label_keep)(graph.gm).gm
 
@@ -192,6 +214,10 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
         if substituted is not None:
             fit = _of_baseline(fit, original, graph, goals)
         small = apply_plan(graph, fit.plan).to(placement.device)  # 4. physical rewrite
+        # the plan the run writes: of the baseline, its substitutions recorded (apply_plan(original, written)
+        # rebuilds the compressed architecture)
+        written = fit.plan if substituted is None else Plan(fit.plan.keep, {
+            path: name for path, name in method.substitution.items() if name != "original"})
         if not resumed:
             if config.reconstruct:
                 refit = reconstruct(teacher, small, graph, fit.plan, data, seed=config.seed)
@@ -224,11 +250,11 @@ def compress(model: nn.Module, config: CompressConfig | None = None, *, data, ex
             report["timings"] = clock.seconds
             report["environment"].update(placement.describe(), processes=cluster.world_size)
             if out is not None:  # 7. write everything, each file whole or not at all
-                out.write(small, fit.plan, report, exported)
+                out.write(small, written, report, exported)
                 store.remove()
     report = cluster.broadcast(report)  # the other processes return rank 0's report
     reporter.line(summary_table(report))
-    return CompressResult(model=small, plan=fit.plan, report=report)
+    return CompressResult(model=small, plan=written, report=report)
 
 
 def _search(method, graph: Graph, teacher, data, config: CompressConfig, goals, reporter, store, state, on_epoch,

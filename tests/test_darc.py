@@ -60,6 +60,14 @@ def test_a_darc_run_substitutes_operators_and_lands_the_budget(task, tmp_path):
     assert substituted
     assert report["baseline"]["flops"] == pytest.approx(cascomp.trace(model, torch.randn(2, 1, 8, 8)).cost().flops)
     assert (tmp_path / "out" / "model.onnx").exists()
+    # the plan records the substitutions: applied to the baseline it rebuilds the compressed architecture,
+    # which then takes the run's trained weights and computes what the run's model computes
+    plan = cascomp.Plan.from_json((tmp_path / "out" / "plan.json").read_text())
+    assert plan == result.plan and plan.operators == {name: summary["operators"][name] for name in substituted}
+    x = torch.randn(4, 1, 8, 8)
+    rebuilt = cascomp.apply_plan(cascomp.trace(model, x), plan)
+    rebuilt.load_state_dict(result.model.state_dict())
+    torch.testing.assert_close(rebuilt.eval()(x), result.model.eval()(x))
 
 
 def test_an_interrupted_darc_run_resumes_to_the_same_result(task, tmp_path):

@@ -172,6 +172,34 @@ def test_substitution_computes_the_one_hot_choice_and_prunes_exactly(name, seed)
     check_exact(graph, cascomp.Plan.random(graph, 0.5, seed=seed % 97))
 
 
+@pytest.mark.parametrize("name", ["resnet_basic", "densenet"])
+def test_a_plan_with_operators_substitutes_then_prunes_exactly(name):
+    """A Plan's operators (format 2) name convolutions of the original; apply_plan substitutes them (analytic
+    start), traces again and prunes the widths its keep names: exact against mask_model of the same plan."""
+    generator = torch.Generator().manual_seed(1)
+    inputs = example_inputs(name)
+    graph = cascomp.trace(ZOO[name].build(), inputs)
+    paths = _eligible_paths(graph.gm)
+    operators = {path: NAMES[int(torch.randint(0, len(NAMES), (), generator=generator))] for path in paths}
+    substituted = cascomp.substitute_operators(graph, operators)
+    for path, op in operators.items():
+        module = substituted.gm.get_submodule(path)
+        assert isinstance(module, nn.Conv2d) if op == "1x1FC" else hasattr(module, "depthwise")
+    plan = cascomp.Plan(cascomp.Plan.random(substituted, 0.5, seed=2).keep, operators)
+    small = cascomp.apply_plan(graph, plan)
+    torch.testing.assert_close(graph.run(small), graph.run(cascomp.mask_model(graph, plan)), rtol=1e-4, atol=1e-5)
+    assert cascomp.Plan.from_json(plan.to_json()) == plan
+    with pytest.raises(cascomp.PlanError, match="plan operators: .*cannot become"):
+        cascomp.apply_plan(graph, cascomp.Plan({}, {_non_eligible(graph.gm): "3x3DS"}))
+    with pytest.raises(cascomp.PlanError, match="no candidate operator 'shift3'"):
+        cascomp.apply_plan(graph, cascomp.Plan({}, {paths[0]: "shift3"}))
+
+
+def _non_eligible(gm) -> str:
+    return next(path for path, module in gm.named_modules() if isinstance(module, nn.Module) and path
+                and eligible(module) is not None)
+
+
 def test_substitution_refuses_a_path_that_is_not_a_choice():
     gm = cascomp.trace(Net(), torch.randn(2, 3, 12, 12)).gm
     with pytest.raises(PassError, match="'conv' is not an operator choice"):

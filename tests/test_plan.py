@@ -30,6 +30,20 @@ def test_invalid_plans_are_refused(graph, plan, message) -> None:
         plan.validate(graph)
 
 
+def test_plans_of_format_1_still_load_and_operators_round_trip(graph) -> None:
+    plan = cascomp.Plan.random(graph, 0.4, seed=1)
+    old = {"format": 1, "keep": {k: list(v) for k, v in plan.keep.items()}}  # written before operators existed
+    assert cascomp.Plan.from_dict(old) == plan and cascomp.Plan.from_dict(old).operators == {}
+    substituting = cascomp.Plan(plan.keep, {"stages.0.0.conv1": "3x3DS"})
+    data = substituting.to_dict()
+    assert data["format"] == 2 and data["operators"] == {"stages.0.0.conv1": "3x3DS"}
+    assert cascomp.Plan.from_json(substituting.to_json()) == substituting
+    with pytest.raises(cascomp.PlanError, match="operators"):
+        cascomp.Plan.from_dict({**data, "operators": {"stages.0.0.conv1": 3}})
+    with pytest.raises(cascomp.PlanError, match="substitutes operators"):  # its groups are another network's
+        substituting.validate(graph)
+
+
 def test_bad_json_is_a_plan_error() -> None:
     with pytest.raises(cascomp.PlanError):
         cascomp.Plan.from_json("{not json")

@@ -8,7 +8,7 @@ def test_public_names_are_pinned() -> None:
         "FrozenChannels", "Graph", "GroupMember", "L1Config", "Plan", "PlanError", "SearchError",
         "SensitivityConfig", "Target", "TasConfig",
         "TraceError", "UniformConfig", "apply_plan", "compare", "compress", "export_onnx", "load_data", "mask_model",
-        "profile", "trace",
+        "profile", "substitute_operators", "trace",
     ])
 
 

@@ -1,4 +1,10 @@
-"""Plans: which channels of each group survive. JSON-serialisable and validated against a graph.
+"""Plans: which channels of each group survive, and which convolutions become cheaper operators first.
+JSON-serialisable and validated against a graph.
+
+Format 2 (format 1, widths only, still loads): {"format": 2, "keep": {group: [indices]}, "operators":
+{module path: candidate name}}. `operators` (DARC's substitutions: "3x3DS", "1x1FC", "3x3DS+1x1FC") name
+convolutions of the original network; `keep` then names the groups of the network with those operators
+substituted (`cascomp.apply_plan` substitutes, traces again and prunes).
 
 Constraints every method respects live in the graph (`Constraints`: ignored modules, channel multiple,
 minimum width) and are checked here, so no method has to re-implement them.
@@ -19,7 +25,8 @@ from cascomp.ir.keep import statistic_masks
 if TYPE_CHECKING:
     from cascomp.ir.graph import Graph
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
+READS = (1, 2)  # the formats from_dict takes (1: before operators)
 
 
 @dataclass(frozen=True)
@@ -27,9 +34,11 @@ class Plan:
     """`keep[group name]` = sorted channel indices kept; groups not listed keep every channel.
 
     An empty tuple removes the residual branch behind a group, where `graph.depth.removable` allows it.
+    `operators[module path]` = the candidate operator that convolution becomes before the widths apply.
     """
 
     keep: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    operators: dict[str, str] = field(default_factory=dict)
 
     # -- construction --------------------------------------------------------------------------------------
     @classmethod
@@ -66,6 +75,11 @@ class Plan:
 
     # -- checks --------------------------------------------------------------------------------------------
     def validate(self, graph: "Graph") -> None:
+        if self.operators:
+            raise PlanError(f"this plan substitutes operators ({len(self.operators)} convolutions, e.g. "
+                            f"{next(iter(self.operators))!r}): its groups are those of the substituted network; "
+                            "use cascomp.apply_plan / mask_model, which substitute first, or validate "
+                            "Plan(plan.keep) against cascomp.substitute_operators(graph, plan.operators)")
         by_name = {g.name: g for g in graph.groups}
         for name, kept in self.keep.items():
             group = by_name.get(name)
@@ -99,14 +113,20 @@ class Plan:
 
     # -- serialisation -------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": PLAN_FORMAT, "keep": {k: list(v) for k, v in self.keep.items()}}
+        return {"format": PLAN_FORMAT, "keep": {k: list(v) for k, v in self.keep.items()},
+                "operators": dict(self.operators)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
-        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT or not isinstance(data.get("keep"), dict):
-            raise PlanError(f"not a cascomp plan (expected {{'format': {PLAN_FORMAT}, 'keep': {{group: [indices]}}}})")
+        if not isinstance(data, dict) or data.get("format") not in READS or not isinstance(data.get("keep"), dict):
+            raise PlanError(f"not a cascomp plan (expected {{'format': {PLAN_FORMAT}, 'keep': {{group: [indices]}}, "
+                            "'operators': {module: candidate}}; format 1 has no 'operators')")
+        operators = data.get("operators", {}) if data["format"] >= 2 else {}
+        if not isinstance(operators, dict) or not all(isinstance(v, str) for v in operators.values()):
+            raise PlanError("plan 'operators' must map module paths to candidate names, e.g. {'conv1': '3x3DS'}")
         try:
-            return cls({str(k): tuple(int(i) for i in v) for k, v in data["keep"].items()})
+            return cls({str(k): tuple(int(i) for i in v) for k, v in data["keep"].items()},
+                       {str(k): v for k, v in operators.items()})
         except (TypeError, ValueError) as error:
             raise PlanError(f"plan indices must be integers: {error}") from error
 
