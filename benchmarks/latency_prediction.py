@@ -3,7 +3,7 @@
 A latency target (`--target latency=R`) is landed on the table's prediction (cascomp.export.latency_table:
 every convolution and linear layer timed alone in onnxruntime, ms = a + b x MACs fitted over its widths, plus
 one run's own cost). This script sets that prediction beside the measured latency ratio for the models of the
-"mnist" zoo suite (the demo network, ResNet-20, VGG, WRN-16-2; untrained weights: latency does not depend on
+"mnist" zoo suite (the demo network, ResNet-20, VGG, WRN-10-2; untrained weights: latency does not depend on
 them) under several plans: the same fraction of every group kept (0.75, 0.5, 0.25), a random plan, and the
 network with every eligible convolution made depthwise-separable ("3x3DS", darc's substitution, at full
 width and at half). The measured ratio is the median over interleaved rounds of the two exported models

@@ -131,8 +131,8 @@ _ENTRIES: dict[str, ZooEntry] = {
     "vgg": ZooEntry(
         VGG, _MNIST, "Plain VGG-style net: seven 3x3 conv-BN-ReLU layers, 16 to 128 channels.", suite="mnist"
     ),
-    "wrn16_2": ZooEntry(
-        WideResNet, _MNIST, "Wide ResNet WRN-16-2: pre-activation blocks, 2 per stage, 32/64/128 channels.",
+    "wrn10_2": ZooEntry(
+        partial(WideResNet, 10, 2), _MNIST, "Wide ResNet WRN-10-2: pre-activation blocks, one per stage, 32/64/128 channels.",
         suite="mnist",
     ),
     # -- imagenet: full-size networks at 224x224 ------------------------------------------------------------
