@@ -305,7 +305,8 @@ def _latency_target(config: CompressConfig) -> bool:
 
 
 def _attach_latency(graph: Graph, config: CompressConfig):
-    table = latency_table(graph, batch=config.latency_batch_sizes[0], threads=config.latency_threads)
+    table = latency_table(graph, batch=config.latency_batch_sizes[0], threads=config.latency_threads,
+                          device=config.latency_device)
     graph.cost_model.attach_latency(table)
     return table
 

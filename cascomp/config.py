@@ -157,6 +157,8 @@ class CompressConfig:
     # a latency target prices widths with a per-layer table timed at the first of latency_batch_sizes with
     # this many onnxruntime threads (cascomp.export.latency_table)
     latency_threads: int = 1
+    # ... and on this onnxruntime provider: "cpu" or "cuda" (needs onnxruntime-gpu), where the model will run
+    latency_device: str = "cpu"
     # refit the pruned model's plain conv/linear layers by least squares to the baseline's outputs before
     # fine-tuning (cascomp.train.reconstruct)
     reconstruct: bool = False
@@ -210,6 +212,9 @@ class CompressConfig:
         if isinstance(self.latency_threads, bool) or not isinstance(self.latency_threads, int) or self.latency_threads < 1:
             raise ConfigError(f"latency_threads must be a whole number ≥ 1, got {self.latency_threads!r}; "
                               "e.g. --latency-threads 4")
+        if self.latency_device not in ("cpu", "cuda"):
+            raise ConfigError(f"latency_device must be 'cpu' or 'cuda', got {self.latency_device!r}; "
+                              "e.g. --latency-device cuda")
         resolve_device(self.device)
         if not isinstance(self.amp, bool):
             raise ConfigError(f"amp must be True or False, got {self.amp!r}; e.g. --amp")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 
+import onnxruntime
 import pytest
 import torch
 
@@ -42,6 +43,9 @@ def test_latency_targets_parse_and_round_trip():
     assert cascomp.CompressConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="latency_threads"):
         cascomp.CompressConfig(latency_threads=0)
+    with pytest.raises(ConfigError, match="latency_device must be 'cpu' or 'cuda'"):
+        cascomp.CompressConfig(latency_device="tpu")
+    assert cascomp.CompressConfig.from_dict(cascomp.CompressConfig(latency_device="cuda").to_dict()).latency_device == "cuda"
 
 
 @pytest.mark.parametrize("name", ["resnet_basic", "mobilenet_v2"])
@@ -135,3 +139,7 @@ def test_the_command_line_takes_a_latency_target(tmp_path, capsys):
     assert main(["compress", str(path), "--target", "latency=3ms", "--target", "flops=7ms", "--data", spec,
                  "-o", str(tmp_path / "bad")]) == 2
     assert "only latency takes the suffix ms" in capsys.readouterr().err
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():  # one line, exit 2, not a traceback
+        assert main(["compress", str(path), "--target", "latency=0.7", "--latency-device", "cuda", "--data", spec,
+                     "-o", str(tmp_path / "gpu"), "--search-epochs", "0", "--finetune-epochs", "1"]) == 2
+        assert "onnxruntime has no CUDAExecutionProvider here" in capsys.readouterr().err

@@ -24,7 +24,7 @@ DEFAULTS = {"method": "sensitivity", "target": ["flops=0.33"], "epochs": None, "
             "finetune_epochs": None, "lr": 0.01,
             "batch_size": 128, "seed": 0, "kd_weight": 0.9, "kd_temperature": 4.0, "round_to": "auto",
             "min_keep": 1, "ignore": [], "output_index": None, "device": "auto", "workers": None,
-            "latency_threads": 1}
+            "latency_threads": 1, "latency_device": "cpu"}
 
 
 def add_model(command, what: str) -> None:
@@ -68,6 +68,8 @@ def add_training(command) -> None:
     command.add_argument("--min-keep", type=int, metavar="N", help="no group below N channels (default 1)")
     command.add_argument("--latency-threads", type=int, metavar="N", help="onnxruntime threads of the per-layer "
                          "latency table a latency target is priced with, at batch 1 (default 1)")
+    command.add_argument("--latency-device", choices=("cpu", "cuda"), help="onnxruntime provider of that table: "
+                         "where the model will run (default cpu; cuda needs onnxruntime-gpu)")
     command.add_argument("--ignore", action="append", metavar="PATTERN",
                          help="module-name patterns whose channels stay, e.g. 'fc' (repeatable)")
     command.add_argument("--reconstruct", action="store_true",
@@ -115,6 +117,7 @@ def run_record(args, options: argparse.Namespace, method: str, method_options: d
         finetune_epochs=options.finetune_epochs, lr=options.lr, seed=options.seed, round_to=options.round_to,
         min_keep=options.min_keep, ignore=tuple(options.ignore), output_index=options.output_index,
         reconstruct=args.reconstruct, device=options.device, amp=args.amp, latency_threads=options.latency_threads,
+        latency_device=options.latency_device,
         distill=DistillConfig(weight=options.kd_weight, temperature=options.kd_temperature))
     model = absolute(args.model)
     return {"format": RUN_FORMAT, "model": model, "model_sha256": sha256(model), "factory": args.factory,
