@@ -121,8 +121,10 @@ class MaskChannelsPass(Pass):
         with gm.graph.inserting_before(node):
             buffer = gm.graph.get_attr(name)
         node.target = masked
-        node.args = node.args[:5]  # ATen's layer_norm has a sixth, cudnn_enable, which the masked twin lacks
-        node.kwargs = {**{k: v for k, v in node.kwargs.items() if k != "cudnn_enable"}, "mask": buffer}
+        # ATen's layer_norm and group_norm have a sixth, cudnn_enable(d), which the masked twin lacks
+        node.args = node.args[:5]
+        node.kwargs = {**{k: v for k, v in node.kwargs.items() if k not in ("cudnn_enable", "cudnn_enabled")},
+                       "mask": buffer}
         return True
 
 

@@ -14,9 +14,10 @@ import cascomp
 from tests.exactness import check_exact
 from tests.models import ZOO, example_inputs
 
-# Models whose ops all map onto torch-level rules; convnext, vit and groupnorm use aten.layer_norm /
-# aten.group_norm, which stay frozen (the passes that mask their statistics know the torch functions only).
-SAME_AS_THE_MODULE = ("resnet_bottleneck", "mobilenet_v2", "inception", "shufflenet_v2", "mha", "grouped_conv")
+# Models whose ops all map onto torch-level rules (convnext, vit and groupnorm through aten.layer_norm and
+# aten.group_norm, read as F.layer_norm and F.group_norm)
+SAME_AS_THE_MODULE = ("resnet_bottleneck", "mobilenet_v2", "inception", "shufflenet_v2", "mha", "grouped_conv",
+                      "groupnorm", "convnext", "vit")
 
 
 def _exported(model: nn.Module, inputs: tuple) -> nn.Module:

@@ -126,10 +126,10 @@ FUNCTIONS: dict[str, Op] = {
     "linear": Op(Kind.LINEAR, rules.linear, weight_from_parameters=True),
     **_names("matmul bmm", Op(Kind.MATMUL, rules.matmul)),
     "scaled_dot_product_attention": Op(Kind.ATTENTION, rules.attention),
-    # ATen's layer_norm reads what F.layer_norm reads, plus a trailing cudnn_enable that MaskChannelsPass drops;
-    # ATen's group_norm is left out (its group count is argument 5, after the statistics' shape)
+    # ATen's layer_norm and group_norm (what torch.export keeps) read what F.layer_norm and F.group_norm read,
+    # plus a trailing cudnn_enable(d) that MaskChannelsPass drops (native_group_norm, decomposed, is not listed)
     "layer_norm": Op(Kind.LAYER_NORM, rules.layer_norm, shape_args=ShapeArgs.NORMALIZED_SHAPE),
-    "group_norm": Op(Kind.GROUP_NORM, rules.group_norm, shape_args=ShapeArgs.NUM_GROUPS, aten=False),
+    "group_norm": Op(Kind.GROUP_NORM, rules.group_norm, shape_args=ShapeArgs.NUM_GROUPS),
     "batch_norm": Op(Kind.BATCH_NORM, rules.batch_norm, ParamRule.NORMALISE, needs_gated_input=False),
     "instance_norm": Op(Kind.INSTANCE_NORM, rules.batch_norm, ParamRule.NORMALISE),
     # torch._weight_norm(v, g, dim): followed on parameters only
