@@ -13,7 +13,7 @@ from tests.exactness import check_exact, zoo_graph
 from tests.models import ZOO, example_inputs
 
 
-@pytest.mark.parametrize("name", ["shape_branch", "opaque_block", "exported_blocks"])
+@pytest.mark.parametrize("name", ["shape_branch", "opaque_block", "exported_blocks", "shared_exported"])
 def test_an_untraceable_model_is_captured_and_pruned_exactly(name, tmp_path):
     graph = zoo_graph(name)
     assert graph.groups and graph.prunable_share()["flops"] > 0.2
@@ -46,6 +46,19 @@ def test_a_submodule_that_fx_cannot_trace_is_captured_by_torch_export_and_its_ch
     assert torch.allclose(graph.gm(x), model(x), atol=1e-5)  # the batch stays dynamic through the captures
 
 
+def test_a_submodule_called_twice_is_captured_once_and_traced_through_at_both_calls():
+    graph = zoo_graph("shared_exported")
+    assert not any("kept whole" in reason for reason, _ in graph.frozen_reasons())
+    stream = [{m.param for m in group.members} for group in graph.groups if group.name == "stem.0"]
+    assert stream and "mixer.mix.weight" in stream[0]  # the shared mixer's output joins the stream
+    mixes = [n for n in graph.gm.graph.nodes if n.op == "call_function" and "linear" in str(n.target)]
+    assert len(mixes) == 2  # its ATen graph inlined at both calls, over the same parameters
+    torch.manual_seed(0)  # the weights zoo_graph traced
+    model = ZOO["shared_exported"].build()
+    x = torch.randn(3, 3, 16, 16)
+    assert torch.allclose(graph.gm(x), model(x), atol=1e-5)
+
+
 def test_a_failed_capture_prints_nothing(capsys):
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), PaddedConv(8, 16, 3, padding=1)).eval()
     with pytest.warns(cascomp.errors.CascompWarning):
@@ -60,8 +73,10 @@ def test_a_submodule_kept_whole_is_frozen_with_the_reason_and_its_cost_counted()
     assert any("'gate' (ChunkScaled, kept whole" in reason for reason in reasons)
     assert graph.record.uncounted == []
     model = ZOO["opaque_block"].build()
-    counted = sum(2 * m.weight.numel() // m.groups * 16 * 16 for m in model.modules() if isinstance(m, nn.Conv2d))
-    counted += 2 * model.gate.proj.weight.numel() * 16 * 16 + 2 * model.fc.weight.numel()  # the gate runs twice
+    convs = [*model.stem.modules(), *model.inner.modules()]
+    counted = sum(2 * m.weight.numel() * 16 * 16 for m in convs if isinstance(m, nn.Conv2d))
+    counted += 2 * model.gate.proj.weight.numel() * (16 * 16 + 8 * 8)  # the gate runs twice, at two sizes
+    counted += 2 * model.head[0].weight.numel() * 8 * 8 + 2 * model.fc.weight.numel()
     assert graph.cost().flops == pytest.approx(counted, rel=0.02)  # the kept-whole gate's conv included
 
 

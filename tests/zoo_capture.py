@@ -76,8 +76,9 @@ class BlockMixer(nn.Module):
 
 
 class OpaqueBlockNet(nn.Module):
-    """A prunable stem and head around a submodule fx cannot trace, called twice (one capture by torch.export
-    would stand for both calls, so it is not tried): kept whole, its channels frozen, its cost counted."""
+    """A prunable stem and head around a submodule fx cannot trace, called twice at two resolutions (a
+    torch.export capture at the first call's sizes fails at the second): kept whole, its channels frozen, its
+    cost counted at both calls."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -88,7 +89,8 @@ class OpaqueBlockNet(nn.Module):
         self.fc = nn.Linear(32, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.gate(self.gate(self.inner(self.stem(x))))
+        x = self.gate(self.inner(self.stem(x)))
+        x = self.gate(F.avg_pool2d(x, 2))
         return self.fc(self.head(x).mean(dim=(2, 3)))
 
 
@@ -110,6 +112,24 @@ class ExportedBlocksNet(nn.Module):
         return self.fc(self.head(x).mean(dim=(2, 3)))
 
 
+class SharedMixerNet(nn.Module):
+    """One submodule fx cannot trace (NesT's unblock) called twice with the same weights: one torch.export
+    capture, checked at both calls, traced through at each; the mixer's channels prune with the stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.mixer = BlockMixer(16)
+        self.head = nn.Sequential(nn.Conv2d(16, 32, 1), nn.ReLU())
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.mixer(x)
+        x = x + self.mixer(x)
+        return self.fc(self.head(x).mean(dim=(2, 3)))
+
+
 ENTRIES: dict[str, ZooEntry] = {
     "shape_branch": ZooEntry(ShapeBranchNet, ((2, 3, 16, 16),),
                              "Top-level forward branching on the input size: captured by torch.export.",
@@ -120,4 +140,7 @@ ENTRIES: dict[str, ZooEntry] = {
     "exported_blocks": ZooEntry(ExportedBlocksNet, ((2, 3, 16, 16),),
                                 "Submodules fx cannot trace (a channel-chunk loop, int(math.sqrt(size))), captured "
                                 "by torch.export.", fx_traceable=False),
+    "shared_exported": ZooEntry(SharedMixerNet, ((2, 3, 16, 16),),
+                                "A submodule fx cannot trace, called twice: one torch.export capture for both calls.",
+                                fx_traceable=False),
 }

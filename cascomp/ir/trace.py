@@ -74,8 +74,8 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
     1. torch.fx symbolic tracing of the whole model (a Python-level graph: modules, functions, methods);
     2. where a submodule cannot be traced, torch.export captures it at the inputs the example gives it
        (sizes it turns into Python numbers specialised; a batch kept dynamic, checked at another batch) and
-       its ATen-level graph is traced through; where that fails too, or the module is called more than once,
-       it is kept whole as a leaf: its channels are frozen with the reason and its multiply-adds counted by
+       its ATen-level graph is traced through (a module called several times: one capture, checked at every
+       call, traced through at each); where that fails too, it is kept whole as a leaf: its channels are frozen with the reason and its multiply-adds counted by
        running it (cascomp.ir.analysis);
     3. where the top-level forward itself cannot be traced (control flow on sizes or values of its inputs),
        torch.export captures the model (shape-dependent branches specialised to the example inputs) and its
@@ -207,8 +207,9 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
 def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, example_kwargs: dict) -> bool:
     """Replace submodule `qualname`, which fx cannot trace, by what torch.export captures of it at the inputs
     the model gives it on the example (sizes it turns into Python numbers specialised, the batch dynamic
-    where it can stay so). Refused (False) when the module is called more than once, the capture fails, or
-    the captured module does not compute what the original does."""
+    where it can stay so). A module called several times is captured at its first call and must compute
+    what the original does at every call (the calls then share its parameters, as they did). Refused (False)
+    when the capture fails or the captured module does not compute what the original does."""
     module = model.get_submodule(qualname)
     calls: list[tuple[tuple, dict]] = []
 
@@ -223,19 +224,20 @@ def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, exa
         return False
     finally:
         handle.remove()
-    if len(calls) != 1 or not any(isinstance(a, torch.Tensor) for a in (*calls[0][0], *calls[0][1].values())):
+    if not calls or not all(any(isinstance(a, torch.Tensor) for a in (*args, *kwargs.values()))
+                            for args, kwargs in calls):
         return False
-    args, kwargs = calls[0]
-    captured = _exported(module, args, kwargs)
+    captured = _exported(module, *calls[0])
     if captured is None:
         return False
-    try:
-        with torch.no_grad():
-            same = _same_outputs(module(*args, **kwargs), captured(*args, **kwargs))
-    except Exception:
-        return False
-    if not same or not _same_at_another_batch(module, captured, args, kwargs):
-        return False
+    for args, kwargs in calls:  # one capture stands for every call: it must compute what each call computes
+        try:
+            with torch.no_grad():
+                same = _same_outputs(module(*args, **kwargs), captured(*args, **kwargs))
+        except Exception:
+            return False
+        if not same or not _same_at_another_batch(module, captured, args, kwargs):
+            return False
     parent, _, name = qualname.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, name, captured)
     return True
