@@ -39,8 +39,12 @@ def test_every_layer_is_fitted_net_of_a_run_s_own_cost(graph, tmp_path, monkeypa
         assert layer.intercept == pytest.approx(0.0, abs=1e-9) and layer.slope == pytest.approx(1e-6)
         assert layer.full_ms == pytest.approx(1e-6 * max(layer.macs))
         assert layer.predict(1000.0) == pytest.approx(1e-3)
-    conv1 = table.layers[1]  # 16 -> 32 channels, 3x3, 8x8: a quarter of each is 1/16 of the MACs
-    assert max(conv1.macs) == 16 * 32 * 9 * 64 and conv1.macs[0] == pytest.approx(max(conv1.macs) / 16)
+    # conv1, 16 -> 32 channels, 3x3, 8x8, timed at widths in multiples of 8: a quarter is 8 of its 16 inputs and
+    # 8 of its 32 outputs (1/8 of the MACs), three quarters 16 and 24; the stem's single input stays 1
+    conv1, stem = table.layers[1], table.layers[0]
+    assert max(conv1.macs) == 16 * 32 * 9 * 64
+    assert [m / max(conv1.macs) for m in conv1.macs] == pytest.approx([1 / 8, 1 / 4, 3 / 4, 1])
+    assert stem.macs[0] == pytest.approx(max(stem.macs) / 2)  # 1 input; 8 of its 16 outputs
     assert table.total_ms == pytest.approx(sum(layer.full_ms for layer in table.layers) + 0.01)
     text = format_table(table, measured_ms=2 * table.total_ms)
     assert "conv1" in text and "prediction / measured = 0.50" in text

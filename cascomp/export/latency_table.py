@@ -2,8 +2,9 @@
 onnxruntime, alone, at its real input shape, and a fitted model of that time against the layer's width.
 
 Every `nn.Conv2d` and `nn.Linear` the graph calls (the layers whose MACs the cost model counts) is rebuilt
-alone at `fractions` of its input and output channels (a depthwise convolution keeps one filter per
-channel), exported to ONNX and timed in onnxruntime with the provider, thread count and batch size the user
+alone at `fractions` of its input and output channels (widths rounded to multiples of 8 where its channels
+are: the widths compress prefers, and onnxruntime runs others markedly slower, which a fit over them would
+spread onto every width; a depthwise convolution keeps one filter per channel), exported to ONNX and timed in onnxruntime with the provider, thread count and batch size the user
 will deploy with: the median of `repeats` runs after `warmup`. The fit is least squares
     ms = a + b x MACs
 over the timed widths (a: the layer's fixed cost, b: its time per multiply-accumulate at this shape), so a
@@ -41,6 +42,7 @@ from cascomp.export.profile import _latency, _session, _Settings
 from cascomp.ir.graph import Graph
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+ROUNDING = 8  # timed widths are multiples of this where the layer's channels are
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
@@ -184,7 +186,7 @@ def _entry(table: LatencyTable, node: str, path: str, kind: str, module: nn.Modu
     key = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
            "cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "provider": table.provider,
            "threads": table.threads, "batch": table.batch, "fractions": list(table.fractions),
-           "warmup": table.warmup, "repeats": table.repeats, "kind": kind}
+           "warmup": table.warmup, "repeats": table.repeats, "kind": kind, "rounding": ROUNDING}
     if module is not None:
         key.update(layer=_hyper(module), input_shape=list(shape))
     folder = Path(table.cache_dir) if table.cache_dir is not None else default_cache_dir()
@@ -235,8 +237,12 @@ def _layer(node: str, path: str, kind: str, shape, saved: dict, overhead: float,
 
 
 def _at_width(module: nn.Module, shape: tuple[int, ...], fraction: float) -> tuple[nn.Module, torch.Tensor]:
-    """The layer alone with `fraction` of its input and output channels, and an input of its shape."""
+    """The layer alone with `fraction` of its input and output channels, and an input of its shape. Widths are
+    rounded to multiples of ROUNDING where the layer's channels are (the widths compress prefers: onnxruntime
+    runs other widths markedly slower, which a fit over them would spread onto every width)."""
     def scaled(count: int, unit: int = 1) -> int:
+        if unit == 1 and count % ROUNDING == 0 and count >= 2 * ROUNDING:
+            unit = ROUNDING
         return unit * max(1, round(count / unit * fraction))
 
     if isinstance(module, nn.Conv2d):
