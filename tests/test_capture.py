@@ -13,7 +13,8 @@ from tests.exactness import check_exact, zoo_graph
 from tests.models import ZOO, example_inputs
 
 
-@pytest.mark.parametrize("name", ["shape_branch", "opaque_block", "exported_blocks", "shared_exported"])
+@pytest.mark.parametrize("name", ["shape_branch", "opaque_block", "exported_blocks", "shared_exported",
+                                  "cached_decoder"])
 def test_an_untraceable_model_is_captured_and_pruned_exactly(name, tmp_path):
     graph = zoo_graph(name)
     assert graph.groups and graph.prunable_share()["flops"] > 0.2
@@ -21,7 +22,9 @@ def test_an_untraceable_model_is_captured_and_pruned_exactly(name, tmp_path):
         small = check_exact(graph, cascomp.Plan.random(graph, 0.5, seed=seed))
     result = cascomp.export_onnx(small, example_inputs(name), tmp_path / f"{name}.onnx")
     assert result.max_abs_error < 1e-4
-    assert small(torch.randn(5, 3, 16, 16)).shape == (5, 10)  # the batch stays dynamic
+    five = (5,) + tuple(example_inputs(name)[0].shape[1:])
+    x = torch.randint(0, 50, five) if name == "cached_decoder" else torch.randn(five)
+    assert small(x).shape == (5, 10)  # the batch stays dynamic
 
 
 def test_the_top_level_capture_specialises_the_branch_to_the_example_size():
@@ -57,6 +60,21 @@ def test_a_submodule_called_twice_is_captured_once_and_traced_through_at_both_ca
     model = ZOO["shared_exported"].build()
     x = torch.randn(3, 3, 16, 16)
     assert torch.allclose(graph.gm(x), model(x), atol=1e-5)
+
+
+def test_a_submodule_whose_output_torch_export_cannot_return_is_captured_for_the_fields_its_caller_reads():
+    """GPT-2's pattern: the decoder returns an object holding a key-value cache (torch.export cannot return
+    it) and the caller reads `.hidden` only: the capture returns that field, its tensors keep their names,
+    and F.embedding and torch.addmm (Conv1D) are followed, so the hidden widths prune."""
+    graph = zoo_graph("cached_decoder")
+    assert not any("kept whole" in reason for reason, _ in graph.frozen_reasons())
+    assert [group.size for group in graph.groups] == [32, 64] and graph.prunable_share()["flops"] == 1.0
+    read = {str(node.target) for node in graph.gm.graph.nodes if node.op == "get_attr"}
+    assert {"body.wte", "body.fc_weight", "body.proj_bias"} <= read  # the decoder's own parameter names
+    torch.manual_seed(0)  # the weights zoo_graph traced
+    model = ZOO["cached_decoder"].build()
+    ids = torch.randint(0, 50, (3, 12))
+    assert torch.allclose(graph.gm(ids), model(ids), atol=1e-5)  # the batch stays dynamic
 
 
 def test_a_failed_capture_prints_nothing(capsys):

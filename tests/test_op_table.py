@@ -61,7 +61,7 @@ STATISTICS = {"mean", "sum", "std", "var", "var_mean", "std_mean", "amax", "amin
 NORMALISATIONS = {"batch_norm", "instance_norm", "weight_norm"}
 ATEN_KNOWN = POINTWISE | ELEMENTWISE | (MOVEMENT - {"unfold"}) | (REDUCTIONS - {"norm"}) | SPATIAL | CONVOLUTIONS | CREATION | {
     "pad", "cat", "concat", "stack", "softmax", "log_softmax", "linear", "matmul", "bmm",
-    "scaled_dot_product_attention", "batch_norm", "instance_norm", "layer_norm"}
+    "scaled_dot_product_attention", "batch_norm", "instance_norm", "layer_norm", "group_norm", "addmm", "embedding"}
 ZERO_SAFE_FUNCTIONS = (POINTWISE - {"log", "rsqrt", "reciprocal"}) | SPATIAL | {
     "add", "sub", "mul", "rsub", "iadd", "isub", "imul", "maximum", "minimum", "truediv", "div", "itruediv",
     "pad", "flatten", "view", "reshape", "squeeze", "unsqueeze", "permute", "transpose", "getitem", "unfold",
@@ -121,8 +121,10 @@ def test_every_listed_name_is_what_op_name_calls_its_nodes() -> None:
     assert op_name(graph.call_function(torch.ops.aten.relu_.default, (x,))) == "relu"
     assert op_name(graph.call_function(torch.ops.aten.split_with_sizes.default, (x, [1]))) == "split"
     assert op_name(graph.call_function(torch.ops.aten.layer_norm.default, (x, [1]))) == "layer_norm"
-    assert op_name(graph.call_function(torch.ops.aten.group_norm.default, (x, 1))) == "aten.group_norm"
-    assert function_op("aten.group_norm") is UNKNOWN and function_op("no_such_op") is UNKNOWN
+    assert op_name(graph.call_function(torch.ops.aten.group_norm.default, (x, 1))) == "group_norm"
+    native = graph.call_function(torch.ops.aten.native_group_norm.default, (x, None, None, 1, 1, 1, 1, 1e-5))
+    assert op_name(native) == "aten.native_group_norm"  # decomposed: its group count is argument 6
+    assert function_op("aten.native_group_norm") is UNKNOWN and function_op("no_such_op") is UNKNOWN
 
 
 def test_every_op_is_listed_once() -> None:

@@ -130,6 +130,58 @@ class SharedMixerNet(nn.Module):
         return self.fc(self.head(x).mean(dim=(2, 3)))
 
 
+class _Cache:
+    """A key-value cache: an object torch.export cannot return (not a pytree container)."""
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+
+
+class _DecoderOutput:
+    """A model-output object holding the hidden states and the cache (transformers' ModelOutput-like)."""
+
+    def __init__(self, hidden: torch.Tensor, cache: _Cache) -> None:
+        self.hidden, self.cache = hidden, cache
+
+
+class TinyDecoder(nn.Module):
+    """GPT-2-style: token and position tables read by F.embedding, Conv1D layers computed with torch.addmm over
+    flattened tokens, a branch on the sequence length (fx cannot trace it; torch.export specialises it) and a
+    cache object in its output (torch.export cannot return it)."""
+
+    def __init__(self, vocab: int = 50, width: int = 32, hidden: int = 64) -> None:
+        super().__init__()
+        self.wte = nn.Parameter(torch.randn(vocab, width) * 0.5)
+        self.wpe = nn.Parameter(torch.randn(16, width) * 0.5)
+        self.norm = nn.LayerNorm(width)
+        self.fc_weight, self.fc_bias = nn.Parameter(torch.randn(width, hidden) * 0.2), nn.Parameter(torch.randn(hidden))
+        self.proj_weight, self.proj_bias = nn.Parameter(torch.randn(hidden, width) * 0.2), nn.Parameter(torch.randn(width))
+
+    def forward(self, ids: torch.Tensor) -> _DecoderOutput:
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        x = F.embedding(ids, self.wte) + F.embedding(positions, self.wpe)
+        if ids.shape[1] > self.wpe.shape[0]:
+            raise ValueError("sequence longer than the position table")
+        h = self.norm(x)
+        h = torch.addmm(self.fc_bias, h.view(-1, h.shape[-1]), self.fc_weight).view(*h.shape[:-1], -1)
+        h = torch.addmm(self.proj_bias, F.gelu(h).view(-1, h.shape[-1]), self.proj_weight).view(x.shape)
+        cache = _Cache()
+        cache.keys.append(h)
+        return _DecoderOutput(x + h, cache)
+
+
+class CachedDecoderNet(nn.Module):
+    """A classifier over TinyDecoder's hidden states: the caller reads one field of the decoder's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = TinyDecoder()
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(ids).hidden.mean(dim=1))
+
+
 ENTRIES: dict[str, ZooEntry] = {
     "shape_branch": ZooEntry(ShapeBranchNet, ((2, 3, 16, 16),),
                              "Top-level forward branching on the input size: captured by torch.export.",
@@ -140,6 +192,9 @@ ENTRIES: dict[str, ZooEntry] = {
     "exported_blocks": ZooEntry(ExportedBlocksNet, ((2, 3, 16, 16),),
                                 "Submodules fx cannot trace (a channel-chunk loop, int(math.sqrt(size))), captured "
                                 "by torch.export.", fx_traceable=False),
+    "cached_decoder": ZooEntry(CachedDecoderNet, ((2, 12),),
+                               "A GPT-2-style decoder fx cannot trace whose output holds a cache object; the caller "
+                               "reads its hidden states.", input_dtypes=(torch.int64,), fx_traceable=False),
     "shared_exported": ZooEntry(SharedMixerNet, ((2, 3, 16, 16),),
                                 "A submodule fx cannot trace, called twice: one torch.export capture for both calls.",
                                 fx_traceable=False),

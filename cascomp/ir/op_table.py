@@ -125,6 +125,8 @@ FUNCTIONS: dict[str, Op] = {
     **_names("conv_transpose1d conv_transpose2d conv_transpose3d", replace(_CONV, kind=Kind.CONV_TRANSPOSE)),
     "linear": Op(Kind.LINEAR, rules.linear, weight_from_parameters=True),
     **_names("matmul bmm", Op(Kind.MATMUL, rules.matmul)),
+    "addmm": Op(Kind.MATMUL, rules.addmm),
+    "embedding": Op(Kind.EMBEDDING, rules.embedding),
     "scaled_dot_product_attention": Op(Kind.ATTENTION, rules.attention),
     # ATen's layer_norm and group_norm (what torch.export keeps) read what F.layer_norm and F.group_norm read,
     # plus a trailing cudnn_enable(d) that MaskChannelsPass drops (native_group_norm, decomposed, is not listed)

@@ -115,6 +115,9 @@ def cat(call: Call):
         ltensors = [lt.unsqueeze(dim) if isinstance(lt, torch.Tensor) else lt for lt in ltensors]
         if any(isinstance(lt, ParamRef) for lt in ltensors):
             return unknown(ctx, "stack of parameters", call.largs, out)
+    if out.dim() > 1:  # torch.cat skips legacy empty 1-d operands (an empty key-value cache's start): so do we
+        kept = [i for i, t in enumerate(tensors) if not (t.dim() == 1 and t.numel() == 0)]
+        tensors, ltensors = [tensors[i] for i in kept], [ltensors[i] for i in kept]
     kinds = [tensor.vector_piece(ctx, lt) for lt in ltensors]
     if out.dim() == 1 and None not in kinds and any(kinds):  # parameter vectors and constants
         return tensor.cat_vectors(ctx, list(tensors), list(ltensors))
@@ -168,6 +171,25 @@ def linear(call: Call):
 def matmul(call: Call):
     args, largs = call.args, call.largs
     return layers.matmul(call.ctx, args[0], largs[0], args[1], largs[1], call.out)
+
+
+def addmm(call: Call):
+    """torch.addmm(input, mat1, mat2): input + mat1 @ mat2 (GPT-2's Conv1D: a bias plus x @ W)."""
+    args, largs = call.args, call.largs
+    if any(argument(call, position, name, 1) != 1 for position, name in ((3, "beta"), (4, "alpha"))):
+        return unknown_function(call)  # scaled forms: not met in practice, not followed
+    product = layers.matmul(call.ctx, args[1], largs[1], args[2], largs[2], call.out)
+    return tensor.elementwise(call.ctx, [(args[0], largs[0]), (call.out, product)], call.out)
+
+
+def embedding(call: Call):
+    """F.embedding(indices, weight) and aten.embedding(weight, indices): the weight is the floating operand;
+    its columns are the output's channels, as nn.Embedding's."""
+    for value, labels in zip(call.args[:2], call.largs[:2]):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if isinstance(labels, ParamRef) and labels.dims == tuple(range(value.dim())) and value.dim() == 2:
+                return layers.embedding(call.ctx, labels.name, call.out)
+    return unknown_function(call)
 
 
 def attention(call: Call):

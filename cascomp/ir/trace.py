@@ -12,9 +12,11 @@ graph, which the analysis follows (cascomp.ir.rules_params).
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import io
 import logging
+import operator
 import traceback
 from collections.abc import Iterator
 
@@ -75,7 +77,9 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
     2. where a submodule cannot be traced, torch.export captures it at the inputs the example gives it
        (sizes it turns into Python numbers specialised; a batch kept dynamic, checked at another batch) and
        its ATen-level graph is traced through (a module called several times: one capture, checked at every
-       call, traced through at each); where that fails too, it is kept whole as a leaf: its channels are frozen with the reason and its multiply-adds counted by
+       call, traced through at each); where torch.export cannot return its output (an object it cannot
+       flatten, such as a key-value cache) but the caller only reads fields of it (`out.last_hidden_state`),
+       what is captured returns those fields alone; where that fails too, it is kept whole as a leaf: its channels are frozen with the reason and its multiply-adds counted by
        running it (cascomp.ir.analysis);
     3. where the top-level forward itself cannot be traced (control flow on sizes or values of its inputs),
        torch.export captures the model (shape-dependent branches specialised to the example inputs) and its
@@ -179,6 +183,7 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
     concrete = _concrete_args(model, example_inputs, example_kwargs or {})
     leaves: set[str] = set()
     exported: set[str] = set()
+    tried: set[str] = set()  # leaves path 2b tried
     for _ in range(MAX_LEAF_RETRIES):
         tracer = _Tracer(leaves, decomposition.paths)
         try:
@@ -194,6 +199,10 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
                 decomposition.restore_under(leaves)
                 continue
             raise _TopLevelUntraceable(_explain(model, error)) from error
+        # path 2b: a leaf whose output torch.export cannot return (an object it cannot flatten, such as a
+        # key-value cache), of which the caller only reads some fields: captured returning those fields alone
+        if _capture_read_fields(model, graph, leaves, tried, example_inputs, example_kwargs):
+            continue
         _erase_unused(graph, tracer.decomposition_nodes)
         _name_placeholders_after_parameters(graph, model)
         graph._tracer_cls = fx.Tracer  # unpickling re-traces with this class: keep the output cascomp-free
@@ -204,12 +213,15 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
     raise TraceError(f"could not trace {type(model).__name__}: more than {MAX_LEAF_RETRIES} submodules fail to trace")
 
 
-def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, example_kwargs: dict) -> bool:
+def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, example_kwargs: dict,
+                     fields: tuple | None = None) -> bool:
     """Replace submodule `qualname`, which fx cannot trace, by what torch.export captures of it at the inputs
     the model gives it on the example (sizes it turns into Python numbers specialised, the batch dynamic
     where it can stay so). A module called several times is captured at its first call and must compute
-    what the original does at every call (the calls then share its parameters, as they did). Refused (False)
-    when the capture fails or the captured module does not compute what the original does."""
+    what the original does at every call (the calls then share its parameters, as they did). With `fields`
+    (path 2b), what is captured returns only those fields of the output (`("attr", name)`, `("item", key)`)
+    and stands in the model as a `_ReadFields`. Refused (False) when the capture fails or the captured module
+    does not compute what the original does."""
     module = model.get_submodule(qualname)
     calls: list[tuple[tuple, dict]] = []
 
@@ -227,20 +239,94 @@ def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, exa
     if not calls or not all(any(isinstance(a, torch.Tensor) for a in (*args, *kwargs.values()))
                             for args, kwargs in calls):
         return False
-    captured = _exported(module, *calls[0])
+    original = module if fields is None else _selecting(module, fields)
+    captured = _exported(original, *calls[0])
     if captured is None:
         return False
     for args, kwargs in calls:  # one capture stands for every call: it must compute what each call computes
         try:
             with torch.no_grad():
-                same = _same_outputs(module(*args, **kwargs), captured(*args, **kwargs))
+                same = _same_outputs(original(*args, **kwargs), captured(*args, **kwargs))
         except Exception:
             return False
-        if not same or not _same_at_another_batch(module, captured, args, kwargs):
+        if not same or not _same_at_another_batch(original, captured, args, kwargs):
             return False
     parent, _, name = qualname.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, name, captured)
+    setattr(model.get_submodule(parent) if parent else model, name,
+            captured if fields is None else _ReadFields(captured, fields))
     return True
+
+
+def _capture_read_fields(model: nn.Module, graph: fx.Graph, leaves: set[str], tried: set[str],
+                         example_inputs: tuple, example_kwargs: dict) -> bool:
+    """Path 2b for every leaf not tried yet whose every use in `graph` reads a field of its output
+    (`out.last_hidden_state`, `out[0]`); True when one was captured (the model is then traced again)."""
+    captured = False
+    for path in sorted(leaves - tried):
+        tried.add(path)
+        calls = [n for n in graph.nodes if n.op == "call_module" and str(n.target) == path]
+        fields = [_field_read(user) for call in calls for user in call.users]
+        if not calls or not fields or None in fields:
+            continue
+        if _export_in_place(model, path, example_inputs, example_kwargs, tuple(dict.fromkeys(fields))):
+            leaves.discard(path)
+            captured = True
+    return captured
+
+
+def _field_read(node: fx.Node) -> tuple | None:
+    """("attr", name) for `getattr(out, name)`, ("item", key) for `out[key]`, None for any other use."""
+    if node.op == "call_function" and node.target is getattr and isinstance(node.args[1], str):
+        return ("attr", node.args[1])
+    if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[1], (int, str)):
+        return ("item", node.args[1])
+    return None
+
+
+def _read(value, field: tuple):
+    kind, key = field
+    return getattr(value, key) if kind == "attr" else value[key]
+
+
+def _selecting(module: nn.Module, fields: tuple) -> nn.Module:
+    """`module` (a shallow copy: the same submodules and tensors, so the capture keeps their names) whose
+    forward returns the tuple of `fields` of what the module returns."""
+    selecting = copy.copy(module)
+    forward = type(module).forward
+    selecting.forward = lambda *args, **kwargs: tuple(_read(forward(selecting, *args, **kwargs), f) for f in fields)
+    return selecting
+
+
+class _Fields:
+    """What a `_ReadFields` returns: the fields its caller reads, by attribute or by key."""
+
+    def __init__(self, fields: tuple, values) -> None:
+        self._values = {field: values[i] for i, field in enumerate(fields)}
+
+    def __getattr__(self, name: str):
+        try:
+            return self.__dict__["_values"][("attr", name)]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, key):
+        return self._values[("item", key)]
+
+
+class _ReadFields(nn.Module):
+    """A torch.export capture returning the tuple of `fields` of a module's output, standing for that module:
+    its output reads like the original's for those fields. Its submodules and tensors are the capture's own
+    (the same names as the original's), and tracing goes through it."""
+
+    def __init__(self, captured: nn.Module, fields: tuple) -> None:
+        super().__init__()
+        self.__dict__["captured"] = captured  # not a child: its children are this module's
+        self._modules, self._parameters, self._buffers = captured._modules, captured._parameters, captured._buffers
+        self.fields = fields
+
+    def forward(self, *args, **kwargs):
+        # the capture's forward itself: tracing then records its ops over this module's tensors
+        return _Fields(self.fields, self.__dict__["captured"].forward(*args, **kwargs))
 
 
 def _same_at_another_batch(module: nn.Module, captured: nn.Module, args: tuple, kwargs: dict) -> bool:
