@@ -14,7 +14,7 @@ from tests.models import ZOO, example_inputs
 
 
 @pytest.mark.parametrize("name", ["shape_branch", "opaque_block", "exported_blocks", "shared_exported",
-                                  "cached_decoder"])
+                                  "cached_decoder", "keyword_none"])
 def test_an_untraceable_model_is_captured_and_pruned_exactly(name, tmp_path):
     graph = zoo_graph(name)
     assert graph.groups and graph.prunable_share()["flops"] > 0.2
@@ -25,6 +25,7 @@ def test_an_untraceable_model_is_captured_and_pruned_exactly(name, tmp_path):
     five = (5,) + tuple(example_inputs(name)[0].shape[1:])
     x = torch.randint(0, 50, five) if name == "cached_decoder" else torch.randn(five)
     assert small(x).shape == (5, 10)  # the batch stays dynamic
+    assert not any("kept whole" in reason for reason, _ in graph.frozen_reasons()) or name == "opaque_block"
 
 
 def test_the_top_level_capture_specialises_the_branch_to_the_example_size():

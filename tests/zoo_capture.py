@@ -182,6 +182,37 @@ class CachedDecoderNet(nn.Module):
         return self.head(self.body(ids).hidden.mean(dim=1))
 
 
+class KeywordMixer(nn.Module):
+    """BERT's attention signature: optional inputs passed as None, some through **kwargs, and a branch on a
+    size (fx cannot trace it). torch.export fails on the None under **kwargs with a dynamic batch."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.mix = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        if x.shape[-1] > 64:
+            raise ValueError("too wide")
+        bias = kwargs.get("position_bias")
+        y = self.mix(x) + (0.0 if bias is None else bias)
+        return y if mask is None else y * mask
+
+
+class KeywordNet(nn.Module):
+    """Calls KeywordMixer with None keyword inputs, as BertLayer calls BertSelfAttention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(8, 16)
+        self.mixer = KeywordMixer(16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.mixer(x, mask=None, position_bias=None, cache=None)
+        return self.head(torch.relu(x).mean(dim=1))
+
+
 ENTRIES: dict[str, ZooEntry] = {
     "shape_branch": ZooEntry(ShapeBranchNet, ((2, 3, 16, 16),),
                              "Top-level forward branching on the input size: captured by torch.export.",
@@ -195,6 +226,9 @@ ENTRIES: dict[str, ZooEntry] = {
     "cached_decoder": ZooEntry(CachedDecoderNet, ((2, 12),),
                                "A GPT-2-style decoder fx cannot trace whose output holds a cache object; the caller "
                                "reads its hidden states.", input_dtypes=(torch.int64,), fx_traceable=False),
+    "keyword_none": ZooEntry(KeywordNet, ((2, 6, 8),),
+                             "A submodule fx cannot trace, called with None keyword inputs (some via **kwargs).",
+                             fx_traceable=False),
     "shared_exported": ZooEntry(SharedMixerNet, ((2, 3, 16, 16),),
                                 "A submodule fx cannot trace, called twice: one torch.export capture for both calls.",
                                 fx_traceable=False),

@@ -94,12 +94,16 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
         if exported is None:
             raise TraceError(str(failure)) from failure.__cause__
     gm = _trace_with_leaves(exported, example_inputs, example_kwargs or {})
-    # torch.export keeps every parameter, read or not (those of the branch not taken): drop the unread ones,
-    # which the cost model would count and the rewrite would drop
+    _drop_unread(gm)
+    return gm
+
+
+def _drop_unread(gm: fx.GraphModule) -> None:
+    """torch.export keeps every parameter, read or not (those of the branch not taken, of an output nobody
+    reads): drop the unread ones, which the cost model would count and the rewrite would drop."""
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    return gm
 
 
 class _TopLevelUntraceable(Exception):
@@ -184,6 +188,7 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
     leaves: set[str] = set()
     exported: set[str] = set()
     tried: set[str] = set()  # leaves path 2b tried
+    captured = False  # a submodule captured by torch.export (path 2 or 2b)
     for _ in range(MAX_LEAF_RETRIES):
         tracer = _Tracer(leaves, decomposition.paths)
         try:
@@ -193,6 +198,7 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
             if failed and failed not in leaves and failed not in exported and failed not in decomposition.paths:
                 exported.add(failed)  # path 2: torch.export captures the submodule, traced through as in 1
                 if _export_in_place(model, failed, example_inputs, example_kwargs):
+                    captured = True
                     continue
             if tracer.failed_in and tracer.failed_in not in leaves:
                 leaves.add(tracer.failed_in)
@@ -202,6 +208,7 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
         # path 2b: a leaf whose output torch.export cannot return (an object it cannot flatten, such as a
         # key-value cache), of which the caller only reads some fields: captured returning those fields alone
         if _capture_read_fields(model, graph, leaves, tried, example_inputs, example_kwargs):
+            captured = True
             continue
         _erase_unused(graph, tracer.decomposition_nodes)
         _name_placeholders_after_parameters(graph, model)
@@ -209,7 +216,10 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
         for node in graph.nodes:
             if isinstance(node.type, str):  # string annotations (PEP 563) would break pickling the module
                 node.type = None
-        return fx.GraphModule(tracer.root, graph, type(model).__name__)
+        gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+        if captured:  # what a capture computes that its caller does not read (BERT's pooler): gone, as in 3
+            _drop_unread(gm)
+        return gm
     raise TraceError(f"could not trace {type(model).__name__}: more than {MAX_LEAF_RETRIES} submodules fail to trace")
 
 
@@ -220,7 +230,7 @@ def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, exa
     where it can stay so). A module called several times is captured at its first call and must compute
     what the original does at every call (the calls then share its parameters, as they did). With `fields`
     (path 2b), what is captured returns only those fields of the output (`("attr", name)`, `("item", key)`)
-    and stands in the model as a `_ReadFields`. Refused (False) when the capture fails or the captured module
+    and stands in the model as a `_Captured`. Refused (False) when the capture fails or the captured module
     does not compute what the original does."""
     module = model.get_submodule(qualname)
     calls: list[tuple[tuple, dict]] = []
@@ -240,21 +250,43 @@ def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, exa
                             for args, kwargs in calls):
         return False
     original = module if fields is None else _selecting(module, fields)
-    captured = _exported(original, *calls[0])
+    # keyword inputs that are None at every call and None by default: left out of the capture (torch.export
+    # fails on None under **kwargs, e.g. BERT's attention), the module standing in drops them
+    dropped = _none_by_default(module, calls)
+    captured = _exported(original, calls[0][0], {k: v for k, v in calls[0][1].items() if k not in dropped})
     if captured is None:
         return False
+    standing = _Captured(captured, dropped, fields) if dropped or fields is not None else captured
+    called = standing if fields is None else (lambda *args, **kwargs: standing.forward(*args, **kwargs).values)
     for args, kwargs in calls:  # one capture stands for every call: it must compute what each call computes
         try:
             with torch.no_grad():
-                same = _same_outputs(original(*args, **kwargs), captured(*args, **kwargs))
+                same = _same_outputs(original(*args, **kwargs), called(*args, **kwargs))
         except Exception:
             return False
-        if not same or not _same_at_another_batch(original, captured, args, kwargs):
+        if not same or not _same_at_another_batch(original, called, args, kwargs):
             return False
     parent, _, name = qualname.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, name,
-            captured if fields is None else _ReadFields(captured, fields))
+    setattr(model.get_submodule(parent) if parent else model, name, standing)
     return True
+
+
+def _none_by_default(module: nn.Module, calls: list[tuple[tuple, dict]]) -> frozenset[str]:
+    """The keyword inputs that are None at every call and bind to a parameter whose default is None (or to
+    **kwargs): leaving them out changes nothing the module can see."""
+    try:
+        parameters = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+    def defaults_to_none(name: str) -> bool:
+        parameter = parameters.get(name)
+        return extra if parameter is None else (parameter.default is None and
+                                                parameter.kind is not inspect.Parameter.POSITIONAL_ONLY)
+
+    names = set.intersection(*({k for k, v in kwargs.items() if v is None} for _, kwargs in calls))
+    return frozenset(name for name in names if defaults_to_none(name))
 
 
 def _capture_read_fields(model: nn.Module, graph: fx.Graph, leaves: set[str], tried: set[str],
@@ -298,9 +330,10 @@ def _selecting(module: nn.Module, fields: tuple) -> nn.Module:
 
 
 class _Fields:
-    """What a `_ReadFields` returns: the fields its caller reads, by attribute or by key."""
+    """What a `_Captured` with fields returns: the fields its caller reads, by attribute or by key."""
 
     def __init__(self, fields: tuple, values) -> None:
+        self.values = values
         self._values = {field: values[i] for i, field in enumerate(fields)}
 
     def __getattr__(self, name: str):
@@ -313,20 +346,23 @@ class _Fields:
         return self._values[("item", key)]
 
 
-class _ReadFields(nn.Module):
-    """A torch.export capture returning the tuple of `fields` of a module's output, standing for that module:
-    its output reads like the original's for those fields. Its submodules and tensors are the capture's own
-    (the same names as the original's), and tracing goes through it."""
+class _Captured(nn.Module):
+    """A torch.export capture standing for a module where it cannot be called as the module was: the keyword
+    inputs in `dropped` (None) are left out of the call, and with `fields` (path 2b) its output, the tuple of
+    those fields of the module's, reads like the module's for them. Its submodules and tensors are the
+    capture's own (the same names as the original's), and tracing goes through it."""
 
-    def __init__(self, captured: nn.Module, fields: tuple) -> None:
+    def __init__(self, captured: nn.Module, dropped: frozenset[str], fields: tuple | None) -> None:
         super().__init__()
         self.__dict__["captured"] = captured  # not a child: its children are this module's
         self._modules, self._parameters, self._buffers = captured._modules, captured._parameters, captured._buffers
-        self.fields = fields
+        self.dropped, self.fields = dropped, fields
 
     def forward(self, *args, **kwargs):
+        kwargs = {name: value for name, value in kwargs.items() if name not in self.dropped}
         # the capture's forward itself: tracing then records its ops over this module's tensors
-        return _Fields(self.fields, self.__dict__["captured"].forward(*args, **kwargs))
+        out = self.__dict__["captured"].forward(*args, **kwargs)
+        return out if self.fields is None else _Fields(self.fields, out)
 
 
 def _same_at_another_batch(module: nn.Module, captured: nn.Module, args: tuple, kwargs: dict) -> bool:
