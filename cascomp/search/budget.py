@@ -88,14 +88,16 @@ def _no_cost(graph: Graph, metric: str) -> str:
 
 
 def _why_nothing_prunes(graph: Graph) -> str:
-    reasons = list(dict.fromkeys(f.reason for f in graph.frozen + graph.output_frozen))
-    if reasons:
-        return "every channel is frozen: " + "; ".join(reasons[:3])
+    """Ops the analysis does not understand first (what to change), then the frozen channels' reasons."""
+    parts = []
     uncounted = sorted({what for what, _ in graph.record.uncounted + graph.record.counted_opaque})
     if uncounted:
-        return ("the channel analysis does not understand " + "; ".join(uncounted[:3]) + " (it reads models "
-                "saved with torch.save, --factory, and .pt2 files exported without run_decompositions())")
-    return "it has no layer with channels to remove"
+        parts.append("the channel analysis does not understand " + "; ".join(uncounted[:3]) + " (it reads models "
+                     "saved with torch.save, --factory, and .pt2 files exported without run_decompositions())")
+    reasons = list(dict.fromkeys(f.reason for f in graph.frozen + graph.output_frozen))
+    if reasons:
+        parts.append("every channel is frozen: " + "; ".join(reasons[:3]))
+    return "; ".join(parts) or "it has no layer with channels to remove"
 
 
 def _floor_levers(graph: Graph) -> str:
