@@ -18,7 +18,7 @@ import io
 import logging
 import operator
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.fx as fx
@@ -77,10 +77,11 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
     2. where a submodule cannot be traced, torch.export captures it at the inputs the example gives it
        (sizes it turns into Python numbers specialised; a batch kept dynamic, checked at another batch) and
        its ATen-level graph is traced through (a module called several times: one capture, checked at every
-       call, traced through at each); where torch.export cannot return its output (an object it cannot
-       flatten, such as a key-value cache) but the caller only reads fields of it (`out.last_hidden_state`),
-       what is captured returns those fields alone; where that fails too, it is kept whole as a leaf: its channels are frozen with the reason and its multiply-adds counted by
-       running it (cascomp.ir.analysis);
+       call, traced through at each; keyword inputs that are None by default and None at every call left out
+       of the capture); 2b: where torch.export cannot return its output (an object it cannot flatten, such
+       as a key-value cache) but the caller only reads fields of it (`out.last_hidden_state`), what is
+       captured returns those fields alone; where that fails too, it is kept whole as a leaf: its channels
+       are frozen with the reason and its multiply-adds counted by running it (cascomp.ir.analysis);
     3. where the top-level forward itself cannot be traced (control flow on sizes or values of its inputs),
        torch.export captures the model (shape-dependent branches specialised to the example inputs) and its
        ATen-level graph is traced as in 1; a branch on tensor values fails there too, and the error names
@@ -365,7 +366,7 @@ class _Captured(nn.Module):
         return out if self.fields is None else _Fields(self.fields, out)
 
 
-def _same_at_another_batch(module: nn.Module, captured: nn.Module, args: tuple, kwargs: dict) -> bool:
+def _same_at_another_batch(module: nn.Module, captured: Callable, args: tuple, kwargs: dict) -> bool:
     """A capture that fixed the batch (torch.export falls back to static sizes) would compute garbage, not
     fail, at another batch: compare both at the example's batch plus one, where the original runs there."""
     grow = lambda a: torch.cat([a, a[:1]]) if isinstance(a, torch.Tensor) and a.dim() else a  # noqa: E731
