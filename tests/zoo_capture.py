@@ -213,6 +213,37 @@ class KeywordNet(nn.Module):
         return self.head(torch.relu(x).mean(dim=1))
 
 
+class BiasedMixer(nn.Module):
+    """A mixer that adds a bias given with batch 1 (broadcast over the batch, as T5's position bias passed
+    from block to block), with a branch on a size fx cannot trace."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.mix = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] > 64:
+            raise ValueError("too wide")
+        return torch.relu(self.mix(x) + bias)
+
+
+class BroadcastBiasNet(nn.Module):
+    """Calls BiasedMixer with an input of batch 1 beside the batch: captured at the example, that input must
+    keep its batch of 1 (doubling it as a batch of one is doubled fixed the capture to the wrong size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(8, 16)
+        self.position = nn.Parameter(torch.randn(1, 6, 16))
+        self.mixer = BiasedMixer(16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.mixer(x, self.position * 0.5)
+        return self.head(x.mean(dim=1))
+
+
 ENTRIES: dict[str, ZooEntry] = {
     "shape_branch": ZooEntry(ShapeBranchNet, ((2, 3, 16, 16),),
                              "Top-level forward branching on the input size: captured by torch.export.",
@@ -229,6 +260,9 @@ ENTRIES: dict[str, ZooEntry] = {
     "keyword_none": ZooEntry(KeywordNet, ((2, 6, 8),),
                              "A submodule fx cannot trace, called with None keyword inputs (some via **kwargs).",
                              fx_traceable=False),
+    "broadcast_input": ZooEntry(BroadcastBiasNet, ((2, 6, 8),),
+                                "A submodule fx cannot trace, given an input of batch 1 beside the batch.",
+                                fx_traceable=False),
     "shared_exported": ZooEntry(SharedMixerNet, ((2, 3, 16, 16),),
                                 "A submodule fx cannot trace, called twice: one torch.export capture for both calls.",
                                 fx_traceable=False),

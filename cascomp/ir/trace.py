@@ -113,9 +113,12 @@ class _TopLevelUntraceable(Exception):
 
 def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> nn.Module | None:
     """The module torch.export captures from `model` (non-strict, so any Python runs once), or None."""
-    # torch.export fixes any dim of size 1, so a batch of one is captured as a batch of two
-    example_inputs = tuple(_batch_of_two(t) for t in example_inputs)
-    example_kwargs = {name: _batch_of_two(t) for name, t in example_kwargs.items()}
+    # torch.export fixes any dim of size 1, so a batch of one is captured as a batch of two (only then: an
+    # input of batch 1 beside a batch of 2 broadcasts, as T5's position bias, and must stay 1)
+    tensors = [t for t in (*example_inputs, *example_kwargs.values()) if isinstance(t, torch.Tensor) and t.dim()]
+    if tensors and tensors[0].shape[0] == 1:
+        example_inputs = tuple(_batch_of_two(t) for t in example_inputs)
+        example_kwargs = {name: _batch_of_two(t) for name, t in example_kwargs.items()}
     # the batch stays dynamic where the model allows it, as fx keeps it
     dynamic = _dynamic_batch(model, example_inputs, example_kwargs)
     for shapes in (None,) if dynamic is None else (dynamic, None):
