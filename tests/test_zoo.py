@@ -68,7 +68,7 @@ def test_names_and_suites() -> None:
     assert len(zoo.names()) == sum(len(zoo.names(s)) for s in zoo.SUITES)
     assert {"resnet_basic", "mobilenet_v2", "inception", "densenet", "shufflenet_v2", "convnext", "vit",
             "swin"} <= set(zoo.names("tiny"))
-    assert zoo.names("mnist") == ("demo", "resnet20", "vgg")
+    assert zoo.names("mnist") == ("demo", "resnet20", "vgg", "wrn10_2")
     with pytest.raises(TypeError):
         zoo.ZOO["mine"] = zoo.ZOO["mlp"]  # read-only
     with pytest.raises(ConfigError, match="unknown zoo suite 'huge'; choose one of tiny, mnist, imagenet"):
