@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 
 import cascomp
+from cascomp.export.latency_table import latency_table
 
 
 def interleaved_latency(models: dict, rounds: int, *, warmup: int, repeats: int, example_inputs=None,
@@ -31,3 +32,10 @@ def ratio_with_spread(samples: dict, name: str, reference: str, threads, batch: 
     those per-round ratios (max - min): rounds interleave the models, so a round's ratio shares its drift."""
     ratios = [a / b for a, b in zip(samples[(name, threads, batch)], samples[(reference, threads, batch)])]
     return statistics.median(ratios), max(ratios) - min(ratios)
+
+
+def predicted_ms(graph: cascomp.Graph, batch: int = 1, threads: int = 1) -> float:
+    """The per-layer latency table's prediction (ms) for `graph`, as compress prices a latency target (the
+    table attached to its cost model; layer timings cached per shape)."""
+    graph.cost_model.attach_latency(latency_table(graph, batch=batch, threads=threads))
+    return graph.cost().latency

@@ -25,11 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cascomp  # noqa: E402
-from cascomp.export.latency_table import latency_table  # noqa: E402
 from cascomp.kernels.candidates import eligible  # noqa: E402
 from cascomp.zoo import build, example_inputs, names  # noqa: E402
 from _results import RESULTS, recorded  # noqa: E402
-from _timing import interleaved_latency, ratio_with_spread  # noqa: E402
+from _timing import interleaved_latency, predicted_ms, ratio_with_spread  # noqa: E402
 
 
 def plans(graph: cascomp.Graph) -> dict[str, cascomp.Plan]:
@@ -41,11 +40,6 @@ def plans(graph: cascomp.Graph) -> dict[str, cascomp.Plan]:
             "keep 0.25": cascomp.Plan.uniform(graph, 0.25), "random 0.5": cascomp.Plan.random(graph, 0.5, seed=0),
             "3x3DS": cascomp.Plan(cascomp.Plan.full(substituted).keep, operators),
             "3x3DS, keep 0.5": cascomp.Plan(cascomp.Plan.uniform(substituted, 0.5).keep, operators)}
-
-
-def predicted_ms(graph: cascomp.Graph, batch: int) -> float:
-    graph.cost_model.attach_latency(latency_table(graph, batch=batch, threads=1))
-    return graph.cost().latency
 
 
 def main() -> None:
@@ -68,19 +62,19 @@ def main() -> None:
             inputs = example_inputs(name)
             graph = cascomp.trace(build(name).eval(), inputs)
             base = predicted_ms(graph, args.batch)
+            x = (torch.zeros((1,) + tuple(inputs[0].shape[1:])),)
             with tempfile.TemporaryDirectory() as scratch:
+                paths = {"baseline": f"{scratch}/baseline.onnx", "compressed": f"{scratch}/small.onnx"}
+                cascomp.export_onnx(graph.gm, x, paths["baseline"])  # once per model: the reference of every plan
                 for label, plan in plans(graph).items():
-                    widths = cascomp.substitute_operators(graph, plan.operators) if plan.operators else graph
                     small = cascomp.apply_plan(graph, plan).eval()
-                    predicted = predicted_ms(cascomp.trace(small, inputs), args.batch) / base
-                    paths = {"baseline": f"{scratch}/baseline.onnx", "compressed": f"{scratch}/small.onnx"}
-                    x = (torch.zeros((1,) + tuple(inputs[0].shape[1:])),)
-                    cascomp.export_onnx(graph.gm, x, paths["baseline"])
+                    traced = cascomp.trace(small, inputs)
+                    predicted = predicted_ms(traced, args.batch) / base
                     cascomp.export_onnx(small, x, paths["compressed"])
                     samples = interleaved_latency(paths, args.rounds, warmup=5, repeats=20, batches=(args.batch,),
                                                   threads=(1,))
                     measured, spread = ratio_with_spread(samples, "compressed", "baseline", 1, args.batch)
-                    flops = widths.cost(cascomp.Plan(plan.keep)).flops / graph.cost().flops
+                    flops = traced.cost().flops / graph.cost().flops
                     errors.append(predicted - measured)
                     print(f"| {name} | {label} | {flops:.3f} | {predicted:.3f} | {measured:.3f} ±{spread / 2:.3f} | "
                           f"{predicted - measured:+.3f} |", flush=True)

@@ -40,13 +40,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cascomp  # noqa: E402
-from cascomp.export.latency_table import latency_table  # noqa: E402
 from cascomp.methods import METHODS, FigsConfig, SensitivityConfig, TasConfig  # noqa: E402
 from cascomp.train.loops import FinetuneLoop, evaluate, recalibrate_batch_norm, seed_epoch  # noqa: E402
 from cascomp.train.progress import Reporter  # noqa: E402
 from _baselines import BASELINES, INPUT, baseline  # noqa: E402
 from _results import update_section, write_text  # noqa: E402
-from _timing import interleaved_latency, ratio_with_spread  # noqa: E402
+from _timing import interleaved_latency, predicted_ms, ratio_with_spread  # noqa: E402
 
 DATA = "fashion-mnist:/usr/share/datasets/fashion-mnist"
 BASELINE_EPOCHS = 8
@@ -166,10 +165,8 @@ def _cost(model, latency: bool = False) -> dict:
     """FLOPs and parameters; with `latency`, also the per-layer latency table's prediction (ms) at batch 1 on
     one thread, as compress prices a latency target (cached per layer shape)."""
     graph = cascomp.trace(model, (torch.zeros(INPUT),))
-    if latency:
-        graph.cost_model.attach_latency(latency_table(graph, batch=1, threads=1))
     cost = graph.cost()
-    return {"flops": cost.flops, "params": cost.params, **({"latency": cost.latency} if latency else {})}
+    return {"flops": cost.flops, "params": cost.params, **({"latency": predicted_ms(graph)} if latency else {})}
 
 
 # -- rows --------------------------------------------------------------------------------------------------

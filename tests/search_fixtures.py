@@ -89,5 +89,6 @@ def stopped_and_resumed(model, config, data, folder, stop_at: tuple[str, int]):
 
     with pytest.raises(Interrupt):
         cascomp.compress(model, config, data=data, out_dir=folder / "broken", progress=False, on_epoch=interrupt)
+    assert (folder / "broken" / "checkpoint.pt").exists()  # what the resumed run starts from
     resumed = cascomp.compress(model, config, data=data, out_dir=folder / "broken", resume=True, progress=False)
     return straight, resumed

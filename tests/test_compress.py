@@ -14,11 +14,7 @@ import torch
 import cascomp
 from cascomp.cli import main
 from cascomp.export import onnx as onnx_export
-from tests.search_fixtures import quadrant_task, quick_config, trained_tiny
-
-
-class Interrupt(Exception):
-    pass
+from tests.search_fixtures import quadrant_task, quick_config, stopped_and_resumed, trained_tiny
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +100,7 @@ def test_the_compressed_model_is_exported_to_onnx_once(task, tmp_path, monkeypat
 def test_resume_after_an_interruption_gives_the_same_result(task, tmp_path, stop_at):
     _, data, model, _ = task
     config = quick_config(search_epochs=2, finetune_epochs=2)
-    straight = cascomp.compress(model, config, data=data, out_dir=tmp_path / "straight", progress=False)
-
-    def interrupt(phase, epoch):
-        if (phase, epoch) == stop_at:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", progress=False, on_epoch=interrupt)
-    assert (tmp_path / "broken" / "checkpoint.pt").exists()
-    resumed = cascomp.compress(model, config, data=data, out_dir=tmp_path / "broken", resume=True, progress=False)
+    straight, resumed = stopped_and_resumed(model, config, data, tmp_path, stop_at)  # checks the checkpoint too
     assert resumed.plan == straight.plan and resumed.report["round_to"] == straight.report["round_to"]
     for key, value in straight.model.state_dict().items():
         assert torch.allclose(resumed.model.state_dict()[key].float(), value.float(), atol=1e-6), key

@@ -100,7 +100,7 @@ def test_darc_prices_every_operator_as_the_substituted_networks_table_does():
     model = method.prepare()
     by_module = {layer.module: layer for layer in table.layers}
     for i, path in enumerate(method.choices):  # the original option is the table's own entry
-        assert float(method._latency[i, 0]) == pytest.approx(by_module[path].predict(max(by_module[path].macs)))
+        assert float(method._costs["latency"][i, 0]) == pytest.approx(by_module[path].predict(max(by_module[path].macs)))
     generator = torch.Generator().manual_seed(0)
     for _ in range(4):
         winners = {path: int(torch.randint(len(choice.options), (1,), generator=generator))

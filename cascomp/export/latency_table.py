@@ -4,14 +4,17 @@ onnxruntime, alone, at its real input shape, and a fitted model of that time aga
 Every `nn.Conv2d` and `nn.Linear` the graph calls (the layers whose MACs the cost model counts) is rebuilt
 alone at `fractions` of its input and output channels (widths rounded to multiples of 8 where its channels
 are: the widths compress prefers, and onnxruntime runs others markedly slower, which a fit over them would
-spread onto every width; a depthwise convolution keeps one filter per channel), exported to ONNX and timed in onnxruntime with the provider, thread count and batch size the user
-will deploy with: the median of `repeats` runs after `warmup`. The fit is least squares
+spread onto every width; a depthwise convolution keeps one filter per channel), exported to ONNX and timed
+in onnxruntime with the provider, thread count and batch size the user will deploy with: the median of
+`repeats` runs after `warmup`. The fit is least squares
     ms = a + b x MACs
 over the timed widths (a: the layer's fixed cost, b: its time per multiply-accumulate at this shape), so a
 search can price any width it may choose. Every time is net of onnxruntime's cost of a run itself (a model
-that only copies its input, timed the same way), which a whole model pays once, not once per layer. The layers' total at full width is the table's prediction;
-`cascomp analyze --latency` sets it beside the whole model's measured latency (the difference is what the
-layers do not account for: elementwise ops, norms, pooling, copies between layers).
+that only copies its input, timed the same way), which a whole model pays once, not once per layer. The
+layers' total at full width is the table's prediction; `cascomp analyze --latency` sets it beside the whole
+model's measured latency (the difference is what the layers do not account for: elementwise ops, norms,
+pooling, copies between layers). `module_latency` times the layers of a module the model does not hold yet
+(a search's candidate operators) the same way.
 
 Cache: one JSON file per layer entry under `cache_dir` (default `$CASCOMP_CACHE/latency`, else
 `~/.cache/cascomp/latency`), named by the SHA-256 of its key: the machine (platform, processor, CPU count),
@@ -22,6 +25,7 @@ models; any change of the key is a new entry. Entries are written atomically.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -179,12 +183,18 @@ def _hyper(module: nn.Module) -> dict:
     return {"in": module.in_features, "out": module.out_features, "bias": module.bias is not None}
 
 
+@functools.cache
+def _machine() -> dict:
+    """The machine part of every cache key (platform.processor() runs `uname -p`: once per process)."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count()}
+
+
 def _entry(table: LatencyTable, node: str, path: str, kind: str, module: nn.Module | None,
            shape: tuple[int, ...], fractions: tuple[float, ...] | None = None) -> LayerLatency:
     """The layer's entry timed as `table` says (its run_ms taken out), from the cache when there."""
     fractions = table.fractions if fractions is None else fractions
-    key = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-           "cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "provider": table.provider,
+    key = {**_machine(), "onnxruntime": onnxruntime.__version__, "provider": table.provider,
            "threads": table.threads, "batch": table.batch, "fractions": list(table.fractions),
            "warmup": table.warmup, "repeats": table.repeats, "kind": kind, "rounding": ROUNDING}
     if module is not None:

@@ -337,17 +337,16 @@ class _Fields:
     """What a `_Captured` with fields returns: the fields its caller reads, by attribute or by key."""
 
     def __init__(self, fields: tuple, values) -> None:
-        self.values = values
-        self._values = {field: values[i] for i, field in enumerate(fields)}
+        self.fields, self.values = fields, values
 
     def __getattr__(self, name: str):
-        try:
-            return self.__dict__["_values"][("attr", name)]
-        except KeyError:
-            raise AttributeError(name) from None
+        fields = self.__dict__["fields"]
+        if ("attr", name) not in fields:
+            raise AttributeError(name)
+        return self.__dict__["values"][fields.index(("attr", name))]
 
     def __getitem__(self, key):
-        return self._values[("item", key)]
+        return self.values[self.fields.index(("item", key))]
 
 
 class _Captured(nn.Module):

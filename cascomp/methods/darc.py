@@ -129,15 +129,16 @@ class Darc(Method):
         self.choices = {path: model.get_submodule(path) for path in self.positions}
         self.state = DarcState(self.config.initial_strength)
         model.add_submodule(STATE, self.state)
-        costs = {path: [conv_cost(option, self.positions[path]) for option in choice.options]
-                 for path, choice in self.choices.items()}
-        self._macs = torch.tensor([[c[0] for c in costs[p]] for p in self.choices], dtype=torch.float64)
-        self._params = torch.tensor([[c[1] for c in costs[p]] for p in self.choices], dtype=torch.float64)
-        self._latency = None
+        costs = [[conv_cost(option, self.positions[path]) for option in choice.options]
+                 for path, choice in self.choices.items()]
+        # per metric, [layer, option] -> the option's cost (MACs, parameters, predicted ms)
+        self._costs = {"flops": torch.tensor([[c[0] for c in row] for row in costs], dtype=torch.float64),
+                       "params": torch.tensor([[c[1] for c in row] for row in costs], dtype=torch.float64)}
         if "latency" in self.goals:  # every option timed as the table's layers were (the cache keeps them)
             table = self.graph.cost_model.latency_table
-            self._latency = torch.tensor([[module_latency(table, option, self.inputs[path]) for option in choice.options]
-                                          for path, choice in self.choices.items()], dtype=torch.float64)
+            self._costs["latency"] = torch.tensor(
+                [[module_latency(table, option, self.inputs[path]) for option in choice.options]
+                 for path, choice in self.choices.items()], dtype=torch.float64)
         return model
 
     def warm_start(self, model: nn.Module, batches: list) -> None:
@@ -157,15 +158,15 @@ class Darc(Method):
     def penalty(self) -> dict[str, torch.Tensor]:
         if not self.choices:
             return {"flops": torch.tensor(1.0, dtype=torch.float64), "params": torch.tensor(1.0, dtype=torch.float64)}
-        alpha = self._alpha()
-        base = self.baseline
-        macs = base.macs - float(self._macs[:, 0].sum()) + (alpha * self._macs).sum()
-        params = base.params - float(self._params[:, 0].sum()) + (alpha * self._params).sum()
-        ratios = {"flops": macs / max(base.macs, 1.0), "params": params / max(base.params, 1.0)}
-        if self._latency is not None:
-            ms = base.latency - float(self._latency[:, 0].sum()) + (alpha * self._latency).sum()
-            ratios["latency"] = ms / max(base.latency, 1e-12)
-        return ratios
+        return self._expected(self._alpha())
+
+    def _expected(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cost ratios of the baseline with each layer's original replaced by its options weighted by
+        `weights` ([layer, option]: alpha, or one-hot for a choice made)."""
+        totals = {"flops": max(self.baseline.macs, 1.0), "params": max(self.baseline.params, 1.0),
+                  "latency": max(self.baseline.latency, 1e-12)}
+        return {metric: (totals[metric] - float(table[:, 0].sum()) + (weights * table).sum()) / totals[metric]
+                for metric, table in self._costs.items()}
 
     def arch_loss(self, expected: dict[str, torch.Tensor], progress: float) -> torch.Tensor | None:
         if not expected or self.state is None:
@@ -197,7 +198,7 @@ class Darc(Method):
         """Per layer the option it becomes (after the last step's projection)."""
         for choice in self.choices.values():
             choice.project()
-        costs = self._latency if self._latency is not None else self._macs  # its most expensive option left
+        costs = self._costs.get("latency", self._costs["flops"])  # its most expensive option left
         return {path: choice.winner(costs[i]) for i, (path, choice) in enumerate(self.choices.items())}
 
     # -- the export ---------------------------------------------------------------------------------------
@@ -228,16 +229,9 @@ class Darc(Method):
         return winners
 
     def _ratios(self, winners: dict[str, int]) -> dict[str, float]:
-        base = self.baseline
-        rows = torch.arange(len(self.choices))
-        chosen = torch.tensor([winners[p] for p in self.choices], dtype=torch.long)
-        macs = base.macs - float(self._macs[:, 0].sum()) + float(self._macs[rows, chosen].sum())
-        params = base.params - float(self._params[:, 0].sum()) + float(self._params[rows, chosen].sum())
-        ratios = {"flops": macs / max(base.macs, 1.0), "params": params / max(base.params, 1.0)}
-        if self._latency is not None:
-            ms = base.latency - float(self._latency[:, 0].sum()) + float(self._latency[rows, chosen].sum())
-            ratios["latency"] = ms / max(base.latency, 1e-12)
-        return ratios
+        chosen = torch.zeros_like(self._costs["flops"])
+        chosen[torch.arange(len(self.choices)), [winners[p] for p in self.choices]] = 1.0
+        return {metric: float(ratio) for metric, ratio in self._expected(chosen).items()}
 
     def substitution_indices(self) -> dict | None:
         return dict(self._winners) if self._winners is not None else None
