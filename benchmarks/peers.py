@@ -10,8 +10,9 @@ runs without --method) and Torch-Pruning 1.6's group-L1 magnitude (`tp:l1`) and 
 (`tp:taylor`) importances, one shot, with the same pruning ratio in every layer (its default, local
 pruning), the ratio bisected until the budget holds.
 
-Rows (baseline, contender, budget, epochs, seed) are saved one by one under --cache as they finish and never
-rerun, so the table fills in over several runs; `--only` picks rows by pattern (e.g. `--only 'resnet20/*/flops=0.33/2e/*'`).
+Rows (baseline, contender, budget, epochs, seed) are saved one by one under --cache as they finish, and all
+of them in docs/peers-rows.json (kept in git) whenever the results are regenerated; a row in either is never
+rerun, so the table fills in over several runs and survives a fresh checkout; `--only` picks rows by pattern (e.g. `--only 'resnet20/*/flops=0.33/2e/*'`).
 Two runs may go side by side with `--threads 1` each. Baselines train on first use (`--baselines-only`).
 
     pip install -e '.[bench]'                      # Torch-Pruning, for the benchmark only
@@ -40,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cascomp  # noqa: E402
-from cascomp.methods import METHODS, FigsConfig, SensitivityConfig, TasConfig  # noqa: E402
+from cascomp.methods import METHODS, DarcConfig, FigsConfig, SensitivityConfig, TasConfig  # noqa: E402
 from cascomp.train.loops import FinetuneLoop, evaluate, recalibrate_batch_norm, seed_epoch  # noqa: E402
 from cascomp.train.progress import Reporter  # noqa: E402
 from _baselines import BASELINES, INPUT, baseline  # noqa: E402
@@ -66,6 +67,8 @@ OPTIONS = {
     "cwi": {"method_config": TasConfig(alignment="cwi")},
     # figs only: a gate on every removable residual branch too, so the search may remove blocks
     "branch-gates": {"method_config": FigsConfig(branch_gates=True)},
+    # darc only: the shift candidate offered too (flops and params targets)
+    "shift": {"method_config": DarcConfig(shift=True)},
 }
 
 
@@ -74,7 +77,8 @@ def contenders() -> list[str]:
     methods = [f"cascomp:{name}" for name in METHODS]
     variants = [f"cascomp:{name}+{option}" for name in ("l1", "sensitivity") for option in ("reconstruct", "any-width")]
     return methods + variants + ["cascomp:uniform+any-width", "cascomp:sensitivity+keep-blocks", "cascomp:tas+widths-only",
-                                 "cascomp:tas+cwi", "cascomp:figs+branch-gates", "tp:l1", "tp:taylor"]
+                                 "cascomp:tas+cwi", "cascomp:figs+branch-gates", "cascomp:darc+shift", "tp:l1",
+                                 "tp:taylor"]
 
 
 def all_rows() -> list[str]:
@@ -254,7 +258,11 @@ def main() -> None:
     parser.add_argument("--cache", default=".cache/peers", help="baselines and finished rows (default .cache/peers)")
     parser.add_argument("--out", default="out/peers", help="where table.md and table.json go")
     parser.add_argument("--results", default="docs/results.md",
-                        help="the Markdown file whose peers section is regenerated from the table ('' leaves it)")
+                        help="the Markdown file whose peers section is regenerated from the table ('' leaves it "
+                             "and --rows)")
+    parser.add_argument("--rows", default="docs/peers-rows.json",
+                        help="every finished row, kept in git beside the results (a row there is not rerun; "
+                             "rewritten with the results)")
     parser.add_argument("--only", action="append", help="run only rows whose key matches (fnmatch); repeatable")
     parser.add_argument("--baselines-only", action="store_true")
     parser.add_argument("--baseline", action="append", choices=sorted(BASELINES),
@@ -266,21 +274,21 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cache, rows_dir = Path(args.cache), Path(args.cache) / "rows"
+    finished = finished_rows(rows_dir, Path(args.rows))
     if not args.table:
         data = cascomp.load_data(args.data, batch_size=128, seed=0)
         models = {name: baseline(name, data, epochs=BASELINE_EPOCHS, cache=cache / f"{name}-{BASELINE_EPOCHS}e.pt",
                                  log=lambda line: print(line, flush=True)) for name in args.baseline or BASELINES}
         if not args.baselines_only:
             for key in all_rows():
-                done = rows_dir / (key.replace("/", "__") + ".json")
-                if (done.is_file() or key.split("/")[0] not in models
+                if (key in finished or key.split("/")[0] not in models
                         or (args.only and not any(fnmatch.fnmatch(key, p) for p in args.only))):
                     continue
                 print(f"{key}: running", flush=True)
-                row = run_row(key, models, data, rows_dir, args.rounds)
+                row = finished[key] = run_row(key, models, data, rows_dir, args.rounds)
                 print(f"{key}: FLOPs {row['flops']:.3f}, top-1 {row['top1']:.4f} "
                       f"({100 * (row['top1'] - row['baseline_top1']):+.2f} pt), {row['seconds']:.0f} s", flush=True)
-    rows = [json.loads(path.read_text()) for path in sorted(rows_dir.glob("*.json"))]
+    rows = list(finished.values())
     if rows:
         table = tables(rows)
         print(table)
@@ -289,11 +297,22 @@ def main() -> None:
         write_text(Path(args.out) / "table.md", table + "\n")
         if args.results:
             update_results(Path(args.results), table, rows)
+            _write_json(Path(args.rows), sorted(rows, key=lambda row: row["key"]))
+
+
+def finished_rows(rows_dir: Path, committed: Path) -> dict[str, dict]:
+    """key -> row: those kept in git (`committed`), and those of this machine's cache (which win: the cache
+    holds every row this machine finished, the committed file what was published)."""
+    rows = {row["key"]: row for row in (json.loads(committed.read_text()) if committed.is_file() else [])}
+    rows.update((row["key"], row) for row in (json.loads(path.read_text()) for path in sorted(rows_dir.glob("*.json"))))
+    return rows
 
 
 def update_results(path: Path, table: str, rows: list[dict]) -> None:
     """Replace the peers section of `path` (appended when absent) by the table."""
-    threads = sorted({row["threads"] for row in rows})
+    # rows rebuilt from an earlier table (their JSON lost) carry the thread counts that table stated
+    threads = sorted({row["threads"] for row in rows if row.get("threads") is not None}
+                     | {count for row in rows for count in row.get("threads_of_table", ())})
     body = (f"_Regenerated by `python benchmarks/peers.py` from {len(rows)} finished rows (torch threads per row: "
             f"{', '.join(map(str, threads))}; latency: onnxruntime, one thread, median of per-round ratios over "
             "interleaved rounds ± their spread)._\n\n" + table)

@@ -1,7 +1,7 @@
 """Modules that cascomp passes insert or substitute; importable without the compiler."""
 
 from cascomp.kernels.branch_gates import BranchGates, scale_branch
-from cascomp.kernels.candidates import DepthwiseSeparable, candidates_for
+from cascomp.kernels.candidates import DepthwiseSeparable, Shift, ShiftConv, candidates_for
 from cascomp.kernels.channel_gates import ConcreteGates, apply_gate
 from cascomp.kernels.channel_mask import ChannelMask
 from cascomp.kernels.channel_noise import ChannelNoise
@@ -12,5 +12,6 @@ from cascomp.kernels.stage_depth import StageDepth
 from cascomp.kernels.width_choices import WidthChoices
 
 __all__ = ["BranchChoice", "BranchGates", "ChannelChoice", "ChannelMask", "ChannelNoise", "ConcreteGates", "DepthwiseSeparable",
+           "Shift", "ShiftConv",
            "GateTable", "MaskedGroupNorm", "MaskedLayerNorm", "OperatorChoice", "StageDepth", "WidthChoices", "apply_gate", "candidates_for",
            "masked_layer_norm", "scale_branch"]

@@ -37,7 +37,7 @@ class SubstituteOpsPass(Pass):
                     raise ValueError(f"{path!r} cannot become {index!r}: {problem}")
                 if index not in NAMES:
                     raise ValueError(f"{path!r}: no candidate operator {index!r} (there are {', '.join(NAMES)})")
-                _replace(gm, path, candidates_for(choice)[index])
+                _replace(gm, path, candidates_for(choice, (index,))[index])
                 continue
             if not isinstance(choice, OperatorChoice):
                 raise ValueError(f"{path!r} is not an operator choice")  # case 3

@@ -44,6 +44,24 @@ def test_lambda_doubling_reaches_the_budget_on_a_small_model():
         DarcConfig(blocks=0)
 
 
+def test_the_shift_candidate_is_offered_on_request_for_flops_and_params_targets_only():
+    graph = cascomp.trace(TinyNet(), torch.randn(2, 1, 8, 8))
+    assert all(c.names[-1] == "3x3DS+1x1FC" for c in _prepared(graph, DarcConfig(), {"flops": 0.5}).choices.values())
+    method = _prepared(graph, DarcConfig(shift=True), {"flops": 0.5})
+    for path, choice in method.choices.items():
+        assert choice.names == ("original", "3x3DS", "1x1FC", "3x3DS+1x1FC", "shift")
+        macs = method._costs["flops"][list(method.choices).index(path)]
+        assert float(macs[4]) == float(macs[2]) < float(macs[1])  # the shift costs what 1x1FC costs
+    with pytest.raises(cascomp.ConfigError, match="--shift with a latency target"):
+        METHODS["darc"](graph, DarcConfig(shift=True), {"latency": 0.5})
+
+
+def _prepared(graph, config, goals):
+    method = METHODS["darc"](graph, config, goals)
+    method.prepare()
+    return method
+
+
 def test_a_darc_run_substitutes_operators_and_lands_the_budget(task, tmp_path):
     data, model = task
     config = quick_config(method="darc", method_config=DarcConfig(mimic_batches=4), targets=("flops=0.4",),

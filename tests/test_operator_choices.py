@@ -13,7 +13,7 @@ from torch import nn
 import cascomp
 from cascomp.errors import PassError
 from cascomp.kernels import OperatorChoice, candidates_for
-from cascomp.kernels.candidates import NAMES, conv_cost, eligible
+from cascomp.kernels.candidates import NAMES, Shift, conv_cost, eligible
 from cascomp.passes import InsertOperatorChoicesPass, SubstituteOpsPass
 from cascomp.methods.mimic import mimic
 from tests.exactness import check_exact
@@ -90,28 +90,72 @@ def test_analytic_init_is_exact_on_a_separable_convolution_and_costs_are_the_cos
     assert conv_cost(candidates["3x3DS"], 81)[0] < conv_cost(conv, 81)[0] / 4
 
 
+@pytest.mark.parametrize("channels, dilation", [(8, (1, 1)), (20, (2, 1))])
+def test_the_shift_moves_each_block_by_its_offset_for_free_and_its_start_is_exact_on_single_tap_kernels(
+        channels, dilation):
+    torch.manual_seed(0)
+    shift = Shift(channels, 3, dilation)
+    assert sum(shift.sections) == channels and shift.offsets[0] == (0, 0)  # the centre first
+    x = torch.randn(2, channels, 7, 9)
+    y, c = shift(x), 0
+    for size, (dy, dx) in zip(shift.sections, shift.offsets):
+        for _ in range(size):  # out[c, i, j] = x[c, i + dy, j + dx], zero outside
+            expected = torch.zeros(2, 7, 9)
+            rows, cols = slice(max(-dy, 0), 7 - max(dy, 0)), slice(max(-dx, 0), 9 - max(dx, 0))
+            expected[:, rows, cols] = x[:, c, max(dy, 0):7 + min(dy, 0), max(dx, 0):9 + min(dx, 0)]
+            assert torch.equal(y[:, c], expected), (c, dy, dx)
+            c += 1
+    graph = cascomp.trace(shift, x)
+    assert graph.cost().macs == 0 and graph.cost().params == 0
+    conv = nn.Conv2d(channels, 5, 3, stride=2, padding=dilation, dilation=dilation)
+    weight, c = torch.zeros_like(conv.weight), 0  # one tap per input channel, at its block's offset
+    for size, (dy, dx) in zip(shift.sections, shift.offsets):
+        for _ in range(size):
+            weight[:, c, dy // dilation[0] + 1, dx // dilation[1] + 1] = torch.randn(5)
+            c += 1
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    torch.testing.assert_close(candidates_for(conv, ("shift",))["shift"](x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_blocks_of_one_channel_stay_channels_of_their_own(tmp_path):
+    """Eight input channels make eight one-channel blocks: each is its own channel of the stem's group (the cat
+    rule ties one-wide operands only along the batch), and a plan that empties blocks exports and runs."""
+    net = Net().eval()
+    net.conv = candidates_for(net.conv, ("shift",))["shift"]
+    x = torch.randn(2, 3, 15, 15)
+    graph = cascomp.trace(net, x)
+    assert {g.name: g.size for g in graph.groups}["stem"] == 8
+    small = check_exact(graph, cascomp.Plan({"stem": [0, 1, 2]}))  # five blocks left empty
+    assert {g.name: g.size for g in cascomp.trace(small, x).groups}["stem"] == 3
+    cascomp.export_onnx(small, (x,), str(tmp_path / "small.onnx"))  # zero-size Split outputs included
+    session = ort.InferenceSession(str(tmp_path / "small.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), small(x), rtol=1e-4, atol=1e-5)
+
+
 # -- the choice node -----------------------------------------------------------------------------------------
 def test_the_simplex_projection_is_sparse_sums_to_one_and_is_never_all_zero():
     choice = OperatorChoice(nn.Conv2d(4, 4, 3, padding=1), candidates_for(nn.Conv2d(4, 4, 3, padding=1)))
     assert choice.names == ("original",) + NAMES
-    torch.testing.assert_close(choice.alpha.detach(), torch.full((4,), 0.25))
+    torch.testing.assert_close(choice.alpha.detach(), torch.full((5,), 0.2))
     with torch.no_grad():
-        choice.alpha.copy_(torch.tensor([0.6, -0.1, 0.2, 0.0]))
+        choice.alpha.copy_(torch.tensor([0.6, -0.1, 0.2, 0.0, -0.3]))
     choice.project()
-    assert choice.alpha.tolist() == pytest.approx([0.75, 0.0, 0.25, 0.0])
+    assert choice.alpha.tolist() == pytest.approx([0.75, 0.0, 0.25, 0.0, 0.0])
     with torch.no_grad():
-        choice.alpha.copy_(torch.tensor([-0.3, -0.1, -0.2, -0.5]))
+        choice.alpha.copy_(torch.tensor([-0.3, -0.1, -0.2, -0.5, -0.4]))
     choice.project()  # nothing positive: the largest alone
-    assert choice.alpha.tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert choice.alpha.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0]
     with torch.no_grad():
-        choice.alpha.copy_(torch.tensor([0.5, 0.0, 0.5, 0.0]))
+        choice.alpha.copy_(torch.tensor([0.5, 0.0, 0.5, 0.0, 0.0]))
     choice.drop()
-    assert choice.active.tolist() == [True, False, True, False] and choice.remaining() == [0, 2]
+    assert choice.active.tolist() == [True, False, True, False, False] and choice.remaining() == [0, 2]
     with torch.no_grad():
-        choice.alpha.copy_(torch.tensor([0.2, 0.7, 0.1, 0.0]))  # a dropped option stays out
+        choice.alpha.copy_(torch.tensor([0.2, 0.7, 0.1, 0.0, 0.4]))  # a dropped option stays out
     choice.project()
-    assert choice.alpha.tolist() == pytest.approx([2 / 3, 0.0, 1 / 3, 0.0])
-    assert choice.winner(torch.tensor([9.0, 1.0, 3.0, 2.0])) == 0  # the most expensive left
+    assert choice.alpha.tolist() == pytest.approx([2 / 3, 0.0, 1 / 3, 0.0, 0.0])
+    assert choice.winner(torch.tensor([9.0, 1.0, 3.0, 2.0, 1.0])) == 0  # the most expensive left
     x = torch.randn(2, 4, 6, 6)
     expected = sum(float(a) * option(x) for a, option in zip(choice.alpha, choice.options) if float(a) > 0)
     torch.testing.assert_close(choice(x), expected)
@@ -134,8 +178,12 @@ def test_student_teacher_initialisation_lowers_the_mimic_loss():
     batches = [(torch.randn(16, 3, 12, 12), None) for _ in range(60)]
     result = mimic(model, choices, batches, lr=0.02)
     assert result.batches == 60 and result.images == 960
+    # the stem reads white noise here, on which the rank-1 SVD start of both DS candidates (one spatial filter
+    # per input channel) and the shift's taps are already least-squares optimal (its error only wanders by the
+    # batch); conv reads the stem's structured output
+    improvable = {"stem": ("1x1FC",), "conv": NAMES}
     for path in paths:
-        for name in NAMES:
+        for name in improvable[path]:
             assert result.last[path][name] < result.first[path][name], (path, name)
         assert torch.equal(choices[path].alpha.detach(), alpha_before[path])  # only the candidates moved
         assert torch.equal(choices[path].options[0].weight.detach(), originals[path])
@@ -184,7 +232,10 @@ def test_a_plan_with_operators_substitutes_then_prunes_exactly(name):
     substituted = cascomp.substitute_operators(graph, operators)
     for path, op in operators.items():
         module = substituted.gm.get_submodule(path)
-        assert isinstance(module, nn.Conv2d) if op == "1x1FC" else hasattr(module, "depthwise")
+        if op == "1x1FC":
+            assert isinstance(module, nn.Conv2d)
+        else:  # the shift itself is split, pad, slice and cat nodes in the traced graph, not a module
+            assert hasattr(module, "pointwise") and hasattr(module, "depthwise") == (op != "shift")
     plan = cascomp.Plan(cascomp.Plan.random(substituted, 0.5, seed=2).keep, operators)
     small = cascomp.apply_plan(graph, plan)
     torch.testing.assert_close(graph.run(small), graph.run(cascomp.mask_model(graph, plan)), rtol=1e-4, atol=1e-5)

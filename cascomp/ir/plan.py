@@ -2,8 +2,8 @@
 JSON-serialisable and validated against a graph.
 
 Format 2 (format 1, widths only, still loads): {"format": 2, "keep": {group: [indices]}, "operators":
-{module path: candidate name}}. `operators` (DARC's substitutions: "3x3DS", "1x1FC", "3x3DS+1x1FC") name
-convolutions of the original network; `keep` then names the groups of the network with those operators
+{module path: candidate name}}. `operators` (DARC's substitutions: "3x3DS", "1x1FC", "3x3DS+1x1FC",
+"shift") name convolutions of the original network; `keep` then names the groups of the network with those operators
 substituted (`cascomp.apply_plan` substitutes, traces again and prunes).
 
 Constraints every method respects live in the graph (`Constraints`: ignored modules, channel multiple,

@@ -115,8 +115,11 @@ def cat(call: Call):
         ltensors = [lt.unsqueeze(dim) if isinstance(lt, torch.Tensor) else lt for lt in ltensors]
         if any(isinstance(lt, ParamRef) for lt in ltensors):
             return unknown(ctx, "stack of parameters", call.largs, out)
-    if out.dim() > 1:  # torch.cat skips legacy empty 1-d operands (an empty key-value cache's start): so do we
-        kept = [i for i, t in enumerate(tensors) if not (t.dim() == 1 and t.numel() == 0)]
+    if out.dim() > 1:  # torch.cat skips legacy empty 1-d operands (an empty key-value cache's start): so do we;
+        # an operand empty along the cat dim (a shift's block whose channels were all pruned) adds nothing either
+        along = dim % out.dim()
+        kept = [i for i, t in enumerate(tensors) if not ((t.dim() == 1 and t.numel() == 0)
+                                                         or (t.dim() == out.dim() and t.shape[along] == 0))]
         tensors, ltensors = [tensors[i] for i in kept], [ltensors[i] for i in kept]
     kinds = [tensor.vector_piece(ctx, lt) for lt in ltensors]
     if out.dim() == 1 and None not in kinds and any(kinds):  # parameter vectors and constants

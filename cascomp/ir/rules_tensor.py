@@ -135,8 +135,14 @@ def cat(ctx: Context, values: list[torch.Tensor], labels: list[object], dim: int
     """Concatenation: channels keep their identity at shifted offsets; other dims must line up."""
     dim = dim % out.dim()
     acts = [(v, l) for v, l in zip(values, labels) if isinstance(l, torch.Tensor)]
+    # one-wide operands of a cat along channels (a shift's blocks of one channel) are channels of their own,
+    # not tied to each other: along a dim where another operand's channels vary, or any dim but the batch's
+    channel_cat = dim != 0 or any(align(lab, out.dim()).shape[dim] > 1 for _, lab in acts)
+    single = {id(lab) for value, lab in acts if channel_cat and value.shape[dim] == 1 and lab.numel() == 1}
     profile = None
     for value, lab in acts:  # tie the non-concatenated dims across inputs
+        if id(lab) in single:
+            continue
         lab = align(lab, out.dim())
         if lab.shape[dim] > 1:  # channels along the cat dim itself just shift; a grid is settled later
             continue
@@ -152,7 +158,7 @@ def cat(ctx: Context, values: list[torch.Tensor], labels: list[object], dim: int
         if isinstance(lab, ParamRef):
             adopt(ctx, lab, padded_shape(value.shape, out.dim()), profile, out.shape)
             lab = profile
-        elif isinstance(lab, torch.Tensor) and align(lab, out.dim()).shape[dim] == 1:
+        elif isinstance(lab, torch.Tensor) and align(lab, out.dim()).shape[dim] == 1 and id(lab) not in single:
             lab = profile  # tied to it above: the same classes, so the result does not vary along `dim`
         shape = list(torch.broadcast_shapes(align(lab, out.dim()).shape, profile.shape))
         shape[dim] = value.shape[dim]

@@ -3,7 +3,8 @@ for expensive ones, then the widths for the last percent of the budget.
 
 1. Every eligible convolution (kernels/candidates.py: dense, odd square kernel > 1, "same" zero padding,
    called once) becomes an operator choice (kernels/operator_choice.py): sum_j alpha_j h_j(x) over the
-   original and its candidates "3x3DS", "1x1FC", "3x3DS+1x1FC", alpha on the probability simplex, uniform at
+   original and its candidates "3x3DS", "1x1FC", "3x3DS+1x1FC" (and "shift" with `shift`: FLOPs and params
+   targets only), alpha on the probability simplex, uniform at
    the start (the paper's choice: alpha one-hot on the original leaves the candidates without gradient).
 2. Before the first step, student-teacher initialisation (cascomp.methods.mimic): every candidate, started
    from its analytic fit to the original's kernel, is trained to reproduce the original layer's output on
@@ -36,9 +37,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from cascomp.config import check_positive, check_share
+from cascomp.config import check_positive, check_share, option
 from cascomp.errors import ConfigError
-from cascomp.kernels.candidates import candidates_for, conv_cost, eligible
+from cascomp.kernels.candidates import DEFAULT, candidates_for, conv_cost, eligible
 from cascomp.export.latency_table import module_latency
 from cascomp.kernels.operator_choice import OperatorChoice
 from cascomp.methods.base import Decision, Method
@@ -62,6 +63,9 @@ class DarcConfig:
     mimic_batches: int = 64
     mimic_lr: float = 0.01
     search_share: float = 0.5  # of a total --epochs budget, the share spent searching (rounded down)
+    shift: bool = option(False, "--shift", "darc: also offer the shift candidate (a zero-MAC shift of the input "
+                         "channels, then a 1x1 convolution): the FLOPs of 1x1FC with a 3x3 window, but slower than "
+                         "3x3DS in onnxruntime at batch 1; flops and params targets only", value=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or self.blocks < 1:
@@ -96,9 +100,14 @@ class Darc(Method):
 
     def __init__(self, graph, config, goals=None) -> None:
         super().__init__(graph, config, goals)
+        if "latency" in self.goals and config.shift:
+            raise ConfigError("darc --shift with a latency target: the per-layer latency table times convolution and "
+                              "linear layers, not the shift's split, pad, slice and concat, so it would price the shift "
+                              "as free (it is not: see the README); drop --shift or use a flops or params target")
         if "latency" in self.goals and graph.cost_model.latency_table is None:
             raise ConfigError("darc: a latency target needs the baseline's latency table attached to its cost model "
                               "(compress attaches it; with the passes alone, graph.cost_model.attach_latency(table))")
+        self.names = DEFAULT + (("shift",) if config.shift else ())
         calls: dict[str, int] = {}
         for node in graph.gm.graph.nodes:
             if node.op == "call_module":
@@ -124,7 +133,7 @@ class Darc(Method):
     # -- the search ---------------------------------------------------------------------------------------
     def prepare(self) -> fx.GraphModule:
         gm = self.graph.gm
-        candidates = {path: candidates_for(gm.get_submodule(path)) for path in self.positions}
+        candidates = {path: candidates_for(gm.get_submodule(path), self.names) for path in self.positions}
         model = InsertOperatorChoicesPass(candidates, init=self.config.init)(gm).gm
         self.choices = {path: model.get_submodule(path) for path in self.positions}
         self.state = DarcState(self.config.initial_strength)
