@@ -14,7 +14,7 @@ from tests.models import ZOO, example_inputs
 
 
 @pytest.mark.parametrize("name", ["shape_branch", "opaque_block", "exported_blocks", "shared_exported",
-                                  "cached_decoder", "keyword_none", "broadcast_input"])
+                                  "cached_decoder", "keyword_none", "broadcast_input", "broadcast_input_b1"])
 def test_an_untraceable_model_is_captured_and_pruned_exactly(name, tmp_path):
     graph = zoo_graph(name)
     assert graph.groups and graph.prunable_share()["flops"] > 0.2
@@ -42,7 +42,7 @@ def test_a_submodule_that_fx_cannot_trace_is_captured_by_torch_export_and_its_ch
     stream = [{m.param for m in group.members} for group in graph.groups if group.name == "stem.0"]
     assert stream and {"mixer.mix.weight", "chunks.proj.weight"} <= stream[0]  # through both captured modules
     assert [reason for reason, _ in graph.frozen_reasons()] == [  # the chunk loop's slices, at the example width
-        "function 'aten.slice' is not understood by the channel analysis",
+        "aten.slice along a channel dim is not understood by the channel analysis",
         "model output (every channel of the result is kept)"]
     torch.manual_seed(0)  # the weights zoo_graph traced
     model = ZOO["exported_blocks"].build()
@@ -149,3 +149,12 @@ def test_a_torch_layer_subclass_kept_whole_is_frozen_not_taken_for_the_layer():
     assert graph.record.uncounted == [] and graph.cost().macs == 3 * 8 * 9 * 64 + 8 * 16 * 9 * 64 + 16 * 4 * 64
     for seed in range(2):
         check_exact(graph, cascomp.Plan.random(graph, 0.5, seed=seed))
+
+
+def test_aten_slice_on_a_position_dim_leaves_the_channels_prunable():
+    """The bias cut to the sequence length is ATen's slice on dim 1 in the captured graph: its channels (the
+    last dim) still join the stream's group; a slice across channels (exported_blocks' chunks) is frozen."""
+    graph = zoo_graph("broadcast_input_b1")
+    assert not any("slice" in reason for reason, _ in graph.frozen_reasons())
+    stream = [{m.param for m in group.members} for group in graph.groups if group.name == "stem"]
+    assert stream and {"position", "mixer.mix.weight"} <= stream[0]

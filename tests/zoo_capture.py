@@ -215,7 +215,8 @@ class KeywordNet(nn.Module):
 
 class BiasedMixer(nn.Module):
     """A mixer that adds a bias given with batch 1 (broadcast over the batch, as T5's position bias passed
-    from block to block), with a branch on a size fx cannot trace."""
+    from block to block) cut to the sequence's length (ATen's slice on a position dim, as T5 cuts its bias),
+    with a branch on a size fx cannot trace."""
 
     def __init__(self, width: int = 16) -> None:
         super().__init__()
@@ -224,7 +225,7 @@ class BiasedMixer(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] > 64:
             raise ValueError("too wide")
-        return torch.relu(self.mix(x) + bias)
+        return torch.relu(self.mix(x) + bias[:, -x.shape[1]:])
 
 
 class BroadcastBiasNet(nn.Module):
@@ -234,7 +235,7 @@ class BroadcastBiasNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Linear(8, 16)
-        self.position = nn.Parameter(torch.randn(1, 6, 16))
+        self.position = nn.Parameter(torch.randn(1, 9, 16))
         self.mixer = BiasedMixer(16)
         self.head = nn.Linear(16, 10)
 
@@ -263,6 +264,10 @@ ENTRIES: dict[str, ZooEntry] = {
     "broadcast_input": ZooEntry(BroadcastBiasNet, ((2, 6, 8),),
                                 "A submodule fx cannot trace, given an input of batch 1 beside the batch.",
                                 fx_traceable=False),
+    "broadcast_input_b1": ZooEntry(BroadcastBiasNet, ((1, 6, 8),),
+                                   "The same at an example batch of 1: only the inputs whose dim 0 follows the "
+                                   "model's batch are captured with a dynamic batch (T5's encoder).",
+                                   fx_traceable=False),
     "shared_exported": ZooEntry(SharedMixerNet, ((2, 3, 16, 16),),
                                 "A submodule fx cannot trace, called twice: one torch.export capture for both calls.",
                                 fx_traceable=False),

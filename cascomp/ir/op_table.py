@@ -107,6 +107,7 @@ FUNCTIONS: dict[str, Op] = {
     "roll": replace(_MOVEMENT, rule=rules.roll),
     "unfold": replace(_MOVEMENT, rule=rules.unfold, zero_safe=True, aten=False),
     "tensor_split": Op(Kind.MOVEMENT, rules.tensor_split, aten=False),
+    "aten.slice": Op(Kind.MOVEMENT, rules.aten_slice, ParamRule.MOVE, zero_safe=True),
     "getitem": Op(Kind.INDEX, rules.getitem, ParamRule.MOVE, shape_args=ShapeArgs.INDEX, aten=False,
                   zero_safe=True),
     **_names("cat concat stack", Op(Kind.CONCAT, rules.cat)),
@@ -241,6 +242,8 @@ def _aten_name(target: torch._ops.OpOverload) -> str:
         return f"{target.namespace}.{name}"
     if name in ATEN_ALIASES:
         return ATEN_ALIASES[name]
+    if name in ("min", "max") and target._overloadname == "other":  # elementwise, as torch.minimum/maximum
+        return f"{name}imum"
     return name if TABLE.function(name).aten else f"aten.{name}"
 
 

@@ -63,6 +63,22 @@ def getitem(call: Call):
     return lfirst[index] if isinstance(lfirst, (tuple, list)) else None
 
 
+def aten_slice(call: Call):
+    """ATen's `slice(x, dim, start, end, step)` (what torch.export makes of `x[..., a:b]`): followed as that
+    index where it leaves every channel of `dim` (a position dim cut, as T5's position bias), frozen where it
+    cuts channels (its bounds are not resized by the rewrite)."""
+    first, lfirst = call.first, call.lfirst
+    if not isinstance(first, torch.Tensor) or isinstance(lfirst, ParamRef):
+        return unknown_function(call)
+    dim = argument(call, 1, "dim", 0) % first.dim()
+    window = slice(argument(call, 2, "start", None), argument(call, 3, "end", None), argument(call, 4, "step", 1))
+    index = (slice(None),) * dim + (window,)
+    if isinstance(lfirst, torch.Tensor) and align(lfirst, first.dim()).shape[dim] > 1 \
+            and len(range(*window.indices(first.shape[dim]))) != first.shape[dim]:
+        return unknown(call.ctx, "aten.slice along a channel dim", call.largs, call.out)
+    return tensor.index(call.ctx, first, lfirst, index, call.out)
+
+
 def movement(call: Call):
     if isinstance(call.first, torch.Tensor):
         return tensor.movement(call.ctx, call.first, call.lfirst, reapply(call), call.out)

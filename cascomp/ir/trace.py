@@ -111,16 +111,20 @@ class _TopLevelUntraceable(Exception):
     """The top-level forward cannot be traced by fx; the message says why and where."""
 
 
-def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> nn.Module | None:
-    """The module torch.export captures from `model` (non-strict, so any Python runs once), or None."""
+def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict,
+              unbatched: frozenset[int] = frozenset()) -> nn.Module | None:
+    """The module torch.export captures from `model` (non-strict, so any Python runs once), or None. Inputs
+    whose id is in `unbatched` have no batch dim (their dim 0 stays what it is at any batch of the model)."""
     # torch.export fixes any dim of size 1, so a batch of one is captured as a batch of two (only then: an
     # input of batch 1 beside a batch of 2 broadcasts, as T5's position bias, and must stay 1)
-    tensors = [t for t in (*example_inputs, *example_kwargs.values()) if isinstance(t, torch.Tensor) and t.dim()]
+    tensors = [t for t in (*example_inputs, *example_kwargs.values())
+               if isinstance(t, torch.Tensor) and t.dim() and id(t) not in unbatched]
     if tensors and tensors[0].shape[0] == 1:
-        example_inputs = tuple(_batch_of_two(t) for t in example_inputs)
-        example_kwargs = {name: _batch_of_two(t) for name, t in example_kwargs.items()}
+        two = lambda t: t if id(t) in unbatched else _batch_of_two(t)  # noqa: E731
+        example_inputs = tuple(two(t) for t in example_inputs)
+        example_kwargs = {name: two(t) for name, t in example_kwargs.items()}
     # the batch stays dynamic where the model allows it, as fx keeps it
-    dynamic = _dynamic_batch(model, example_inputs, example_kwargs)
+    dynamic = _dynamic_batch(model, example_inputs, example_kwargs, unbatched)
     for shapes in (None,) if dynamic is None else (dynamic, None):
         try:
             # a failed capture also prints its partial graph on stderr: ours to report, in one line
@@ -133,11 +137,13 @@ def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict) -> 
     return None
 
 
-def _dynamic_batch(model: nn.Module, example_inputs: tuple, example_kwargs: dict):
-    """torch.export's dynamic_shapes with dim 0 of every tensor input free (AUTO: kept where the code allows):
-    by position, or by forward's parameter names when keyword inputs are given (None where they cannot be
-    bound to its signature: captured at their own sizes)."""
-    spec = lambda t: {0: torch.export.Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() else None  # noqa: E731
+def _dynamic_batch(model: nn.Module, example_inputs: tuple, example_kwargs: dict,
+                   unbatched: frozenset[int] = frozenset()):
+    """torch.export's dynamic_shapes with dim 0 of every tensor input free (AUTO: kept where the code allows)
+    but those in `unbatched`: by position, or by forward's parameter names when keyword inputs are given (None
+    where they cannot be bound to its signature: captured at their own sizes)."""
+    spec = lambda t: ({0: torch.export.Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim()  # noqa: E731
+                      and id(t) not in unbatched else None)
     if not example_kwargs:
         return tuple(spec(t) for t in example_inputs)
     try:
@@ -257,7 +263,9 @@ def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, exa
     # keyword inputs that are None at every call and None by default: left out of the capture (torch.export
     # fails on None under **kwargs, e.g. BERT's attention), the module standing in drops them
     dropped = _none_by_default(module, calls)
-    captured = _exported(original, calls[0][0], {k: v for k, v in calls[0][1].items() if k not in dropped})
+    unbatched = _unbatched(model, module, calls[0], example_inputs, example_kwargs)
+    captured = _exported(original, calls[0][0], {k: v for k, v in calls[0][1].items() if k not in dropped},
+                         unbatched)
     if captured is None:
         return False
     standing = _Captured(captured, dropped, fields) if dropped or fields is not None else captured
@@ -268,7 +276,7 @@ def _export_in_place(model: nn.Module, qualname: str, example_inputs: tuple, exa
                 same = _same_outputs(original(*args, **kwargs), called(*args, **kwargs))
         except Exception:
             return False
-        if not same or not _same_at_another_batch(original, called, args, kwargs):
+        if not same or not _same_at_another_batch(original, called, args, kwargs, unbatched):
             return False
     parent, _, name = qualname.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, name, standing)
@@ -368,10 +376,39 @@ class _Captured(nn.Module):
         return out if self.fields is None else _Fields(self.fields, out)
 
 
-def _same_at_another_batch(module: nn.Module, captured: Callable, args: tuple, kwargs: dict) -> bool:
+def _unbatched(model: nn.Module, module: nn.Module, call: tuple[tuple, dict], example_inputs: tuple,
+               example_kwargs: dict) -> frozenset[int]:
+    """The ids of the tensors `module` gets at `call` (its first call on the example) whose dim 0 is not the
+    batch: those that keep their size when the model runs at the example's batch plus one (T5's position
+    bias, batch 1 at any batch, handed from block to block). Empty when the model runs at no other batch."""
+    seen: list[tuple[tuple, dict]] = []
+    handle = module.register_forward_pre_hook(lambda _, args, kwargs: seen.append((args, kwargs)), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(*(_grown(a) for a in example_inputs), **{k: _grown(a) for k, a in example_kwargs.items()})
+    except Exception:
+        return frozenset()
+    finally:
+        handle.remove()
+    if not seen:
+        return frozenset()
+    (args, kwargs), (more_args, more_kwargs) = call, seen[0]
+    pairs = list(zip(args, more_args)) + [(kwargs[k], more_kwargs.get(k)) for k in kwargs]
+    return frozenset(id(a) for a, b in pairs if isinstance(a, torch.Tensor) and a.dim() and isinstance(b, torch.Tensor)
+                     and b.dim() == a.dim() and b.shape[0] == a.shape[0])
+
+
+def _grown(value):
+    """`value` at one more in its batch (dim 0); anything else as it is."""
+    return torch.cat([value, value[:1]]) if isinstance(value, torch.Tensor) and value.dim() else value
+
+
+def _same_at_another_batch(module: nn.Module, captured: Callable, args: tuple, kwargs: dict,
+                           unbatched: frozenset[int] = frozenset()) -> bool:
     """A capture that fixed the batch (torch.export falls back to static sizes) would compute garbage, not
-    fail, at another batch: compare both at the example's batch plus one, where the original runs there."""
-    grow = lambda a: torch.cat([a, a[:1]]) if isinstance(a, torch.Tensor) and a.dim() else a  # noqa: E731
+    fail, at another batch: compare both at the example's batch plus one (inputs in `unbatched` as they are),
+    where the original runs there."""
+    grow = lambda a: a if id(a) in unbatched else _grown(a)  # noqa: E731
     grown, grown_kwargs = tuple(grow(a) for a in args), {key: grow(a) for key, a in kwargs.items()}
     try:
         with torch.no_grad():
