@@ -26,8 +26,10 @@ Needs Debian's dataset-fashion-mnist package (apt-get install -y dataset-fashion
 from __future__ import annotations
 
 import argparse
+import hashlib
 import copy
 import fnmatch
+import functools
 import json
 import os
 import statistics
@@ -174,7 +176,7 @@ def _cost(model, latency: bool = False) -> dict:
 
 
 # -- rows --------------------------------------------------------------------------------------------------
-def run_row(key: str, models: dict, data, rows_dir: Path, rounds: int) -> dict:
+def run_row(key: str, models: dict, data, rows_dir: Path, rounds: int, version: str) -> dict:
     name, who, target, epochs, seed = key.split("/")
     epochs, seed = int(epochs[:-1]), int(seed[1:])
     tool, method = who.split(":")
@@ -185,7 +187,8 @@ def run_row(key: str, models: dict, data, rows_dir: Path, rounds: int) -> dict:
     seconds = time.perf_counter() - started
     timed = cascomp.Target.parse(target).metric == "latency"
     base, cost = _cost(model, timed), _cost(small, timed)
-    row = {"key": key, "baseline": name, "contender": who, "target": target, "epochs": epochs, "seed": seed,
+    row = {"key": key, "baseline": name, "baseline_sha": version, "contender": who, "target": target,
+           "epochs": epochs, "seed": seed,
            **details, "flops": cost["flops"] / base["flops"], "params": cost["params"] / base["params"],
            "top1": evaluate(small, data.val), "baseline_top1": evaluate(model, data.val), "seconds": seconds,
            "threads": torch.get_num_threads(), **_latency(model, small, rounds),
@@ -240,8 +243,9 @@ def tables(rows: list[dict]) -> str:
     lines += ["", "| baseline | contender | budget | epochs | seeds | top-1 per seed | mean ± std | Δ mean |",
               "|" + "---|" * 8]
     groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["baseline"], row["contender"], row["target"], row["epochs"]), []).append(row)
+    for row in rows:  # a retrained baseline (another top-1) is another network: its rows are averaged apart
+        label = f"{row['baseline']} ({row['baseline_top1']:.2%})"
+        groups.setdefault((label, row["contender"], row["target"], row["epochs"]), []).append(row)
     for (name, who, target, epochs), members in groups.items():
         top1 = [row["top1"] for row in members]
         spread = statistics.stdev(top1) if len(top1) > 1 else 0.0
@@ -277,15 +281,19 @@ def main() -> None:
     finished = finished_rows(rows_dir, Path(args.rows))
     if not args.table:
         data = cascomp.load_data(args.data, batch_size=128, seed=0)
-        models = {name: baseline(name, data, epochs=BASELINE_EPOCHS, cache=cache / f"{name}-{BASELINE_EPOCHS}e.pt",
-                                 log=lambda line: print(line, flush=True)) for name in args.baseline or BASELINES}
+        files = {name: cache / f"{name}-{BASELINE_EPOCHS}e.pt" for name in args.baseline or BASELINES}
+        models = {name: baseline(name, data, epochs=BASELINE_EPOCHS, cache=path,
+                                 log=lambda line: print(line, flush=True)) for name, path in files.items()}
+        versions = {name: hashlib.sha256(path.read_bytes()).hexdigest()[:12] for name, path in files.items()}
+        top1 = functools.cache(lambda name: evaluate(models[name], data.val))
         if not args.baselines_only:
             for key in all_rows():
-                if (key in finished or key.split("/")[0] not in models
+                name = key.split("/")[0]
+                if (name not in models or _same_baseline(finished.get(key), versions[name], lambda: top1(name))
                         or (args.only and not any(fnmatch.fnmatch(key, p) for p in args.only))):
                     continue
                 print(f"{key}: running", flush=True)
-                row = finished[key] = run_row(key, models, data, rows_dir, args.rounds)
+                row = finished[key] = run_row(key, models, data, rows_dir, args.rounds, versions[name])
                 print(f"{key}: FLOPs {row['flops']:.3f}, top-1 {row['top1']:.4f} "
                       f"({100 * (row['top1'] - row['baseline_top1']):+.2f} pt), {row['seconds']:.0f} s", flush=True)
     rows = list(finished.values())
@@ -298,6 +306,17 @@ def main() -> None:
         if args.results:
             update_results(Path(args.results), table, rows)
             _write_json(Path(args.rows), sorted(rows, key=lambda row: row["key"]))
+
+
+def _same_baseline(row: dict | None, version: str, top1) -> bool:
+    """Whether finished `row` compressed this machine's cached baseline (a baseline retrained on a fresh
+    checkout is another network: its rows run again, replacing the old ones). Rows from before the baseline's
+    hash was recorded are matched by the baseline's top-1."""
+    if row is None:
+        return False
+    if "baseline_sha" in row:
+        return row["baseline_sha"] == version
+    return round(top1(), 4) == round(row["baseline_top1"], 4)
 
 
 def finished_rows(rows_dir: Path, committed: Path) -> dict[str, dict]:

@@ -158,3 +158,16 @@ def test_aten_slice_on_a_position_dim_leaves_the_channels_prunable():
     assert not any("slice" in reason for reason, _ in graph.frozen_reasons())
     stream = [{m.param for m in group.members} for group in graph.groups if group.name == "stem"]
     assert stream and {"position", "mixer.mix.weight"} <= stream[0]
+
+
+def test_in_place_ops_whose_results_nobody_reads_survive_dead_code_elimination():
+    """`out.mul_(gain)` changes `out`, read afterwards: the capture path's dead-code elimination dropped it
+    (torch.fx's own treats it as unused) and the traced network computed something else."""
+    torch.manual_seed(0)
+    model = ZOO["skipinit_gain"].build()
+    x = example_inputs("skipinit_gain")[0]
+    graph = cascomp.trace(model, x)
+    assert sum(str(node.target) == "mul_" for node in graph.gm.graph.nodes) == 2
+    torch.testing.assert_close(graph.gm(x), model(x))
+    small = check_exact(graph, cascomp.Plan.random(graph, 0.5, seed=0))
+    torch.testing.assert_close(cascomp.passes.EliminateDeadCodePass()(small).gm(x), small(x))

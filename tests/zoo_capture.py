@@ -245,6 +245,37 @@ class BroadcastBiasNet(nn.Module):
         return self.head(x.mean(dim=1))
 
 
+class SkipinitBlock(nn.Module):
+    """A residual block scaled in place by a learned gain (timm NF-Net's skipinit: `out.mul_(gain)`, whose
+    result nobody reads: `out` itself is read afterwards)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+        self.gain = nn.Parameter(torch.tensor(0.25))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.conv(x))
+        out.mul_(self.gain)
+        return out + x
+
+
+class SkipinitNet(nn.Module):
+    """Skipinit blocks beside a submodule fx cannot trace (so the capture path runs dead-code elimination
+    over the whole graph, which dropped the in-place gains)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block1, self.block2 = SkipinitBlock(8), SkipinitBlock(8)
+        self.mixer = BlockMixer(8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block2(self.mixer(self.block1(self.stem(x))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
 ENTRIES: dict[str, ZooEntry] = {
     "shape_branch": ZooEntry(ShapeBranchNet, ((2, 3, 16, 16),),
                              "Top-level forward branching on the input size: captured by torch.export.",
@@ -264,6 +295,9 @@ ENTRIES: dict[str, ZooEntry] = {
     "broadcast_input": ZooEntry(BroadcastBiasNet, ((2, 6, 8),),
                                 "A submodule fx cannot trace, given an input of batch 1 beside the batch.",
                                 fx_traceable=False),
+    "skipinit_gain": ZooEntry(SkipinitNet, ((2, 3, 16, 16),),
+                              "In-place gains whose results nobody reads, beside a submodule fx cannot trace.",
+                              fx_traceable=False),
     "broadcast_input_b1": ZooEntry(BroadcastBiasNet, ((1, 6, 8),),
                                    "The same at an example batch of 1: only the inputs whose dim 0 follows the "
                                    "model's batch are captured with a dynamic batch (T5's encoder).",

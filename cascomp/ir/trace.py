@@ -27,6 +27,7 @@ from torch.nn.utils import parametrize
 
 from cascomp.errors import TraceError
 from cascomp.ir import op_table
+from cascomp.ir.dead_code import eliminate_dead_code
 from cascomp.ir.decompose import decompose_attention
 from cascomp.ir.module_copy import copy_module
 
@@ -102,7 +103,7 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
 def _drop_unread(gm: fx.GraphModule) -> None:
     """torch.export keeps every parameter, read or not (those of the branch not taken, of an output nobody
     reads): drop the unread ones, which the cost model would count and the rewrite would drop."""
-    gm.graph.eliminate_dead_code()
+    eliminate_dead_code(gm)
     gm.delete_all_unused_submodules()
     gm.recompile()
 
