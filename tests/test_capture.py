@@ -171,3 +171,14 @@ def test_in_place_ops_whose_results_nobody_reads_survive_dead_code_elimination()
     torch.testing.assert_close(graph.gm(x), model(x))
     small = check_exact(graph, cascomp.Plan.random(graph, 0.5, seed=0))
     torch.testing.assert_close(cascomp.passes.EliminateDeadCodePass()(small).gm(x), small(x))
+
+
+def test_a_capture_that_computes_something_else_is_an_error_not_a_model(monkeypatch):
+    """The whole captured graph is checked against the model on the example: were dead-code elimination to
+    drop the in-place gains again, trace would refuse rather than hand back another network."""
+    from cascomp.ir import trace as trace_module
+
+    monkeypatch.setattr(trace_module, "eliminate_dead_code", lambda gm: gm.graph.eliminate_dead_code())
+    torch.manual_seed(0)
+    with pytest.raises(cascomp.TraceError, match="does not compute what the model computes"):
+        cascomp.trace(ZOO["skipinit_gain"].build(), example_inputs("skipinit_gain"))

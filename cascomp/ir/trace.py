@@ -95,9 +95,35 @@ def trace_module(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
         exported = _exported(model, example_inputs, example_kwargs or {})
         if exported is None:
             raise TraceError(str(failure)) from failure.__cause__
+        reference = failure.reference
     gm = _trace_with_leaves(exported, example_inputs, example_kwargs or {})
     _drop_unread(gm)
+    _check_faithful(gm, reference, model, example_inputs, example_kwargs or {})
     return gm
+
+
+def _output(model: nn.Module, example_inputs: tuple, example_kwargs: dict):
+    with torch.no_grad():
+        return model(*example_inputs, **example_kwargs)
+
+
+def _check_faithful(gm: fx.GraphModule, reference, model: nn.Module, example_inputs: tuple,
+                    example_kwargs: dict) -> None:
+    """A graph captured in parts (torch.export, fields, dead code dropped) must compute what the model did on
+    the example: every output tensor within 1e-3 of the reference's largest magnitude. A capture that does not
+    is a bug in cascomp, never a model to prune."""
+    got = _output(gm, example_inputs, example_kwargs)
+    expected, found = torch.utils._pytree.tree_leaves(reference), torch.utils._pytree.tree_leaves(got)
+    pairs = [(a, b) for a, b in zip(expected, found) if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)]
+    for a, b in pairs:
+        if a.shape != b.shape or (a.is_floating_point() and not bool(
+                ((a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-5) if a.numel() else True)):
+            raise TraceError(f"the graph captured from {type(model).__name__} (torch.export for the parts torch.fx "
+                             "cannot trace) does not compute what the model computes on the example "
+                             f"(an output of shape {tuple(a.shape)} differs); please report this with the model")
+    if len(pairs) != sum(isinstance(a, torch.Tensor) for a in expected):
+        raise TraceError(f"the graph captured from {type(model).__name__} returns other outputs than the model "
+                         "on the example; please report this with the model")
 
 
 def _drop_unread(gm: fx.GraphModule) -> None:
@@ -109,7 +135,10 @@ def _drop_unread(gm: fx.GraphModule) -> None:
 
 
 class _TopLevelUntraceable(Exception):
-    """The top-level forward cannot be traced by fx; the message says why and where."""
+    """The top-level forward cannot be traced by fx; the message says why and where. `reference`: the model's
+    output on the example before any capture (what the captured graph must compute)."""
+
+    reference = None
 
 
 def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict,
@@ -200,11 +229,14 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
     exported: set[str] = set()
     tried: set[str] = set()  # leaves path 2b tried
     captured = False  # a submodule captured by torch.export (path 2 or 2b)
+    reference = None  # the model's output on the example, taken before the first capture changes the model
     for _ in range(MAX_LEAF_RETRIES):
         tracer = _Tracer(leaves, decomposition.paths)
         try:
             graph = tracer.trace(model, concrete_args=concrete or None)
         except Exception as error:  # fx raises many kinds; we report them in one shape
+            if reference is None:
+                reference = _output(model, example_inputs, example_kwargs)
             failed = tracer.failed_in
             if failed and failed not in leaves and failed not in exported and failed not in decomposition.paths:
                 exported.add(failed)  # path 2: torch.export captures the submodule, traced through as in 1
@@ -215,11 +247,13 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
                 leaves.add(tracer.failed_in)
                 decomposition.restore_under(leaves)
                 continue
-            raise _TopLevelUntraceable(_explain(model, error)) from error
+            untraceable = _TopLevelUntraceable(_explain(model, error))
+            untraceable.reference = reference
+            raise untraceable from error
         # path 2b: a leaf whose output torch.export cannot return (an object it cannot flatten, such as a
         # key-value cache), of which the caller only reads some fields: captured returning those fields alone
         if _capture_read_fields(model, graph, leaves, tried, example_inputs, example_kwargs):
-            captured = True
+            captured = True  # (a leaf comes of a failed trace: the reference was taken then)
             continue
         _erase_unused(graph, tracer.decomposition_nodes)
         _name_placeholders_after_parameters(graph, model)
@@ -230,6 +264,7 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
         gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
         if captured:  # what a capture computes that its caller does not read (BERT's pooler): gone, as in 3
             _drop_unread(gm)
+            _check_faithful(gm, reference, model, example_inputs, example_kwargs)
         return gm
     raise TraceError(f"could not trace {type(model).__name__}: more than {MAX_LEAF_RETRIES} submodules fail to trace")
 
