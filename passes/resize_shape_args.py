@@ -13,7 +13,9 @@ the user never has to. Which case an op gets is its op table entry's `shape_args
    rewrites it; anywhere else, one that reads channel dims only is pinned to its example value (what the
    masked reference computes with), and one that reads no channel, or channels the analysis froze
    because it also reads the batch, stays a node (cascomp.ir.rules_sizes). A whole shape passed as one
-   node (`x.reshape(y.shape)`) is written out element by element, by the same rule.
+   node (`x.reshape(y.shape)`) is written out element by element, by the same rule. A dim that shrinks
+   whose size is computed from the batch or space as well (`B * C * patches` with C a constant, as
+   torch.export writes MobileViT's unfolding) stays computed, scaled by new / old.
 """
 
 from __future__ import annotations
@@ -122,16 +124,19 @@ class ResizeShapeArgsPass(Pass):
         elif len(node.args) == 2 and isinstance(self._value(node.args[1]), (tuple, list)):
             node.args = (node.args[0], self._shape(node, node.args[1], sizes))
         else:
-            node.args = (node.args[0],) + _replace(node.args[1:], sizes)
+            node.args = (node.args[0],) + _replace(node.args[1:], sizes, lambda a, new: self._sized(node, a, new))
 
     def _shape(self, node: fx.Node, shape, sizes: list[int | None]):
         """A shape argument with the new sizes in. A shape computed whole (`x.reshape(y.shape)`, case 6) is
         written out: new sizes, pinned values, and for the sizes that stay computed, their element of it."""
         if not isinstance(shape, fx.Node):
-            return _replace(shape, sizes)
+            return _replace(shape, sizes, lambda a, new: self._sized(node, a, new))
         out = []
         for i, (size, new) in enumerate(zip(self.record.labels[shape.name], sizes)):
             if new is not None and not (size.value == -1 and not size.reads):
+                if size.other and not size.pinned:
+                    with node.graph.inserting_before(node):
+                        new = self._scaled(node, node.graph.call_function(operator.getitem, (shape, i)), size, new)
                 out.append(new)
             elif size.pinned or not size.other:
                 out.append(size.value)
@@ -139,6 +144,25 @@ class ResizeShapeArgsPass(Pass):
                 with node.graph.inserting_before(node):
                     out.append(node.graph.call_function(operator.getitem, (shape, i)))
         return tuple(out)
+
+    def _sized(self, node: fx.Node, arg, new: int):
+        """The argument for a dim that carries channels and shrinks to `new` at the example: a size computed
+        from the batch or a spatial dim as well (`B * C * patches`, where torch.export made C a constant) keeps
+        being computed, scaled by new / old, so the batch stays dynamic; anything else becomes `new`."""
+        labels = self.record.labels.get(arg.name) if isinstance(arg, fx.Node) else None
+        if isinstance(labels, SizeOf) and labels.other and not labels.pinned:
+            return self._scaled(node, arg, labels, new)
+        return new
+
+    @staticmethod
+    def _scaled(node: fx.Node, arg: fx.Node, size: SizeOf, new: int):
+        """`arg * new // old` before `node`: exact where the dim is the batch (or space) times a part that
+        holds the channels, as a merged batch-and-channels dim is."""
+        if not isinstance(size.value, int) or size.value <= 0:
+            return new
+        with node.graph.inserting_before(node):
+            product = node.graph.call_function(operator.mul, (arg, new))
+            return node.graph.call_function(operator.floordiv, (product, size.value))
 
     def _unflatten(self, node: fx.Node) -> None:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs["dim"]
@@ -197,11 +221,12 @@ class ResizeShapeArgsPass(Pass):
         return item
 
 
-def _replace(old, sizes: list[int | None]):
-    """Put the new sizes into a shape argument, keeping -1 and the dims that carry no channels."""
+def _replace(old, sizes: list[int | None], sized=lambda arg, new: new):
+    """Put the new sizes into a shape argument (`sized(argument, new size)` for a changed one), keeping -1 and
+    the dims that carry no channels."""
     if not isinstance(old, (tuple, list)):  # case 6: a shape computed by a node stays
         return old
-    return type(old)(a if (s is None or (isinstance(a, int) and a == -1)) else s for a, s in zip(old, sizes))
+    return type(old)(a if (s is None or (isinstance(a, int) and a == -1)) else sized(a, s) for a, s in zip(old, sizes))
 
 
 def _set(node: fx.Node, position: int, name: str, value) -> None:

@@ -14,7 +14,8 @@ from tests.models import ZOO, example_inputs
 
 
 @pytest.mark.parametrize("name", ["shape_branch", "opaque_block", "exported_blocks", "shared_exported",
-                                  "cached_decoder", "keyword_none", "broadcast_input", "broadcast_input_b1"])
+                                  "cached_decoder", "keyword_none", "broadcast_input", "broadcast_input_b1",
+                                  "patch_fold"])
 def test_an_untraceable_model_is_captured_and_pruned_exactly(name, tmp_path):
     graph = zoo_graph(name)
     assert graph.groups and graph.prunable_share()["flops"] > 0.2

@@ -276,6 +276,42 @@ class SkipinitNet(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
+class PatchFold(nn.Module):
+    """MobileViT's unfolding: (B, C, H, W) -> (B * C * H/p, p, W/p, p) -> tokens (B * p * p, patches, C), a
+    linear map over the channels, and back; a branch on a size fx cannot trace, so torch.export captures it
+    with C a constant: the merged dim is B * (C * H/p), which the rewrite must scale, not write out at the
+    example's batch."""
+
+    def __init__(self, width: int, patch: int = 2) -> None:
+        super().__init__()
+        self.patch = patch
+        self.mix = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        if H % self.patch:
+            raise ValueError("the height must be a multiple of the patch")
+        p, nh, nw = self.patch, H // self.patch, W // self.patch
+        t = x.reshape(B * C * nh, p, nw, p).transpose(1, 2)
+        t = t.reshape(B, C, nh * nw, p * p).transpose(1, 3).reshape(B * p * p, nh * nw, -1)
+        t = torch.relu(self.mix(t))
+        t = t.contiguous().view(B, p * p, nh * nw, -1).transpose(1, 3).reshape(B * C * nh, nw, p, p)
+        return t.transpose(1, 2).reshape(B, C, H, W)
+
+
+class PatchFoldNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.fold = PatchFold(8)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self.fold(torch.relu(self.stem(x))))
+        return self.head(torch.relu(x).mean(dim=(2, 3)))
+
+
 ENTRIES: dict[str, ZooEntry] = {
     "shape_branch": ZooEntry(ShapeBranchNet, ((2, 3, 16, 16),),
                              "Top-level forward branching on the input size: captured by torch.export.",
@@ -298,6 +334,9 @@ ENTRIES: dict[str, ZooEntry] = {
     "skipinit_gain": ZooEntry(SkipinitNet, ((2, 3, 16, 16),),
                               "In-place gains whose results nobody reads, beside a submodule fx cannot trace.",
                               fx_traceable=False),
+    "patch_fold": ZooEntry(PatchFoldNet, ((1, 3, 16, 16),),
+                           "MobileViT's patch unfolding (batch and channels merged in one dim) in a submodule fx "
+                           "cannot trace, at an example batch of 1.", fx_traceable=False),
     "broadcast_input_b1": ZooEntry(BroadcastBiasNet, ((1, 6, 8),),
                                    "The same at an example batch of 1: only the inputs whose dim 0 follows the "
                                    "model's batch are captured with a dynamic batch (T5's encoder).",
