@@ -177,14 +177,14 @@ def test_function_families_are_the_sets_the_rules_kept() -> None:
     kinds = {
         Kind.POINTWISE: POINTWISE, Kind.ELEMENTWISE: ELEMENTWISE, Kind.CREATION: CREATION, Kind.SIZE: SIZE_QUERIES,
         Kind.SPATIAL: SPATIAL | {"pad"}, Kind.CONCAT: {"cat", "concat", "concatenate", "stack"},
-        Kind.MOVEMENT: MOVEMENT | {"tensor_split"}, Kind.REDUCTION: REDUCTIONS | {"var_mean", "std_mean", "vector_norm"},
+        Kind.MOVEMENT: MOVEMENT | {"tensor_split", "aten.slice"}, Kind.REDUCTION: REDUCTIONS | {"var_mean", "std_mean", "vector_norm"},
     }
     for kind, names in kinds.items():
         assert _names_where(lambda op, kind=kind: op.kind is kind) == names, kind
     assert _names_where(lambda op: op.kind in (Kind.CONV, Kind.CONV_TRANSPOSE)) == CONVOLUTIONS
-    assert _names_where(lambda op: op.aten) == ATEN_KNOWN
+    assert _names_where(lambda op: op.aten) == ATEN_KNOWN | {"aten.slice"}
     parameters = {
-        ParamRule.KEEP: POINTWISE, ParamRule.MOVE: MOVEMENT | {"getitem"}, ParamRule.COMBINE: ELEMENTWISE,
+        ParamRule.KEEP: POINTWISE, ParamRule.MOVE: MOVEMENT | {"getitem", "aten.slice"}, ParamRule.COMBINE: ELEMENTWISE,
         ParamRule.STATISTIC: STATISTICS, ParamRule.NORMALISE: NORMALISATIONS,
     }
     for rule, names in parameters.items():
@@ -193,7 +193,7 @@ def test_function_families_are_the_sets_the_rules_kept() -> None:
 
 
 def test_function_flags_are_the_sets_the_depth_analysis_and_the_passes_kept() -> None:
-    assert _names_where(lambda op: op.zero_safe) == ZERO_SAFE_FUNCTIONS
+    assert _names_where(lambda op: op.zero_safe) == ZERO_SAFE_FUNCTIONS | {"aten.slice"}
     assert _names_where(lambda op: op.divides) == {"truediv", "div", "itruediv"}
     assert _names_where(lambda op: op.chain) == CHAIN_FUNCTIONS
     assert _names_where(lambda op: op.merge) == MERGES
