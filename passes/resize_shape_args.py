@@ -136,7 +136,8 @@ class ResizeShapeArgsPass(Pass):
             if new is not None and not (size.value == -1 and not size.reads):
                 if size.other and not size.pinned:
                     with node.graph.inserting_before(node):
-                        new = self._scaled(node, node.graph.call_function(operator.getitem, (shape, i)), size, new)
+                        item = node.graph.call_function(operator.getitem, (shape, i))
+                    new = self._scaled(node, item, size, new)
                 out.append(new)
             elif size.pinned or not size.other:
                 out.append(size.value)

@@ -116,8 +116,8 @@ def _check_faithful(gm: fx.GraphModule, reference, model: nn.Module, example_inp
     expected, found = torch.utils._pytree.tree_leaves(reference), torch.utils._pytree.tree_leaves(got)
     pairs = [(a, b) for a, b in zip(expected, found) if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)]
     for a, b in pairs:
-        if a.shape != b.shape or (a.is_floating_point() and not bool(
-                ((a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-5) if a.numel() else True)):
+        if a.shape != b.shape or not (a.numel() == 0 or not a.is_floating_point()
+                                      or bool((a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-5)):
             raise TraceError(f"the graph captured from {type(model).__name__} (torch.export for the parts torch.fx "
                              "cannot trace) does not compute what the model computes on the example "
                              f"(an output of shape {tuple(a.shape)} differs); please report this with the model")
@@ -138,7 +138,9 @@ class _TopLevelUntraceable(Exception):
     """The top-level forward cannot be traced by fx; the message says why and where. `reference`: the model's
     output on the example before any capture (what the captured graph must compute)."""
 
-    reference = None
+    def __init__(self, message: str, reference) -> None:
+        super().__init__(message)
+        self.reference = reference
 
 
 def _exported(model: nn.Module, example_inputs: tuple, example_kwargs: dict,
@@ -247,9 +249,7 @@ def _trace_with_leaves(model: nn.Module, example_inputs: tuple, example_kwargs: 
                 leaves.add(tracer.failed_in)
                 decomposition.restore_under(leaves)
                 continue
-            untraceable = _TopLevelUntraceable(_explain(model, error))
-            untraceable.reference = reference
-            raise untraceable from error
+            raise _TopLevelUntraceable(_explain(model, error), reference) from error
         # path 2b: a leaf whose output torch.export cannot return (an object it cannot flatten, such as a
         # key-value cache), of which the caller only reads some fields: captured returning those fields alone
         if _capture_read_fields(model, graph, leaves, tried, example_inputs, example_kwargs):
